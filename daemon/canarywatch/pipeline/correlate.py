@@ -1,0 +1,302 @@
+"""Correlation: the identity rules of ``reference/transitions.md``.
+
+The same transition of the same rollout is one event however many times, and by however many
+sources, it is observed: the first observation is emitted, later ones only grow its ``sources``
+and refresh its detail. To decide "the same", the correlator tracks per canary:
+
+- the **rollout** (one revision: starts at ``revision-detected``, ends at ``promoted``,
+  ``rolled-back`` or ``promotion-failed``); its number is the identity, its label is the
+  ``lastAppliedSpec`` when a source told us, else the sequence number;
+- the **conditions** a transition opens (``gate``, ``readiness``, ``analysis``,
+  ``rollout-failed``, ``source``) and their **episodes**: reopening a closed condition in the same
+  rollout is a new episode (a new notification), repeating an open one is not.
+
+Only a *new* transition moves this state (closes conditions, starts rollouts): a late duplicate
+from a slower source must not close a condition that was opened after the original.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from canarywatch.model import (
+    CanaryEvent,
+    CanaryRef,
+    Condition,
+    SourceName,
+    Transition,
+)
+
+Identity = tuple[int, Transition, str, int]
+"""(rollout sequence, transition, detail, episode) within one canary."""
+
+REVISION_MERGE_WINDOW = timedelta(minutes=5)
+"""How far apart two sources' ``revision-detected`` may be and still be one rollout start."""
+
+_CLOSES_ANALYSIS = frozenset(
+    {Transition.WEIGHT_ADVANCED, Transition.ITERATION_ADVANCED, Transition.PROMOTING}
+)
+_CLOSES_SOURCE = {
+    Transition.METRICS_SOURCE_RECOVERED: Transition.METRICS_SOURCE_DOWN,
+    Transition.CLUSTER_REACHABLE: Transition.CLUSTER_UNREACHABLE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Correlation:
+    """What the correlator made of one candidate event.
+
+    ``new`` is set for a transition not seen before (to be notified); ``duplicate_of`` for a
+    repeat (the stored event with merged sources/detail); ``resolved`` lists the opening events
+    whose condition this transition closed (for receivers with ``send_resolved``).
+    """
+
+    new: CanaryEvent | None = None
+    duplicate_of: CanaryEvent | None = None
+    resolved: tuple[CanaryEvent, ...] = ()
+
+
+@dataclass(slots=True)
+class _Rollout:
+    seq: int
+    started_at: datetime | None = None
+    spec: str = ""
+    ended: bool = False
+    quiet: bool = True
+    """No transition other than ``revision-detected`` was new in this rollout yet."""
+    revision_sources: set[SourceName] = field(default_factory=set)
+
+    @property
+    def label(self) -> str:
+        return self.spec or str(self.seq)
+
+
+@dataclass(slots=True)
+class _CanaryState:
+    rollout: _Rollout = field(default_factory=lambda: _Rollout(seq=0))
+    episodes: dict[Condition, int] = field(default_factory=dict)
+    open: dict[Condition, CanaryEvent] = field(default_factory=dict)
+    gate_episodes: dict[str, int] = field(default_factory=dict)
+    seen: dict[Identity, CanaryEvent] = field(default_factory=dict)
+    target: str = ""
+    facts: dict[str, str] = field(default_factory=dict)
+
+
+class Correlator:
+    """Assigns rollout and episode, deduplicates, and computes routing labels.
+
+    ``label_hints`` maps hint keys a source may attach (``label:team``) to the label name the
+    event should carry (``canary_team``); the canaries source supplies them.
+    """
+
+    def __init__(self, *, label_hints: Mapping[str, str] | None = None) -> None:
+        self._canaries: dict[CanaryRef, _CanaryState] = {}
+        self._label_hints = dict(label_hints or {})
+
+    # -- public -----------------------------------------------------------------------------
+
+    def __call__(self, event: CanaryEvent, now: datetime) -> Correlation:
+        state = self._canaries.setdefault(event.canary, _CanaryState())
+        if event.target:
+            state.target = event.target
+        for key, value in event.hints.items():
+            if key.startswith(("label:", "annotation:")):
+                state.facts[key] = value
+
+        if event.transition is Transition.REVISION_DETECTED:
+            return self._revision_detected(state, event, now)
+
+        identity = self._identity(state, event)
+        stored = state.seen.get(identity)
+        if stored is not None:
+            merged = _merge(stored, event)
+            state.seen[identity] = merged
+            self._refresh_open(state, merged)
+            return Correlation(duplicate_of=merged)
+
+        resolved = self._close_conditions(state, event)
+        finished = self._finish(state, event, identity)
+        return Correlation(new=finished, resolved=resolved)
+
+    def open_conditions(self, canary: CanaryRef) -> Mapping[Condition, CanaryEvent]:
+        state = self._canaries.get(canary)
+        return dict(state.open) if state else {}
+
+    def canaries(self) -> Iterable[CanaryRef]:
+        return self._canaries.keys()
+
+    # -- rollouts ---------------------------------------------------------------------------
+
+    def _revision_detected(
+        self, state: _CanaryState, event: CanaryEvent, now: datetime
+    ) -> Correlation:
+        current = state.rollout
+        spec = event.hints.get("spec", "")
+        source = event.sources[0] if event.sources else SourceName.SELF
+        if spec and current.spec:
+            same_rollout = spec == current.spec
+        elif current.seq > 0 and not current.ended and current.quiet:
+            # Nothing happened since this rollout started: a repeated sighting (a retried
+            # webhook, a second source), not a revision that restarted the analysis.
+            same_rollout = True
+        else:
+            same_rollout = (
+                current.seq > 0
+                and not current.ended
+                and current.started_at is not None
+                and source not in current.revision_sources
+                and abs(event.observed_at - current.started_at) <= REVISION_MERGE_WINDOW
+            )
+        if same_rollout:
+            current.revision_sources.add(source)
+            if spec and not current.spec:
+                current.spec = spec
+            identity: Identity = (current.seq, event.transition, "", 0)
+            stored = state.seen.get(identity)
+            if stored is not None:
+                merged = _merge(stored, event)
+                state.seen[identity] = merged
+                return Correlation(duplicate_of=merged)
+            # Started by another transition's implicit evidence; first explicit sighting.
+            return Correlation(new=self._finish(state, event, identity))
+
+        resolved = self._end_rollout_conditions(state, event)
+        state.rollout = _Rollout(
+            seq=current.seq + 1,
+            started_at=event.observed_at,
+            spec=spec,
+            revision_sources={source},
+        )
+        # Identities of rollouts before the previous one can never match again.
+        keep = {current.seq, state.rollout.seq}
+        state.seen = {k: v for k, v in state.seen.items() if k[0] in keep}
+        identity = (state.rollout.seq, event.transition, "", 0)
+        return Correlation(new=self._finish(state, event, identity), resolved=resolved)
+
+    # -- identity and conditions ------------------------------------------------------------
+
+    def _identity(self, state: _CanaryState, event: CanaryEvent) -> Identity:
+        seq = state.rollout.seq
+        spec = event.spec
+        if spec.opens is not None:
+            cond = spec.opens
+            if cond in state.open:
+                episode = state.episodes.get(cond, 0)
+            else:
+                episode = state.episodes.get(cond, 0) + 1
+            return (seq, event.transition, event.detail, episode)
+        if event.transition is Transition.APPROVED:
+            gate_open = state.open.get(Condition.GATE)
+            if gate_open is not None and gate_open.detail == event.detail:
+                return (seq, event.transition, event.detail, gate_open.episode)
+            return (seq, event.transition, event.detail, state.gate_episodes.get(event.detail, 0))
+        return (seq, event.transition, event.detail, 0)
+
+    def _close_conditions(self, state: _CanaryState, event: CanaryEvent) -> tuple[CanaryEvent, ...]:
+        t = event.transition
+        closing: list[Condition] = []
+        if event.spec.forward:
+            closing.append(Condition.READINESS)
+        if t in _CLOSES_ANALYSIS:
+            closing.append(Condition.ANALYSIS)
+        if t is Transition.APPROVED:
+            gate = state.open.get(Condition.GATE)
+            if gate is not None and gate.detail == event.detail:
+                closing.append(Condition.GATE)
+        if t in (Transition.PROMOTED, Transition.TERMINATED):
+            closing.append(Condition.ROLLOUT_FAILED)
+        if t in _CLOSES_SOURCE:
+            source_open = state.open.get(Condition.SOURCE)
+            if source_open is not None and source_open.transition is _CLOSES_SOURCE[t]:
+                closing.append(Condition.SOURCE)
+        resolved = [state.open.pop(c) for c in closing if c in state.open]
+        if event.spec.ends_rollout:
+            resolved.extend(self._end_rollout_conditions(state, event))
+        return tuple(resolved)
+
+    def _end_rollout_conditions(
+        self, state: _CanaryState, event: CanaryEvent
+    ) -> tuple[CanaryEvent, ...]:
+        """A rollout ending (or a new one starting) closes its gate, analysis and readiness."""
+        conditions = (Condition.GATE, Condition.ANALYSIS, Condition.READINESS)
+        return tuple(state.open.pop(c) for c in conditions if c in state.open)
+
+    def _finish(self, state: _CanaryState, event: CanaryEvent, identity: Identity) -> CanaryEvent:
+        seq, _, _, episode = identity
+        rollout = state.rollout
+        if event.transition is not Transition.REVISION_DETECTED:
+            rollout.quiet = False
+        if event.hints.get("spec") and rollout.seq == seq and not rollout.spec:
+            rollout.spec = event.hints["spec"]
+        if rollout.started_at is None:
+            rollout.started_at = event.observed_at
+        finished = dataclasses.replace(
+            event,
+            rollout=rollout.label,
+            episode=episode,
+            target=event.target or state.target,
+        )
+        finished = dataclasses.replace(finished, labels=self._labels(state, finished))
+        state.seen[identity] = finished
+        opens = event.spec.opens
+        if opens is not None and opens not in state.open:
+            state.open[opens] = finished
+            state.episodes[opens] = episode
+            if opens is Condition.GATE:
+                state.gate_episodes[event.detail] = episode
+        if event.spec.ends_rollout:
+            rollout.ended = True
+        return finished
+
+    def _refresh_open(self, state: _CanaryState, merged: CanaryEvent) -> None:
+        opens = merged.spec.opens
+        if opens is not None:
+            current = state.open.get(opens)
+            if current is not None and current.transition is merged.transition:
+                state.open[opens] = merged
+
+    def _labels(self, state: _CanaryState, event: CanaryEvent) -> dict[str, str]:
+        labels = {
+            "transition": event.transition.value,
+            "severity": event.severity.value,
+            "cluster": event.canary.cluster,
+            "namespace": event.canary.namespace,
+            "canary": event.canary.name,
+            "target": event.target or state.target,
+            "phase": event.phase.value if event.phase else "",
+            "rollout": event.rollout,
+        }
+        if event.transition in (Transition.AWAITING_APPROVAL, Transition.APPROVED):
+            labels["gate"] = event.detail
+        for hint_key, label in self._label_hints.items():
+            value = state.facts.get(hint_key)
+            if value is not None:
+                labels[label] = value
+        return labels
+
+
+def _merge(stored: CanaryEvent, repeat: CanaryEvent) -> CanaryEvent:
+    """The stored event, with the repeat's source added and its missing detail filled in.
+
+    A repeated ``halted``/``no-traffic`` refreshes the reason (latest value) and the failed
+    checks count; other transitions keep what was first said and only fill gaps.
+    """
+    sources = stored.sources + tuple(s for s in repeat.sources if s not in stored.sources)
+    refresh = stored.transition in (Transition.HALTED, Transition.NO_TRAFFIC)
+    checks = stored.failed_checks
+    if repeat.failed_checks is not None:
+        checks = max(checks or 0, repeat.failed_checks)
+    elif refresh:
+        checks = (checks or 1) + 1
+    return dataclasses.replace(
+        stored,
+        sources=sources,
+        reason=(repeat.reason or stored.reason) if refresh else (stored.reason or repeat.reason),
+        failed_checks=checks,
+        weight=stored.weight if stored.weight is not None else repeat.weight,
+        phase=stored.phase or repeat.phase,
+        target=stored.target or repeat.target,
+    )

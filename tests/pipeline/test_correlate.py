@@ -1,0 +1,243 @@
+"""Identity, rollout and episode rules of reference/transitions.md, on hand-built events."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from canarywatch.model import (
+    TRANSITIONS,
+    CanaryEvent,
+    CanaryRef,
+    Condition,
+    SourceName,
+    Transition,
+)
+from canarywatch.pipeline.correlate import Correlator
+
+T0 = datetime(2026, 8, 4, 14, 0, tzinfo=UTC)
+PODINFO = CanaryRef("test", "podinfo", "prod")
+EV = SourceName.KUBERNETES_EVENTS
+ST = SourceName.CANARIES
+
+
+def ev(
+    transition: Transition,
+    minute: float = 0,
+    *,
+    detail: str = "",
+    source: SourceName = EV,
+    canary: CanaryRef = PODINFO,
+    reason: str = "",
+    hints: Mapping[str, str] | None = None,
+) -> CanaryEvent:
+    return CanaryEvent(
+        canary=canary,
+        transition=transition,
+        observed_at=T0 + timedelta(minutes=minute),
+        sources=(source,),
+        severity=TRANSITIONS[transition].severity,
+        detail=detail,
+        reason=reason,
+        hints=dict(hints or {}),
+    )
+
+
+def run(events: list[CanaryEvent]) -> list[CanaryEvent]:
+    correlator = Correlator()
+    out = []
+    for e in events:
+        result = correlator(e, e.observed_at)
+        if result.new is not None:
+            out.append(result.new)
+    return out
+
+
+def names(events: list[CanaryEvent]) -> list[tuple[str, str]]:
+    return [(e.transition.value, e.detail) for e in events]
+
+
+def test_five_failed_checks_are_one_halted_and_rollback_pair_is_one() -> None:
+    out = run(
+        [
+            ev(Transition.REVISION_DETECTED, 0),
+            ev(Transition.WEIGHT_ADVANCED, 1, detail="10"),
+            *[
+                ev(Transition.HALTED, 2 + i, reason=f"request-success-rate 9{i} < 99")
+                for i in range(5)
+            ],
+            ev(Transition.ROLLED_BACK, 8, reason="failed-checks"),
+            ev(Transition.ROLLED_BACK, 8.01),
+        ]
+    )
+    assert names(out) == [
+        ("revision-detected", ""),
+        ("weight-advanced", "10"),
+        ("halted", ""),
+        ("rolled-back", ""),
+    ]
+    assert out[-1].reason == "failed-checks"
+    assert out[-1].labels["severity"] == "critical"
+
+
+def test_halt_after_an_advance_is_a_new_episode() -> None:
+    out = run(
+        [
+            ev(Transition.REVISION_DETECTED, 0),
+            ev(Transition.HALTED, 1),
+            ev(Transition.HALTED, 2),
+            ev(Transition.WEIGHT_ADVANCED, 3, detail="10"),
+            ev(Transition.HALTED, 4),
+        ]
+    )
+    halted = [e for e in out if e.transition is Transition.HALTED]
+    assert [h.episode for h in halted] == [1, 2]
+
+
+def test_not_ready_twice_in_a_rollout_is_two_episodes() -> None:
+    out = run(
+        [
+            ev(Transition.REVISION_DETECTED, 0),
+            ev(Transition.NOT_READY, 0.1),
+            ev(Transition.NOT_READY, 0.5),
+            ev(Transition.ANALYSIS_STARTED, 1),
+            ev(Transition.PROMOTING, 5),
+            ev(Transition.NOT_READY, 5.1),
+            ev(Transition.FINALISING, 6),
+            ev(Transition.PROMOTED, 7),
+        ]
+    )
+    assert [e.transition for e in out].count(Transition.NOT_READY) == 2
+
+
+def test_two_gates_approved_are_two_pairs_even_as_count_bumps() -> None:
+    out = run(
+        [
+            ev(Transition.REVISION_DETECTED, 0),
+            ev(Transition.AWAITING_APPROVAL, 1, detail="promotion"),
+            ev(Transition.APPROVED, 2, detail="promotion"),
+            ev(Transition.APPROVED, 2.5, detail="promotion"),  # a relisted/late copy
+            ev(Transition.AWAITING_APPROVAL, 3, detail="promotion"),
+            ev(Transition.APPROVED, 4, detail="promotion"),  # count bump of the first Event
+        ]
+    )
+    assert names(out)[1:] == [
+        ("awaiting-approval", "promotion"),
+        ("approved", "promotion"),
+        ("awaiting-approval", "promotion"),
+        ("approved", "promotion"),
+    ]
+
+
+def test_same_transition_from_two_sources_is_one_event_with_both_sources() -> None:
+    correlator = Correlator()
+    first = correlator(ev(Transition.REVISION_DETECTED, 0), T0)
+    second = correlator(
+        ev(Transition.REVISION_DETECTED, 0.01, source=ST, hints={"spec": "abc"}), T0
+    )
+    assert first.new is not None
+    assert second.new is None
+    assert second.duplicate_of is not None
+    assert second.duplicate_of.sources == (EV, ST)
+    third = correlator(ev(Transition.WEIGHT_ADVANCED, 1, detail="10", source=ST), T0)
+    assert third.new is not None
+    assert third.new.rollout == "abc"  # lastAppliedSpec becomes the rollout id once known
+
+
+def test_new_revision_starts_a_new_rollout_and_same_texts_are_news_again() -> None:
+    out = run(
+        [
+            ev(Transition.REVISION_DETECTED, 0),
+            ev(Transition.WEIGHT_ADVANCED, 1, detail="10"),
+            ev(Transition.PROMOTED, 5),
+            ev(Transition.REVISION_DETECTED, 60),
+            ev(Transition.WEIGHT_ADVANCED, 61, detail="10"),
+        ]
+    )
+    assert [e.rollout for e in out] == ["1", "1", "1", "2", "2"]
+
+
+def test_rollback_condition_resolves_on_a_later_promotion() -> None:
+    correlator = Correlator()
+    for e in [ev(Transition.REVISION_DETECTED, 0), ev(Transition.ROLLED_BACK, 1)]:
+        correlator(e, e.observed_at)
+    assert Condition.ROLLOUT_FAILED in correlator.open_conditions(PODINFO)
+    correlator(ev(Transition.REVISION_DETECTED, 30), T0)
+    result = correlator(ev(Transition.PROMOTED, 40), T0)
+    assert [r.transition for r in result.resolved] == [Transition.ROLLED_BACK]
+    assert correlator.open_conditions(PODINFO) == {}
+
+
+def test_late_duplicate_does_not_close_a_newer_condition() -> None:
+    correlator = Correlator()
+    for e in [
+        ev(Transition.REVISION_DETECTED, 0),
+        ev(Transition.WEIGHT_ADVANCED, 1, detail="10"),
+        ev(Transition.HALTED, 2),
+        ev(Transition.WEIGHT_ADVANCED, 2.1, detail="10", source=ST),  # slow source, same step
+    ]:
+        correlator(e, e.observed_at)
+    assert Condition.ANALYSIS in correlator.open_conditions(PODINFO)
+    again = correlator(ev(Transition.HALTED, 3), T0)
+    assert again.new is None
+
+
+def test_canaries_are_independent() -> None:
+    other = CanaryRef("shop", "checkout", "prod")
+    out = run(
+        [
+            ev(Transition.REVISION_DETECTED, 0),
+            ev(Transition.REVISION_DETECTED, 0, canary=other),
+            ev(Transition.HALTED, 1),
+            ev(Transition.HALTED, 1, canary=other),
+        ]
+    )
+    assert len(out) == 4
+
+
+def test_labels_carry_the_documented_set() -> None:
+    (event,) = run([ev(Transition.AWAITING_APPROVAL, 0, detail="rollout")])
+    assert set(event.labels) == {
+        "transition",
+        "severity",
+        "cluster",
+        "namespace",
+        "canary",
+        "target",
+        "phase",
+        "rollout",
+        "gate",
+    }
+    assert event.labels["gate"] == "rollout"
+    assert event.labels["cluster"] == "prod"
+
+
+SEQUENCE = st.lists(
+    st.sampled_from(
+        [
+            (Transition.REVISION_DETECTED, ""),
+            (Transition.WEIGHT_ADVANCED, "10"),
+            (Transition.WEIGHT_ADVANCED, "20"),
+            (Transition.HALTED, ""),
+            (Transition.NO_TRAFFIC, ""),
+            (Transition.NOT_READY, ""),
+            (Transition.AWAITING_APPROVAL, "promotion"),
+            (Transition.APPROVED, "promotion"),
+            (Transition.ROLLED_BACK, ""),
+            (Transition.PROMOTED, ""),
+        ]
+    ),
+    max_size=40,
+)
+
+
+@given(SEQUENCE)
+def test_feeding_every_event_twice_equals_feeding_it_once(
+    seq: list[tuple[Transition, str]],
+) -> None:
+    events = [ev(t, i, detail=d) for i, (t, d) in enumerate(seq)]
+    doubled = [e for e in events for _ in range(2)]
+    assert names(run(doubled)) == names(run(events))
