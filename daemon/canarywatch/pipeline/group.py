@@ -1,0 +1,223 @@
+"""Aggregation groups: Alertmanager's group_wait / group_interval / repeat_interval for events.
+
+A group is one receiver, one status and one set of group labels (``group_key``). Timing:
+
+- The first event of a new group is due at ``now + group_wait``; events arriving while the group
+  waits join it.
+- Once a group has flushed, further events are due at ``last_flush + group_interval``, or at
+  once if that moment has already passed.
+- A notification carries the events that reached the group since its previous flush, in arrival
+  order: every offered event is in exactly one notification, none twice.
+- With ``group_wait`` and ``group_interval`` both 0 nothing is batched: each event is its own
+  notification, due when offered.
+- A group may be marked with still-firing events (``mark_firing``). With no new events, such a
+  group re-sends them on a group_interval tick once ``repeat_interval`` has passed since its last
+  send (Alertmanager checks repeats on its group_interval ticks), i.e. at ``last_flush +
+  group_interval * ceil(repeat_interval / group_interval)``. Unlike Alertmanager, whose
+  notifications always carry every firing alert, a flush of new events carries only those
+  events; it still counts as the group's last send.
+- ``last_flush`` is the moment ``due``/``flush_all`` actually flushed (a late call shifts the next
+  tick, as Alertmanager's ticker reset does).
+- A group with no pending and no firing events is dropped once ``group_interval`` has passed
+  since its last flush: from then on, an event for its key starts a new group (``group_wait``).
+  This is decided by time, not by when the garbage collection ran, so results do not depend on
+  how often ``due`` is called.
+
+Everything is deterministic: ``due`` orders notifications by deadline, then group key, then
+arrival. Options (timings) are those of the latest event offered to the group.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import MappingProxyType
+
+from canarywatch.matchers import format_label_set
+from canarywatch.model import (
+    CanaryEvent,
+    Notification,
+    NotificationStatus,
+    Routed,
+    RouteOptions,
+)
+from canarywatch.pipeline.route import group_labels
+
+__all__ = ["Grouper", "group_key", "group_key_for"]
+
+
+def group_key(receiver: str, status: NotificationStatus, labels: Mapping[str, str]) -> str:
+    """``firing/{canary="podinfo",namespace="test"}:slack``: stable and unambiguous.
+
+    The status is one of a fixed set, the label set is self-delimiting (escaped, sorted), and the
+    receiver is everything after it, so distinct inputs never share a key.
+    """
+    return f"{status}/{format_label_set(labels)}:{receiver}"
+
+
+def group_key_for(routed: Routed) -> str:
+    """The key of the group ``routed`` joins (what ``mark_firing`` takes)."""
+    labels = group_labels(routed.event.labels, routed.route.group_by)
+    return group_key(routed.receiver, routed.status, labels)
+
+
+@dataclass(slots=True)
+class _Group:
+    key: str
+    receiver: str
+    status: NotificationStatus
+    labels: Mapping[str, str]
+    options: RouteOptions
+    pending: list[CanaryEvent] = field(default_factory=list)
+    deadline: datetime | None = None
+    """When ``pending`` is due; ``None`` while it is empty."""
+    last_flush: datetime | None = None
+    firing: tuple[CanaryEvent, ...] = ()
+
+    def _interval(self) -> timedelta:
+        return timedelta(seconds=self.options.group_interval_s)
+
+    def idle(self, now: datetime) -> bool:
+        """Nothing to send now or later, and past the window in which it would tick again."""
+        return (
+            not self.pending
+            and not self.firing
+            and self.last_flush is not None
+            and now >= self.last_flush + self._interval()
+        )
+
+    def repeat_deadline(self) -> datetime | None:
+        repeat = self.options.repeat_interval_s
+        if self.pending or not self.firing or self.last_flush is None or repeat <= 0:
+            return None
+        interval = self.options.group_interval_s
+        # The first group_interval tick at or after repeat_interval; the epsilon keeps
+        # 14400 / 300 from rounding up to 49 ticks through float error.
+        step = repeat if interval <= 0 else interval * max(1, math.ceil(repeat / interval - 1e-9))
+        return self.last_flush + timedelta(seconds=step)
+
+    def next_deadline(self) -> datetime | None:
+        return self.deadline if self.pending else self.repeat_deadline()
+
+    def batches(self) -> list[tuple[CanaryEvent, ...]]:
+        if self.options.group_wait_s == 0 and self.options.group_interval_s == 0:
+            return [(event,) for event in self.pending]
+        return [tuple(self.pending)]
+
+
+class Grouper:
+    """Holds aggregation groups; pure: time only enters through the ``now`` arguments."""
+
+    def __init__(self) -> None:
+        self._groups: dict[str, _Group] = {}
+
+    def __len__(self) -> int:
+        """Events offered and not yet flushed."""
+        return sum(len(g.pending) for g in self._groups.values())
+
+    @property
+    def group_count(self) -> int:
+        """Groups held (pending, firing, or within their group_interval window)."""
+        return len(self._groups)
+
+    def offer(self, routed: Routed, now: datetime) -> None:
+        """Add one routed event to its group, creating the group if needed."""
+        key = group_key_for(routed)
+        group = self._groups.get(key)
+        if group is not None and group.idle(now):
+            del self._groups[key]
+            group = None
+        if group is None:
+            group = _Group(
+                key=key,
+                receiver=routed.receiver,
+                status=routed.status,
+                labels=MappingProxyType(group_labels(routed.event.labels, routed.route.group_by)),
+                options=routed.route,
+            )
+            self._groups[key] = group
+            group.deadline = now + timedelta(seconds=routed.route.group_wait_s)
+        elif not group.pending:
+            # A live group without pending events has flushed before.
+            last = group.last_flush if group.last_flush is not None else now
+            group.deadline = max(now, last + timedelta(seconds=routed.route.group_interval_s))
+        group.options = routed.route
+        group.pending.append(routed.event)
+
+    def mark_firing(self, key: str, events: Sequence[CanaryEvent]) -> None:
+        """Set the events of group ``key`` that are still firing (replacing earlier marks).
+
+        Call it right after offering the event that opened the condition: the group exists then.
+        Raises ``KeyError`` for a group that does not exist.
+        """
+        self._groups[key].firing = tuple(events)
+
+    def mark_resolved(self, key: str, events: Iterable[CanaryEvent] | None = None) -> None:
+        """Stop repeating ``events`` (all of them when ``None``); unknown keys are ignored."""
+        group = self._groups.get(key)
+        if group is None:
+            return
+        if events is None:
+            group.firing = ()
+            return
+        gone = list(events)
+        group.firing = tuple(e for e in group.firing if e not in gone)
+
+    def firing(self, key: str) -> tuple[CanaryEvent, ...]:
+        group = self._groups.get(key)
+        return group.firing if group is not None else ()
+
+    def next_deadline(self) -> datetime | None:
+        """The earliest moment ``due`` has something to return."""
+        deadlines = [d for g in self._groups.values() if (d := g.next_deadline()) is not None]
+        return min(deadlines, default=None)
+
+    def _notification(
+        self, group: _Group, events: tuple[CanaryEvent, ...], now: datetime
+    ) -> Notification:
+        return Notification(
+            receiver=group.receiver,
+            status=group.status,
+            group_key=group.key,
+            group_labels=group.labels,
+            events=events,
+            created_at=now,
+        )
+
+    def _flush(
+        self, groups: Iterable[_Group], now: datetime, *, repeats: bool
+    ) -> list[Notification]:
+        ready: list[tuple[datetime, str, _Group]] = []
+        for group in groups:
+            deadline = group.next_deadline()
+            if deadline is None or (repeats and deadline > now):
+                continue
+            if not repeats and not group.pending:
+                continue
+            ready.append((deadline, group.key, group))
+        ready.sort(key=lambda item: (item[0], item[1]))
+        out: list[Notification] = []
+        for _, _, group in ready:
+            if group.pending:
+                out.extend(self._notification(group, batch, now) for batch in group.batches())
+                group.pending = []
+                group.deadline = None
+            else:
+                out.append(self._notification(group, group.firing, now))
+            group.last_flush = now
+        self._collect(now)
+        return out
+
+    def _collect(self, now: datetime) -> None:
+        for key in [k for k, g in self._groups.items() if g.idle(now)]:
+            del self._groups[key]
+
+    def due(self, now: datetime) -> list[Notification]:
+        """Flush every group whose deadline is at or before ``now`` (new events or a repeat)."""
+        return self._flush(list(self._groups.values()), now, repeats=True)
+
+    def flush_all(self, now: datetime) -> list[Notification]:
+        """Flush every pending event regardless of deadlines (shutdown, end of a replay)."""
+        return self._flush(list(self._groups.values()), now, repeats=False)

@@ -1,0 +1,320 @@
+"""The route tree: Alertmanager matching, inheritance, dedup and time-interval muting."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import pytest
+
+from canarywatch.matchers import parse_matchers
+from canarywatch.model import (
+    CanaryEvent,
+    CanaryRef,
+    NotificationStatus,
+    RouteOptions,
+    SourceName,
+    Transition,
+)
+from canarywatch.pipeline.route import (
+    Route,
+    Router,
+    RouteSpec,
+    build_route,
+    group_labels,
+)
+from canarywatch.pipeline.timeintervals import parse_time_intervals
+
+NOW = datetime(2025, 6, 4, 12, 0, tzinfo=UTC)  # a Wednesday
+SATURDAY = datetime(2025, 6, 7, 12, 0, tzinfo=UTC)
+
+
+def event(**labels: str) -> CanaryEvent:
+    return CanaryEvent(
+        canary=CanaryRef(labels.get("namespace", "test"), labels.get("canary", "podinfo")),
+        transition=Transition(labels.get("transition", "promoted")),
+        observed_at=NOW,
+        sources=(SourceName.KUBERNETES_EVENTS,),
+        labels=labels,
+    )
+
+
+def spec(*matchers: str, **kwargs: object) -> RouteSpec:
+    return RouteSpec(matchers=parse_matchers(matchers), **kwargs)  # type: ignore[arg-type]
+
+
+def receivers(router: Router, labels: Mapping[str, str], now: datetime = NOW) -> list[str]:
+    return [r.receiver for r in router.route(event(**labels), now)]
+
+
+# The example tree of Alertmanager's docs/configuration.md, adapted to canary labels.
+TREE = build_route(
+    RouteSpec(
+        receiver="default",
+        group_by=("namespace",),
+        routes=(
+            spec('severity="critical"', receiver="pager", group_wait_s=30.0),
+            spec(
+                'namespace=~"payments|billing"',
+                receiver="payments",
+                group_by=("canary",),
+                routes=(
+                    spec('transition="rolled-back"', receiver="payments-oncall"),
+                    spec('transition="halted"', continue_=True, receiver="payments-audit"),
+                    spec('severity="warning"', receiver="payments-warnings"),
+                ),
+            ),
+            spec('team="platform"', receiver="platform", continue_=True),
+            spec('team=~"plat.*"', receiver="platform-archive"),
+            spec('team="platform"', receiver="never-reached"),
+        ),
+    )
+)
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ({}, ["default"]),  # the root handles what no child matches
+        ({"severity": "critical", "namespace": "payments"}, ["pager"]),  # first match wins
+        ({"namespace": "billing"}, ["payments"]),  # a node with no matching child
+        ({"namespace": "payments", "transition": "rolled-back"}, ["payments-oncall"]),
+        (
+            {"namespace": "payments", "transition": "halted", "severity": "warning"},
+            ["payments-audit", "payments-warnings"],  # continue on a nested node
+        ),
+        ({"namespace": "payments", "transition": "halted"}, ["payments-audit"]),
+        ({"namespace": "paymentsx"}, ["default"]),  # regexes are anchored
+        ({"team": "platform"}, ["platform", "platform-archive"]),  # continue, then stop
+        ({"team": "platypus"}, ["platform-archive"]),
+    ],
+)
+def test_matching(labels: dict[str, str], expected: list[str]) -> None:
+    assert receivers(Router(TREE), labels) == expected
+
+
+def test_inheritance_and_defaults() -> None:
+    assert TREE.group_wait_s == 0.0
+    assert TREE.group_interval_s == 300.0
+    assert TREE.repeat_interval_s == 14400.0
+    pager, payments = TREE.routes[0], TREE.routes[1]
+    assert pager.group_wait_s == 30.0
+    assert pager.group_by == ("namespace",)  # inherited
+    assert payments.receiver == "payments"
+    oncall, _, warnings = payments.routes
+    assert oncall.group_by == ("canary",)  # inherited from its parent, not the root
+    assert oncall.group_wait_s == 0.0
+    assert warnings.receiver == "payments-warnings"
+
+    deep = build_route(
+        RouteSpec(
+            receiver="root",
+            group_interval_s=60.0,
+            routes=(
+                spec(
+                    "a=1",
+                    receiver="mid",
+                    repeat_interval_s=600.0,
+                    group_by=("...",),
+                    routes=(spec("b=2"),),
+                ),
+            ),
+        )
+    )
+    leaf = deep.routes[0].routes[0]
+    assert leaf.receiver == "mid"  # receiver inherits
+    assert leaf.group_by is None  # '...' inherits
+    assert (leaf.group_wait_s, leaf.group_interval_s, leaf.repeat_interval_s) == (0.0, 60.0, 600.0)
+    assert build_route(RouteSpec(receiver="r")).group_by == ()
+
+
+def test_time_intervals_do_not_inherit() -> None:
+    tree = build_route(
+        RouteSpec(
+            receiver="root",
+            routes=(spec("a=1", mute_time_intervals=("weekends",), routes=(spec("b=2"),)),),
+        )
+    )
+    assert tree.routes[0].mute_time_intervals == ("weekends",)
+    assert tree.routes[0].routes[0].mute_time_intervals == ()
+
+
+@pytest.mark.parametrize(
+    ("root", "fault"),
+    [
+        (RouteSpec(), "must name a receiver"),
+        (spec("a=1", receiver="r"), "must not have matchers"),
+        (RouteSpec(receiver="r", continue_=True), "cannot have continue"),
+        (RouteSpec(receiver="r", mute_time_intervals=("x",)), "cannot have mute"),
+        (RouteSpec(receiver="r", group_by=("...", "canary")), "wildcard group_by"),
+        (RouteSpec(receiver="r", group_by=("a", "a")), "duplicated label"),
+        (RouteSpec(receiver="r", repeat_interval_s=0.0), "repeat_interval must be > 0"),
+        (RouteSpec(receiver="r", group_wait_s=-1.0), "group_wait must be >= 0"),
+        (
+            RouteSpec(receiver="r", routes=(RouteSpec(), RouteSpec(group_interval_s=-5.0))),
+            r"route.routes\[1\]: group_interval",
+        ),
+    ],
+)
+def test_build_route_rejects(root: RouteSpec, fault: str) -> None:
+    with pytest.raises(ValueError, match=fault):
+        build_route(root)
+
+
+def test_routed_carries_the_matched_node_options() -> None:
+    router = Router(TREE, send_resolved={"pager": True})
+    [routed] = router.route(event(severity="critical"), NOW)
+    assert routed.receiver == "pager"
+    assert routed.status is NotificationStatus.FIRING
+    assert routed.route == RouteOptions(
+        group_by=("namespace",),
+        group_wait_s=30.0,
+        group_interval_s=300.0,
+        repeat_interval_s=14400.0,
+        send_resolved=True,
+    )
+
+
+def test_identical_targets_are_deduplicated() -> None:
+    tree = build_route(
+        RouteSpec(
+            receiver="slack",
+            group_by=("canary",),
+            routes=(
+                spec("team=a", continue_=True),  # receiver inherited: slack
+                spec('canary=~".+"', continue_=True),  # slack again, same group labels
+                spec("team=a", group_by=("team",), continue_=True),  # slack, other group labels
+                spec("team=a", receiver="teams"),
+            ),
+        )
+    )
+    routed = Router(tree).route(event(team="a", canary="podinfo"), NOW)
+    assert [(r.receiver, r.route.group_by) for r in routed] == [
+        ("slack", ("canary",)),
+        ("slack", ("team",)),
+        ("teams", ("canary",)),
+    ]
+
+
+def test_resolved_goes_only_to_receivers_that_want_it() -> None:
+    tree = build_route(
+        RouteSpec(receiver="quiet", routes=(spec("a=1", receiver="loud", continue_=True),))
+    )
+    router = Router(tree, send_resolved={"loud": True, "quiet": False})
+    result = router.resolve(event(a="1"), NOW, NotificationStatus.RESOLVED)
+    assert [(r.receiver, r.status) for r in result.routed] == [
+        ("loud", NotificationStatus.RESOLVED)
+    ]
+    assert router.route(event(b="2"), NOW, NotificationStatus.RESOLVED) == []
+    assert [r.receiver for r in router.route(event(b="2"), NOW)] == ["quiet"]
+
+
+INTERVALS = {
+    "weekends": parse_time_intervals([{"weekdays": ["saturday", "sunday"]}]),
+    "office": parse_time_intervals(
+        [
+            {
+                "times": [{"start_time": "09:00", "end_time": "17:00"}],
+                "weekdays": ["monday:friday"],
+                "location": "Europe/Berlin",
+            }
+        ]
+    ),
+}
+
+
+def muting_router() -> Router:
+    tree = build_route(
+        RouteSpec(
+            receiver="default",
+            routes=(
+                spec("team=a", receiver="a-pager", mute_time_intervals=("weekends",)),
+                spec("team=b", receiver="b-chat", active_time_intervals=("office",)),
+                spec(
+                    "team=c",
+                    receiver="c",
+                    active_time_intervals=("office",),
+                    mute_time_intervals=("weekends",),
+                    continue_=True,
+                ),
+                spec("team=c", receiver="c-always"),
+            ),
+        )
+    )
+    return Router(tree, time_intervals=INTERVALS)
+
+
+@pytest.mark.parametrize(
+    ("team", "now", "expected", "muted"),
+    [
+        ("a", NOW, ["a-pager"], 0),
+        ("a", SATURDAY, [], 1),  # muted: no fall-through to the root's receiver
+        ("b", NOW, ["b-chat"], 0),  # 12:00 UTC is 14:00 in Berlin
+        ("b", datetime(2025, 6, 4, 15, 30, tzinfo=UTC), [], 1),  # 17:30 in Berlin
+        ("b", datetime(2025, 6, 4, 6, 59, tzinfo=UTC), [], 1),  # 08:59 in Berlin (CEST)
+        ("b", datetime(2025, 6, 4, 7, 0, tzinfo=UTC), ["b-chat"], 0),  # 09:00 in Berlin
+        ("c", NOW, ["c", "c-always"], 0),
+        ("c", SATURDAY, ["c-always"], 1),
+        ("z", SATURDAY, ["default"], 0),
+    ],
+)
+def test_time_interval_muting(team: str, now: datetime, expected: list[str], muted: int) -> None:
+    router = muting_router()
+    assert receivers(router, {"team": team}, now) == expected
+    assert router.muted_count == muted
+
+
+def test_muted_result_names_the_target() -> None:
+    result = muting_router().resolve(event(team="a"), SATURDAY)
+    assert result.routed == ()
+    assert [m.receiver for m in result.muted] == ["a-pager"]
+
+
+def test_a_target_reached_unmuted_is_not_counted_muted() -> None:
+    tree = build_route(
+        RouteSpec(
+            receiver="slack",
+            routes=(
+                spec("a=1", mute_time_intervals=("weekends",), continue_=True),
+                spec("a=1"),
+            ),
+        )
+    )
+    router = Router(tree, time_intervals=INTERVALS)
+    assert [r.receiver for r in router.route(event(a="1"), SATURDAY)] == ["slack"]
+    assert router.muted_count == 0
+
+
+def test_undefined_time_interval_is_refused() -> None:
+    tree = build_route(RouteSpec(receiver="r", routes=(spec("a=1", mute_time_intervals=("x",)),)))
+    with pytest.raises(ValueError, match="undefined time interval 'x'"):
+        Router(tree)
+
+
+@pytest.mark.parametrize(
+    ("group_by", "expected"),
+    [
+        ((), {}),
+        (("namespace", "canary"), {"canary": "podinfo", "namespace": "test"}),
+        (("namespace", "missing"), {"namespace": "test"}),  # absent labels are left out
+        (None, {"canary": "podinfo", "namespace": "test", "severity": "info"}),
+        (("blank",), {}),  # an empty value counts as absent
+    ],
+)
+def test_group_labels(group_by: tuple[str, ...] | None, expected: dict[str, str]) -> None:
+    labels = {"severity": "info", "namespace": "test", "canary": "podinfo", "blank": ""}
+    got = group_labels(labels, group_by)
+    assert got == expected
+    assert list(got) == sorted(got)
+
+
+def test_walk_is_depth_first() -> None:
+    assert [r.receiver for r in TREE.walk()][:6] == [
+        "default",
+        "pager",
+        "payments",
+        "payments-oncall",
+        "payments-audit",
+        "payments-warnings",
+    ]
+    assert isinstance(TREE.routes[0], Route)
