@@ -1,0 +1,157 @@
+"""What each CLI command does, once its arguments are parsed (``cli.py`` only parses)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import aiohttp
+import structlog
+from prometheus_client import CollectorRegistry
+
+from canarywatch import policy, recording
+from canarywatch.clock import SystemClock
+from canarywatch.config import Config, load_config
+from canarywatch.dispatch import Dispatcher
+from canarywatch.jsonout import dumps, notification_to_json
+from canarywatch.logs import configure_logging, get_logger
+from canarywatch.metrics import Metrics
+from canarywatch.model import Notification
+from canarywatch.pipeline.core import PipelineStats
+from canarywatch.replay import replay
+from canarywatch.sinks import Sink, SinkLoadError, build_sink, discover_sinks
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+
+
+def _load(config_path: Path | None) -> Config | None:
+    return load_config(config_path) if config_path is not None else None
+
+
+def check_config_command(path: Path) -> int:
+    config = load_config(path)
+    check_receivers(config)
+    routes = sum(1 for _ in policy.build_route(config.route).walk()) if config.receivers else 0
+    print(
+        f"{path}: ok ({len(config.receivers)} receivers, {routes} routes, "
+        f"{len(config.inhibit_rules)} inhibit rules, {len(config.silences)} silences)"
+    )
+    return EXIT_OK
+
+
+def check_receivers(config: Config) -> None:
+    """Every receiver names an installed sink whose options validate (else ``ConfigError``)."""
+    from canarywatch.sinks import SinkRegistry, validate_sink_options
+
+    registry = SinkRegistry(log=get_logger("sinks"))
+    for index, receiver in enumerate(config.receivers):
+        try:
+            cls = registry.load(receiver.sink)
+        except SinkLoadError as exc:
+            raise config.error_at(("receivers", index, "sink"), exc.message) from None
+        try:
+            validate_sink_options(cls, receiver.options)
+        except SinkLoadError as exc:
+            raise config.error_at(("receivers", index, "options"), exc.message) from None
+
+
+def plugins_command() -> int:
+    infos = discover_sinks(log=get_logger("sinks"))
+    width = max((len(i.name) for i in infos), default=4)
+    for info in sorted(infos, key=lambda i: i.name):
+        dist = f"{info.distribution or '?'} {info.version or ''}".strip()
+        if info.ok:
+            caps = ", ".join(info.capabilities) or "-"
+            print(f"{info.name:<{width}}  {dist:<24}  {info.target}  [{caps}]")
+        else:
+            print(f"{info.name:<{width}}  {dist:<24}  FAILED: {info.error}")
+    return EXIT_OK if all(i.ok for i in infos) else EXIT_RUNTIME
+
+
+async def replay_command(path: Path, *, config_path: Path | None, send: bool, stats: bool) -> int:
+    config = _load(config_path)
+    configure_logging(level=config.log.level if config else "warning", stream=sys.stderr)
+    observations = recording.read(path)
+    pipeline = policy.build_pipeline(config, log=get_logger("pipeline"))
+    notifications = replay(observations, pipeline)
+    if send:
+        failed = await _deliver_all(config, notifications)
+    else:
+        for n in notifications:
+            sys.stdout.write(dumps(notification_to_json(n)) + "\n")
+        sys.stdout.flush()
+        failed = 0
+    if stats:
+        print(json.dumps(_stats(pipeline.stats), sort_keys=True), file=sys.stderr)
+    return EXIT_RUNTIME if failed else EXIT_OK
+
+
+async def demo_command(path: Path, *, config_path: Path | None, as_json: bool) -> int:
+    """Until the simulated cluster lands: the bundled day of Flagger activity, replayed."""
+    config = _load(config_path)
+    configure_logging(level="warning", stream=sys.stderr)
+    observations = recording.read(path)
+    pipeline = policy.build_pipeline(config, log=get_logger("pipeline"))
+    print(
+        f"canarywatch demo: replaying {len(observations)} observations of a Flagger day "
+        f"({path.name}) on virtual time\n",
+        file=sys.stderr,
+    )
+    notifications = list(replay(observations, pipeline))
+    if as_json:
+        for n in notifications:
+            print(dumps(notification_to_json(n)))
+        failed = 0
+    else:
+        failed = await _deliver_all(config, notifications)
+    summary = _stats(pipeline.stats)
+    print(
+        f"\n{summary['observations']} observations -> {summary['transitions']} transitions -> "
+        f"{len(notifications)} notifications (suppressed: {summary['suppressed'] or 'none'})",
+        file=sys.stderr,
+    )
+    return EXIT_RUNTIME if failed else EXIT_OK
+
+
+async def _deliver_all(config: Config | None, notifications: Iterable[Notification]) -> int:
+    """Deliver through the configured sinks (one attempt loop each); returns failures."""
+    log = get_logger("dispatch")
+    metrics = Metrics(CollectorRegistry())
+    failed = 0
+    async with AsyncExitStack() as stack:
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        sinks = _build_sinks(config, http=http, log=log)
+        for sink in sinks.values():
+            stack.push_async_callback(sink.aclose)
+            await sink.check()
+        dispatcher = Dispatcher(sinks, clock=SystemClock(), metrics=metrics, log=log)
+        for n in notifications:
+            outcome = await dispatcher.deliver_now(n)
+            failed += 0 if outcome.ok else 1
+    return failed
+
+
+def _build_sinks(
+    config: Config | None,
+    *,
+    http: aiohttp.ClientSession,
+    log: structlog.typing.FilteringBoundLogger,
+) -> dict[str, Sink]:
+    sinks: dict[str, Sink] = {}
+    for index, (receiver, sink_name, options) in enumerate(policy.receivers(config)):
+        try:
+            sinks[receiver] = build_sink(sink_name, options, http=http, log=log)
+        except SinkLoadError as exc:
+            if config is None:
+                raise
+            raise config.error_at(("receivers", index, "sink"), exc.message) from None
+    return sinks
+
+
+def _stats(stats: PipelineStats) -> Mapping[str, object]:
+    return dataclasses.asdict(stats)

@@ -1,0 +1,333 @@
+"""``load_config``/``parse_config``: YAML -> validated, resolved ``Config``, or ``ConfigError``.
+
+Three passes, each reporting every problem it finds with key path and line:
+1. YAML syntax and duplicate keys (``config.yamlsource``);
+2. shape and values, per section (pydantic models in ``config.models``);
+3. cross-references and inheritance: receiver and time-interval names, the root route's rules,
+   secrets inside receiver options, and the listener's token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Final, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from canarywatch.config.models import ConfigFile, Receiver, RouteSpec
+from canarywatch.config.resolved import (
+    Config,
+    Loc,
+    Route,
+    SourceMap,
+    format_path,
+    group_by_option,
+)
+from canarywatch.config.yamlsource import load_yaml
+from canarywatch.errors import ConfigError
+from canarywatch.secrets import SECRET_FORMS, SECRET_HINT, is_secret_ref, resolve_secret
+
+DEFAULT_RECEIVER: Final = "default"
+DEFAULT_GROUP_BY: Final = ("cluster", "namespace", "canary")
+DEFAULT_GROUP_WAIT_S: Final = 0.0
+DEFAULT_GROUP_INTERVAL_S: Final = 300.0
+DEFAULT_REPEAT_INTERVAL_S: Final = 4 * 3600.0
+
+SECRET_OPTION_KEY: Final = re.compile(
+    r"token|secret|password|authorization|webhook_url|api_key|credential", re.IGNORECASE
+)
+"""Receiver option keys whose string values must be secret references, never inline."""
+
+_ALERTMANAGER_HINTS: Final = {
+    "match": "use matchers, e.g. ['severity=\"critical\"']",
+    "match_re": "use matchers, e.g. ['namespace=~\"team-.*\"']",
+    "source_match": "use source_matchers",
+    "source_match_re": "use source_matchers",
+    "target_match": "use target_matchers",
+    "target_match_re": "use target_matchers",
+    "mute_time_intervals": "name time intervals under time_intervals",
+}
+
+_TYPE_MESSAGES: Final = {
+    "tuple_type": "expected a list",
+    "list_type": "expected a list",
+    "dict_type": "expected a mapping (key: value)",
+    "model_type": "expected a mapping (key: value)",
+    "mapping_type": "expected a mapping (key: value)",
+    "string_type": "expected a string",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "datetime_type": "expected an RFC 3339 time like 2025-01-31T12:00:00Z",
+    "datetime_parsing": "expected an RFC 3339 time like 2025-01-31T12:00:00Z",
+    "datetime_from_date_parsing": "expected an RFC 3339 time like 2025-01-31T12:00:00Z",
+    "missing": "required key is missing",
+}
+
+
+def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the config file at ``path``.
+
+    ``environ`` replaces ``os.environ`` for ``{env: NAME}`` secrets (tests pass their own).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise ConfigError(f"cannot read config file: {reason}", file=str(path)) from None
+    return parse_config(text, filename=str(path), environ=environ)
+
+
+def parse_config(
+    text: str, *, filename: str = "<config>", environ: Mapping[str, str] | None = None
+) -> Config:
+    """Validate YAML ``text``; ``filename`` only labels error messages."""
+    data, lines = load_yaml(text, filename=filename)
+    source = SourceMap(filename, MappingProxyType(lines))
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise source.error((), "the document must be a mapping of top-level keys")
+    for key in data:
+        if not isinstance(key, str):
+            raise source.error((), f"top-level keys must be names, not {key!r}")
+    try:
+        spec = ConfigFile.model_validate(data, context={"environ": environ})
+    except ValidationError as exc:
+        raise _combine([_from_pydantic(e, source) for e in _relevant(exc.errors())]) from None
+    errors: list[ConfigError] = []
+    config = _Resolver(source, errors, environ).resolve(spec)
+    if errors:
+        raise _combine(errors)
+    return config
+
+
+def _combine(errors: list[ConfigError]) -> ConfigError:
+    ordered = sorted(errors, key=lambda e: (e.line is None, e.line or 0))  # stable: doc order
+    first = ordered[0]
+    return ConfigError(
+        first.message, path=first.path, line=first.line, file=first.file, others=ordered[1:]
+    )
+
+
+def _relevant(errors: list[ErrorDetails]) -> list[ErrorDetails]:
+    """Drop a list's ``too_short`` when it only follows from its items failing."""
+    locs = [tuple(e["loc"]) for e in errors]
+    return [
+        error
+        for error, loc in zip(errors, locs, strict=True)
+        if error["type"] != "too_short"
+        or not any(len(other) > len(loc) and other[: len(loc)] == loc for other in locs)
+    ]
+
+
+def _from_pydantic(error: ErrorDetails, source: SourceMap) -> ConfigError:
+    loc: Loc = tuple(error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        message = _unknown_key(loc)
+    elif kind in _TYPE_MESSAGES:
+        message = _TYPE_MESSAGES[kind]
+    else:
+        message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        message = message.replace("Input should be", "must be")
+        if kind == "too_short":
+            message = "must not be empty"
+    return source.error(loc, message)
+
+
+def _unknown_key(loc: Loc) -> str:
+    key = str(loc[-1])
+    message = f"unknown key {key!r}"
+    if key in _ALERTMANAGER_HINTS:
+        return f"{message}: {_ALERTMANAGER_HINTS[key]}"
+    model = _model_at(loc[:-1])
+    if model is None:
+        return message
+    known = sorted(f.alias or name for name, f in model.model_fields.items())
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{message} ({hint}known: {', '.join(known)})"
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    """The model validating the mapping at ``loc`` (for listing the keys it accepts)."""
+    model: type[BaseModel] = ConfigFile
+    annotation: object = ConfigFile
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        by_key = {f.alias or name: f for name, f in model.model_fields.items()}
+        if part not in by_key:
+            return None
+        annotation = by_key[part].annotation
+        found = _find_model(annotation)
+        if found is None:
+            return None
+        model = found
+    return model
+
+
+def _find_model(annotation: object) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation) if get_origin(annotation) is not None else ():
+        found = _find_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+class _Resolver:
+    """Pass 3: cross-references, inheritance and option secrets; appends to ``errors``."""
+
+    def __init__(
+        self, source: SourceMap, errors: list[ConfigError], environ: Mapping[str, str] | None
+    ) -> None:
+        self._source = source
+        self._errors = errors
+        self._environ = environ
+        self._receivers: set[str] = set()
+        self._intervals: set[str] = set()
+
+    def _fail(self, loc: Loc, message: str) -> None:
+        self._errors.append(self._source.error(loc, message))
+
+    def resolve(self, spec: ConfigFile) -> Config:
+        receivers = self._resolve_receivers(spec.receivers)
+        for index, interval in enumerate(spec.time_intervals):
+            if interval.name in self._intervals:
+                self._fail(
+                    ("time_intervals", index, "name"),
+                    f"duplicate time interval name {interval.name!r}",
+                )
+            self._intervals.add(interval.name)
+        route = self._resolve_root(spec.route)
+        if not spec.server.loopback and spec.server.token is None:
+            self._fail(
+                ("server", "listen"),
+                f"listening on {spec.server.listen} (not loopback) requires server.token: "
+                f"{SECRET_HINT}",
+            )
+        return Config(
+            cluster=spec.cluster,
+            receivers=receivers,
+            route=route,
+            time_intervals=spec.time_intervals,
+            inhibit_rules=spec.inhibit_rules,
+            silences=spec.silences,
+            state=spec.state,
+            server=spec.server,
+            catch_up_window_s=spec.catch_up_window,
+            log=spec.log,
+            source=self._source,
+        )
+
+    def _resolve_receivers(self, specs: tuple[Receiver, ...] | None) -> tuple[Receiver, ...]:
+        if specs is None:
+            specs = (Receiver(name=DEFAULT_RECEIVER, sink="console"),)
+        resolved = []
+        for index, receiver in enumerate(specs):
+            if receiver.name in self._receivers:
+                self._fail(
+                    ("receivers", index, "name"), f"duplicate receiver name {receiver.name!r}"
+                )
+            self._receivers.add(receiver.name)
+            options = self._option(receiver.options, ("receivers", index, "options"))
+            resolved.append(receiver.model_copy(update={"options": options}))
+        return tuple(resolved)
+
+    def _option(self, value: object, loc: Loc) -> object:
+        if is_secret_ref(value):
+            try:
+                return resolve_secret(value, path="", environ=self._environ)
+            except ConfigError as exc:
+                self._fail(loc, exc.message)
+                return None
+        if isinstance(value, Mapping):
+            if len(value) > 1 and set(value) <= set(SECRET_FORMS):
+                self._fail(loc, f"a secret takes exactly one of {', '.join(SECRET_FORMS)}")
+                return None
+            for key, item in value.items():
+                inline = isinstance(item, str | int | float) and not isinstance(item, bool)
+                if inline and SECRET_OPTION_KEY.search(str(key)):
+                    self._fail(
+                        (*loc, str(key)),
+                        f"looks like a secret, so it cannot be written inline: {SECRET_HINT}",
+                    )
+            return MappingProxyType({k: self._option(v, (*loc, str(k))) for k, v in value.items()})
+        if isinstance(value, list | tuple):
+            return tuple(self._option(v, (*loc, i)) for i, v in enumerate(value))
+        return value
+
+    def _resolve_root(self, spec: RouteSpec | None) -> Route:
+        loc: Loc = ("route",)
+        if spec is None:
+            if DEFAULT_RECEIVER not in self._receivers:
+                self._fail(
+                    loc,
+                    "no route given, so everything goes to receiver 'default', which is not "
+                    "defined: add a route or a receiver named 'default'",
+                )
+            spec = RouteSpec(receiver=DEFAULT_RECEIVER)
+        if spec.receiver is None:
+            self._fail((*loc, "receiver"), "the root route needs a receiver")
+        if spec.matchers:
+            self._fail((*loc, "matchers"), "the root route matches everything: no matchers")
+        for key in ("mute_time_intervals", "active_time_intervals"):
+            if getattr(spec, key):
+                self._fail((*loc, key), f"the root route cannot have {key}")
+        return self._route(spec, loc, None)
+
+    def _route(self, spec: RouteSpec, loc: Loc, parent: Route | None) -> Route:
+        receiver = spec.receiver or (parent.receiver if parent else "")
+        if spec.receiver is not None and spec.receiver not in self._receivers:
+            self._fail((*loc, "receiver"), self._unknown("receiver", spec.receiver))
+        for key in ("mute_time_intervals", "active_time_intervals"):
+            for index, name in enumerate(getattr(spec, key)):
+                if name not in self._intervals:
+                    self._fail((*loc, key, index), self._unknown("time interval", name))
+        if spec.group_by is not None:
+            group_by = group_by_option(spec.group_by)
+        else:
+            group_by = parent.group_by if parent else DEFAULT_GROUP_BY
+        node = Route(
+            receiver=receiver,
+            group_by=group_by,
+            group_wait_s=_inherit(spec.group_wait, parent, "group_wait_s", DEFAULT_GROUP_WAIT_S),
+            group_interval_s=_inherit(
+                spec.group_interval, parent, "group_interval_s", DEFAULT_GROUP_INTERVAL_S
+            ),
+            repeat_interval_s=_inherit(
+                spec.repeat_interval, parent, "repeat_interval_s", DEFAULT_REPEAT_INTERVAL_S
+            ),
+            matchers=spec.matchers,
+            continue_=spec.continue_,
+            mute_time_intervals=spec.mute_time_intervals,
+            active_time_intervals=spec.active_time_intervals,
+            path=format_path(loc),
+        )
+        children = tuple(
+            self._route(child, (*loc, "routes", index), node)
+            for index, child in enumerate(spec.routes)
+        )
+        return dataclasses.replace(node, routes=children)
+
+    def _unknown(self, what: str, name: str) -> str:
+        known = sorted(self._receivers if what == "receiver" else self._intervals)
+        return f"unknown {what} {name!r} (known: {', '.join(known) or 'none'})"
+
+
+def _inherit(value: float | None, parent: Route | None, attr: str, default: float) -> float:
+    if value is not None:
+        return value
+    if parent is not None:
+        inherited: float = getattr(parent, attr)
+        return inherited
+    return default

@@ -1,0 +1,282 @@
+"""The configuration file's schema: one frozen pydantic model per section, extra keys refused.
+
+These models describe the YAML as written (durations already in float seconds, secrets already
+``Secret``). Checks that need more than one section (receiver names exist, names unique) and
+route inheritance live in ``config.loader``; the resolved route tree is ``config.resolved``.
+Every field has a ``description``: ``config_schema_markdown()`` renders them for the README.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from canarywatch.config.fields import (
+    Duration,
+    LabelName,
+    Matcher,
+    Name,
+    SecretField,
+    check_label_name,
+)
+from canarywatch.config.timeintervals import TimeIntervalSet
+
+_MODEL = ConfigDict(frozen=True, extra="forbid")
+
+ALL_LABELS = "..."
+"""``group_by: ["..."]``: group by every label, i.e. one group per distinct label set."""
+
+
+class Receiver(BaseModel):
+    """A named destination: a sink plugin plus the options handed to it."""
+
+    model_config = _MODEL
+
+    name: Name = Field(description="Unique name routes refer to.")
+    sink: Name = Field(
+        description="Entry-point name of the sink plugin (`console`, `jsonl`, `slack`, ...)."
+    )
+    send_resolved: bool = Field(default=False, description="Also notify when a condition resolves.")
+    options: Mapping[str, object] = Field(
+        default_factory=dict,
+        description=(
+            "Passed to the sink plugin as is; `{env: NAME}`/`{file: PATH}` values become "
+            "secrets. Keys that look secret (token, password, webhook_url, ...) must use them."
+        ),
+        json_schema_extra={"doc_default": "{}"},
+    )
+
+
+def _group_by(value: tuple[str, ...]) -> tuple[str, ...]:
+    if ALL_LABELS in value:
+        if len(value) != 1:
+            raise ValueError('"..." (all labels) must be the only entry of group_by')
+        return value
+    for label in value:
+        check_label_name(label)
+    if len(set(value)) != len(value):
+        raise ValueError("group_by lists a label twice")
+    return value
+
+
+class RouteSpec(BaseModel):
+    """A route node as written; unset options are inherited when the tree is resolved."""
+
+    model_config = _MODEL
+
+    receiver: Name | None = Field(
+        default=None,
+        description="Receiver for events this route matches; inherited from the parent.",
+        json_schema_extra={"doc_default": "parent's"},
+    )
+    group_by: Annotated[tuple[str, ...], AfterValidator(_group_by)] | None = Field(
+        default=None,
+        description=(
+            'Labels that split events into notification groups; `["..."]` means all labels. '
+            "Inherited; the root default groups per canary."
+        ),
+        json_schema_extra={"doc_default": "[cluster, namespace, canary]"},
+    )
+    group_wait: Duration | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "How long a new group waits for more events before its first notification. "
+            "Inherited; the root default is 0s (unlike Alertmanager's 30s) so a rollback "
+            "reaches on-call at once."
+        ),
+        json_schema_extra={"doc_default": "0s"},
+    )
+    group_interval: Duration | None = Field(
+        default=None,
+        gt=0,
+        description="Minimum wait before notifying about new events in an existing group.",
+        json_schema_extra={"doc_default": "5m"},
+    )
+    repeat_interval: Duration | None = Field(
+        default=None,
+        gt=0,
+        description="How long before re-sending a notification that has not changed.",
+        json_schema_extra={"doc_default": "4h"},
+    )
+    matchers: tuple[Matcher, ...] = Field(
+        default=(),
+        description=(
+            'Alertmanager matchers that must all hold (`severity="critical"`); '
+            "not allowed on the root route."
+        ),
+    )
+    continue_: bool = Field(
+        default=False,
+        alias="continue",
+        description="Keep matching later sibling routes after this one matched.",
+    )
+    routes: tuple[RouteSpec, ...] = Field(
+        default=(), description="Child routes, tried in order (same keys as `route`)."
+    )
+    mute_time_intervals: tuple[Name, ...] = Field(
+        default=(),
+        description="Names from `time_intervals` during which this route sends nothing. "
+        "Not inherited; not allowed on the root route.",
+    )
+    active_time_intervals: tuple[Name, ...] = Field(
+        default=(),
+        description="Names from `time_intervals` outside which this route sends nothing. "
+        "Not inherited; not allowed on the root route.",
+    )
+
+
+class InhibitRule(BaseModel):
+    """While an event matching ``source_matchers`` is firing, mute matching targets."""
+
+    model_config = _MODEL
+
+    source_matchers: tuple[Matcher, ...] = Field(
+        min_length=1, description="Matchers selecting the muting (source) events."
+    )
+    target_matchers: tuple[Matcher, ...] = Field(
+        min_length=1, description="Matchers selecting the events to mute."
+    )
+    equal: tuple[LabelName, ...] = Field(
+        default=(), description="Labels whose values must be equal in source and target."
+    )
+
+
+class Silence(BaseModel):
+    """A silence declared in config: mutes matching events between two instants."""
+
+    model_config = _MODEL
+
+    matchers: tuple[Matcher, ...] = Field(
+        min_length=1, description="Matchers the silenced events must all satisfy."
+    )
+    starts_at: datetime = Field(description="Start, RFC 3339 with a time zone.")
+    ends_at: datetime = Field(description="End, RFC 3339 with a time zone; after starts_at.")
+    created_by: Annotated[str, Field(min_length=1)] = Field(description="Who added it.")
+    comment: Annotated[str, Field(min_length=1)] = Field(description="Why it exists.")
+
+    @model_validator(mode="after")
+    def _window(self) -> Self:
+        for name in ("starts_at", "ends_at"):
+            if getattr(self, name).utcoffset() is None:
+                raise ValueError(f"{name} needs a time zone offset (e.g. Z or +02:00)")
+        if self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        return self
+
+
+class StateSettings(BaseModel):
+    model_config = _MODEL
+
+    dir: Path = Field(
+        default=Path("state"),
+        description="Directory of the state database; relative to the working directory.",
+        json_schema_extra={"doc_default": "./state"},
+    )
+    retention: Duration = Field(
+        default=120 * 3600.0,
+        gt=0,
+        description="How long the notification log and resolved conditions are kept.",
+        json_schema_extra={"doc_default": "120h"},
+    )
+
+
+def split_host_port(listen: str) -> tuple[str, int]:
+    """``"127.0.0.1:9797"`` / ``"[::1]:9797"`` / ``":9797"`` -> host, port."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"listen must be HOST:PORT, e.g. 127.0.0.1:9797, not {listen!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _listen(value: str) -> str:
+    split_host_port(value)
+    return value
+
+
+class ServerSettings(BaseModel):
+    """The HTTP listener: Flagger webhooks, ``/metrics``, ``/healthz``, ``/readyz``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    listen: Annotated[str, AfterValidator(_listen)] = Field(
+        default="127.0.0.1:9797",
+        description="HOST:PORT to listen on; a non-loopback address requires `token`.",
+    )
+    token: SecretField | None = Field(
+        default=None,
+        description="Bearer token required on the webhook endpoint: `{env: ...}`/`{file: ...}`.",
+    )
+
+    @property
+    def host(self) -> str:
+        return split_host_port(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_host_port(self.listen)[1]
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+
+class LogSettings(BaseModel):
+    model_config = _MODEL
+
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Minimum level logged."
+    )
+    format: Literal["auto", "json", "console"] = Field(
+        default="auto",
+        description="`json` (journald), `console` (human), `auto`: console on a TTY, else json.",
+    )
+
+
+class ConfigFile(BaseModel):
+    """The whole file. Missing ``receivers``/``route`` mean the built-in default policy."""
+
+    model_config = _MODEL
+
+    cluster: Name = Field(default="default", description="The `cluster` label on every event.")
+    receivers: tuple[Receiver, ...] | None = Field(
+        default=None,
+        description="Notification destinations. Default: one receiver `default` (console sink).",
+        json_schema_extra={"doc_default": "[{name: default, sink: console}]"},
+    )
+    route: RouteSpec | None = Field(
+        default=None,
+        description="The routing tree's root; it needs `receiver` and takes no matchers.",
+        json_schema_extra={"doc_default": "{receiver: default}"},
+    )
+    time_intervals: tuple[TimeIntervalSet, ...] = Field(
+        default=(), description="Named time intervals for mute/active routes."
+    )
+    inhibit_rules: tuple[InhibitRule, ...] = Field(
+        default=(), description="Rules muting events while related events fire."
+    )
+    silences: tuple[Silence, ...] = Field(default=(), description="Silences declared in config.")
+    state: StateSettings = Field(default_factory=StateSettings, description="Local state.")
+    server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP listener.")
+    catch_up_window: Duration = Field(
+        default=600.0,
+        ge=0,
+        description="On start, events older than this are recorded but not notified.",
+    )
+    log: LogSettings = Field(default_factory=LogSettings, description="Logging.")

@@ -1,0 +1,110 @@
+"""YAML text -> Python data plus the line of every key.
+
+PyYAML's node tree keeps marks that ``yaml.safe_load`` throws away; composing first and
+constructing from the same nodes lets every later error name the line the user has to edit.
+Duplicate keys, which YAML silently collapses to the last one, are refused here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import yaml
+
+from canarywatch.config.resolved import Loc, format_path
+from canarywatch.errors import ConfigError
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def load_yaml(text: str, *, filename: str) -> tuple[object, dict[Loc, int]]:
+    """The document's data and a map from key path to 1-based line.
+
+    Raises ``ConfigError`` for syntax errors (without echoing the offending source line,
+    which could hold a secret) and for duplicate keys.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        _refuse_duplicates(node, (), filename)
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        parts = [p for p in (exc.context, exc.problem) if p]
+        raise ConfigError(
+            "invalid YAML: " + ", ".join(parts or ["cannot parse"]),
+            line=mark.line + 1 if mark is not None else None,
+            file=filename,
+        ) from None
+    except yaml.YAMLError:
+        raise ConfigError("invalid YAML", file=filename) from None
+    finally:
+        loader.dispose()
+    lines: dict[Loc, int] = {}
+    _record_lines(node, (), lines)
+    return data, lines
+
+
+def _refuse_duplicates(node: yaml.Node, loc: Loc, filename: str) -> None:
+    for parent, parent_loc in _walk(node, loc):
+        if not isinstance(parent, yaml.MappingNode):
+            continue
+        seen: set[str] = set()
+        for key, _ in parent.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
+                continue
+            if key.value in seen:
+                raise ConfigError(
+                    f"duplicate key {key.value!r}",
+                    path=format_path((*parent_loc, key.value)),
+                    line=key.start_mark.line + 1,
+                    file=filename,
+                )
+            seen.add(key.value)
+
+
+def _record_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
+    for parent, parent_loc in _walk(node, loc):
+        for child_loc, key_or_item in _children(parent, parent_loc):
+            lines[child_loc] = key_or_item.start_mark.line + 1  # last wins, as in YAML merges
+
+
+def _walk(root: yaml.Node, loc: Loc) -> Iterator[tuple[yaml.Node, Loc]]:
+    """Every collection node once, with its path; nodes shared through aliases are visited
+    at their first path only, so an alias bomb costs nothing here."""
+    visited: set[int] = set()
+    stack = [(root, loc)]
+    while stack:
+        node, node_loc = stack.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        yield node, node_loc
+        stack.extend(
+            (child, child_loc)
+            for child_loc, child in reversed(list(_values(node, node_loc)))
+            if isinstance(child, yaml.CollectionNode)
+        )
+
+
+def _children(node: yaml.Node, loc: Loc) -> Iterator[tuple[Loc, yaml.Node]]:
+    """(path, key node) for mapping entries, (path, item node) for sequence items."""
+    if isinstance(node, yaml.MappingNode):
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE_TAG:
+                yield (*loc, key.value), key
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield (*loc, index), item
+
+
+def _values(node: yaml.Node, loc: Loc) -> Iterator[tuple[Loc, yaml.Node]]:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE_TAG:
+                yield (*loc, key.value), value
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield (*loc, index), item

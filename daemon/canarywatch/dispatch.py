@@ -1,0 +1,343 @@
+"""Per-receiver delivery of notifications to sinks, with timeouts and retries.
+
+Each receiver has its own bounded queue and worker, so a slow or failing sink only delays its
+own receiver. A worker renders a notification once and then attempts delivery: every attempt
+runs under ``asyncio.timeout``; a retryable ``DeliveryError`` is retried after a capped,
+jittered exponential backoff (or the sink's ``Retry-After``) until the retry budget is spent;
+a permanent one stops at once. Sinks never retry; this module does. Backoff sleeps go through
+the ``Clock``, so tests and ``replay`` run them in virtual time.
+
+Each delivery ends in exactly one canonical log line, ``notification_sent`` or
+``delivery_failed``, carrying receiver, sink, attempts, duration and reason.
+
+Seams for what comes later: ``on_delivered`` is awaited after every delivery with its outcome
+(the notification log records there, "record after success"), and ``deliver_now`` is the single
+place a dedup check against that log would go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import timedelta
+from types import TracebackType
+from typing import Never, Self, TypeAlias
+
+import aiohttp
+
+from canarywatch.clock import Clock
+from canarywatch.metrics import (
+    DELIVERY_FAILED,
+    DELIVERY_OK,
+    DELIVERY_RETRIED,
+    REASON_ERROR,
+    REASON_NONE,
+    Metrics,
+)
+from canarywatch.model import DeliveryOutcome, DeliveryReason, Notification
+from canarywatch.sinks import (
+    BoundLogger,
+    DeliveryError,
+    Payload,
+    Sink,
+    classify_exception,
+)
+
+OnDelivered: TypeAlias = Callable[[Notification, DeliveryOutcome], Awaitable[None]]
+"""Called after each delivery, successful or not; an exception from it propagates."""
+
+STAGE = "dispatch"
+
+
+class Dispatcher:
+    """Delivers each notification to the sink of its receiver.
+
+    Lifecycle: ``async with dispatcher:`` (or ``start()`` ... ``aclose()``) runs the workers in
+    a background task; inside an app ``TaskGroup`` run ``dispatcher.run()`` as a task instead.
+    On shutdown call ``drain(timeout_s)`` first, then ``aclose()``; whatever is still queued or
+    in flight then is counted as dropped (``reason="shutdown"``).
+    """
+
+    def __init__(
+        self,
+        sinks: Mapping[str, Sink],
+        *,
+        clock: Clock,
+        metrics: Metrics,
+        log: BoundLogger,
+        attempt_timeout_s: float = 10,
+        retry_budget_s: float = 300,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 60,
+        queue_size: int = 1000,
+        rng: random.Random | None = None,
+        on_delivered: OnDelivered | None = None,
+    ) -> None:
+        if attempt_timeout_s <= 0 or retry_budget_s < 0 or queue_size < 1:
+            raise ValueError("attempt_timeout_s > 0, retry_budget_s >= 0, queue_size >= 1")
+        if backoff_initial_s <= 0 or backoff_max_s < backoff_initial_s:
+            raise ValueError("need 0 < backoff_initial_s <= backoff_max_s")
+        self._sinks = dict(sinks)
+        self._clock = clock
+        self._metrics = metrics
+        self._log = log.bind(component=STAGE)
+        self._attempt_timeout_s = attempt_timeout_s
+        self._retry_budget_s = retry_budget_s
+        self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
+        self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not crypto
+        self._on_delivered = on_delivered
+        self._queues: dict[str, asyncio.Queue[Notification]] = {
+            receiver: asyncio.Queue(maxsize=queue_size) for receiver in self._sinks
+        }
+        self._in_flight: dict[str, Notification] = {}
+        self._task: asyncio.Task[None] | None = None
+        for receiver, sink in self._sinks.items():
+            metrics.declare_receiver(receiver, sink.name)
+
+    # --- intake --------------------------------------------------------------------------------
+
+    async def submit(self, n: Notification) -> None:
+        """Queue ``n`` for its receiver; never waits. A full queue drops its oldest entry."""
+        queue = self._queues.get(n.receiver)
+        if queue is None:
+            self._drop(n, "unknown_receiver")
+            return
+        self._metrics.notifications.labels(receiver=n.receiver, status=n.status.value).inc()
+        if queue.full():
+            oldest = queue.get_nowait()
+            queue.task_done()
+            self._drop(oldest, "overflow")
+        queue.put_nowait(n)
+
+    def _drop(self, n: Notification, reason: str) -> None:
+        self._metrics.events_dropped.labels(stage=STAGE, reason=reason).inc(max(len(n.events), 1))
+        self._log.warning(
+            "notification_dropped",
+            receiver=n.receiver,
+            group_key=n.group_key,
+            events=len(n.events),
+            reason=reason,
+        )
+
+    def pending(self) -> int:
+        """Notifications queued or being delivered, over all receivers."""
+        return sum(q.qsize() for q in self._queues.values()) + len(self._in_flight)
+
+    # --- workers -------------------------------------------------------------------------------
+
+    async def run(self) -> Never:
+        """Run one worker per receiver until cancelled (task names ``dispatch:<receiver>``)."""
+        async with asyncio.TaskGroup() as tg:
+            for receiver in self._queues:
+                tg.create_task(self._worker(receiver), name=f"{STAGE}:{receiver}")
+            if not self._queues:
+                await asyncio.Event().wait()  # nothing to deliver to: idle until cancelled
+        raise RuntimeError("dispatch workers exited")  # pragma: no cover - workers never return
+
+    async def _worker(self, receiver: str) -> Never:
+        queue = self._queues[receiver]
+        while True:
+            n = await queue.get()
+            self._in_flight[receiver] = n
+            try:
+                await self.deliver_now(n)
+            except BaseException:
+                # Left in _in_flight on purpose: aclose() counts it as dropped.
+                queue.task_done()
+                raise
+            del self._in_flight[receiver]
+            queue.task_done()
+
+    def start(self) -> None:
+        """Start the workers in a background task (for use outside an app ``TaskGroup``)."""
+        if self._task is not None:
+            raise RuntimeError("dispatcher already started")
+        self._task = asyncio.create_task(self.run(), name=STAGE)
+        self._task.add_done_callback(self._on_task_done)
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._log.error(
+                "task_exited_unexpectedly", task=task.get_name(), exc_info=task.exception()
+            )
+
+    async def drain(self, timeout_s: float) -> int:
+        """Wait up to ``timeout_s`` for every queue to empty; return how many are left."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                for queue in self._queues.values():
+                    await queue.join()
+        except TimeoutError:
+            pass
+        left = self.pending()
+        self._log.info("drain_finished", left=left, timeout_s=timeout_s)
+        return left
+
+    async def aclose(self) -> None:
+        """Stop the workers; count what is still queued or in flight as dropped (``shutdown``)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+        for n in list(self._in_flight.values()):
+            self._drop(n, "shutdown")
+        self._in_flight.clear()
+        for queue in self._queues.values():
+            while not queue.empty():
+                n = queue.get_nowait()
+                queue.task_done()
+                self._drop(n, "shutdown")
+        if task is not None and not task.cancelled():
+            failure = task.exception()
+            if failure is not None:
+                raise failure
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- one delivery --------------------------------------------------------------------------
+
+    def backoff_s(self, attempt: int) -> float:
+        """Delay after failed attempt number ``attempt`` (1-based): exponential, capped, with
+        "equal jitter" (uniform between half and all of the capped exponential step)."""
+        step = min(self._backoff_max_s, self._backoff_initial_s * 2.0 ** min(attempt - 1, 64))
+        return step / 2 + self._rng.uniform(0, step / 2)
+
+    async def _attempt(self, sink: Sink, payload: Payload) -> Exception | None:
+        """One ``deliver`` under the per-attempt timeout; the error instead of raising it."""
+        try:
+            async with asyncio.timeout(self._attempt_timeout_s):
+                await sink.deliver(payload)
+        except DeliveryError as exc:
+            return exc
+        except TimeoutError:
+            return DeliveryError(DeliveryReason.TIMEOUT, retryable=True)
+        except (aiohttp.ClientError, OSError) as exc:  # a sink that did not classify
+            return classify_exception(exc)
+        except Exception as exc:  # noqa: BLE001 - per-delivery boundary: a sink bug fails one item
+            return exc
+        return None
+
+    async def deliver_now(self, n: Notification) -> DeliveryOutcome:
+        """Render and deliver ``n`` to its receiver's sink, retrying as configured."""
+        sink = self._sinks.get(n.receiver)
+        if sink is None:
+            raise KeyError(f"no sink for receiver {n.receiver!r}")
+        log = self._log.bind(
+            receiver=n.receiver,
+            sink=sink.name,
+            group_key=n.group_key,
+            status=n.status.value,
+            events=len(n.events),
+        )
+        started = self._clock.now()
+        deadline = started + timedelta(seconds=self._retry_budget_s)
+        attempts = 0
+        error: Exception | None
+        gave_up = ""
+        try:
+            payload = sink.render(n)
+        except Exception as exc:  # noqa: BLE001 - per-delivery boundary: a render bug
+            error = exc
+            gave_up = "render_failed"
+        else:
+            while True:
+                attempts += 1
+                error = await self._attempt(sink, payload)
+                if error is None:
+                    break
+                if not isinstance(error, DeliveryError):
+                    gave_up = "sink_error"
+                    break
+                if not error.retryable:
+                    gave_up = "not_retryable"
+                    break
+                # Retry-After is a floor: never sooner than the sink asks, never a hot loop.
+                delay = max(error.retry_after_s or 0.0, self.backoff_s(attempts))
+                wake = self._clock.now() + timedelta(seconds=delay)
+                if wake > deadline:
+                    gave_up = "retry_budget"
+                    break
+                self._metrics.deliveries.labels(
+                    sink=sink.name,
+                    receiver=n.receiver,
+                    outcome=DELIVERY_RETRIED,
+                    reason=error.reason.value,
+                ).inc()
+                (log.warning if attempts == 1 else log.debug)(
+                    "delivery_retrying",
+                    attempt=attempts,
+                    reason=error.reason.value,
+                    status_code=error.status_code,
+                    delay_s=round(delay, 3),
+                )
+                await self._clock.sleep_until(wake)
+
+        duration_s = max((self._clock.now() - started).total_seconds(), 0.0)
+        self._metrics.delivery_latency.labels(sink=sink.name).observe(duration_s)
+        outcome = self._finish(n, sink, log, error, attempts, duration_s, gave_up)
+        if self._on_delivered is not None:
+            await self._on_delivered(n, outcome)
+        return outcome
+
+    def _finish(
+        self,
+        n: Notification,
+        sink: Sink,
+        log: BoundLogger,
+        error: Exception | None,
+        attempts: int,
+        duration_s: float,
+        gave_up: str,
+    ) -> DeliveryOutcome:
+        """Count, log the canonical line, and build the outcome of one delivery."""
+        if error is None:
+            self._metrics.deliveries.labels(
+                sink=sink.name, receiver=n.receiver, outcome=DELIVERY_OK, reason=REASON_NONE
+            ).inc()
+            log.info(
+                "notification_sent",
+                outcome=DELIVERY_OK,
+                attempts=attempts,
+                duration_s=round(duration_s, 3),
+            )
+            return DeliveryOutcome(n.receiver, sink.name, True, attempts, duration_s)
+
+        reason: DeliveryReason | None
+        if isinstance(error, DeliveryError):
+            reason = error.reason
+        elif gave_up == "render_failed":
+            reason = DeliveryReason.INVALID_PAYLOAD
+        else:
+            reason = None
+        self._metrics.deliveries.labels(
+            sink=sink.name,
+            receiver=n.receiver,
+            outcome=DELIVERY_FAILED,
+            reason=reason.value if reason is not None else REASON_ERROR,
+        ).inc()
+        fields: dict[str, object] = {
+            "outcome": DELIVERY_FAILED,
+            "attempts": attempts,
+            "duration_s": round(duration_s, 3),
+            "reason": reason.value if reason is not None else REASON_ERROR,
+            "gave_up": gave_up,
+        }
+        if isinstance(error, DeliveryError):
+            fields["status_code"] = error.status_code
+            fields["retryable"] = error.retryable
+            log.error("delivery_failed", **fields)
+        else:
+            log.error("delivery_failed", exc_info=error, **fields)
+        return DeliveryOutcome(n.receiver, sink.name, False, attempts, duration_s, reason)

@@ -1,0 +1,144 @@
+"""Every Prometheus collector canarywatch exports, declared once.
+
+The registry is passed in so tests make a fresh one and read their own numbers back. Label values
+that form a fixed set are pre-declared, so their series exist at 0 from the first scrape (a rate
+over a series that appears only on the first failure is invisible to alerting). Label values are
+small fixed vocabularies or configured names (receivers, sinks), never free text.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from canarywatch.model import DeliveryReason, NotificationStatus, Outcome, SourceName
+
+SUPPRESS_REASONS: tuple[str, ...] = ("duplicate", "inhibited", "silenced", "muted", "grouped")
+"""Why an event was not notified (``canarywatch_events_suppressed_total{reason}``)."""
+
+DROP_STAGES: tuple[str, ...] = ("intake", "dispatch")
+DROP_REASONS: tuple[str, ...] = ("overflow", "shutdown", "unknown_receiver")
+"""``canarywatch_events_dropped_total{stage,reason}``: lost, as opposed to suppressed on purpose."""
+
+DELIVERY_OK = "sent"
+DELIVERY_FAILED = "failed"
+DELIVERY_RETRIED = "retried"
+DELIVERY_OUTCOMES: tuple[str, ...] = (DELIVERY_OK, DELIVERY_FAILED, DELIVERY_RETRIED)
+"""``outcome`` of ``canarywatch_deliveries_total``: ``sent``/``failed`` once per notification,
+``retried`` once per failed attempt that will be tried again."""
+
+REASON_NONE = ""
+REASON_ERROR = "error"
+"""The ``reason`` label of a delivery that failed by a sink bug (no ``DeliveryReason``)."""
+
+_DELIVERY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+_PIPELINE_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+
+def package_version() -> str:
+    """The installed canarywatch version (``0+unknown`` when running from a bare checkout)."""
+    try:
+        return importlib.metadata.version("canarywatch")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class Metrics:
+    """The collectors, as attributes; the pipeline increments them directly."""
+
+    def __init__(self, registry: CollectorRegistry, *, version: str | None = None) -> None:
+        self.registry = registry
+        self.observations = Counter(
+            "canarywatch_observations",
+            "Raw observations received, by source.",
+            ["source"],
+            registry=registry,
+        )
+        self.normalise = Counter(
+            "canarywatch_normalise",
+            "Normaliser results per observation, by source and outcome.",
+            ["source", "outcome"],
+            registry=registry,
+        )
+        self.events = Counter(
+            "canarywatch_events",
+            "Lifecycle events produced by normalisation, by source.",
+            ["source"],
+            registry=registry,
+        )
+        self.events_suppressed = Counter(
+            "canarywatch_events_suppressed",
+            "Events not notified on purpose, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.events_dropped = Counter(
+            "canarywatch_events_dropped",
+            "Events or notifications lost (queue overflow, shutdown), by stage and reason.",
+            ["stage", "reason"],
+            registry=registry,
+        )
+        self.notifications = Counter(
+            "canarywatch_notifications",
+            "Notifications handed to dispatch, by receiver and status.",
+            ["receiver", "status"],
+            registry=registry,
+        )
+        self.deliveries = Counter(
+            "canarywatch_deliveries",
+            "Delivery results: sent/failed per notification, retried per repeated attempt.",
+            ["sink", "receiver", "outcome", "reason"],
+            registry=registry,
+        )
+        self.delivery_latency = Histogram(
+            "canarywatch_delivery_latency_seconds",
+            "Time from taking a notification off the queue to its final outcome, retries included.",
+            ["sink"],
+            buckets=_DELIVERY_BUCKETS,
+            registry=registry,
+        )
+        self.pipeline_latency = Histogram(
+            "canarywatch_pipeline_latency_seconds",
+            "Time from an event being observed to its notification being delivered.",
+            buckets=_PIPELINE_BUCKETS,
+            registry=registry,
+        )
+        self.build_info = Gauge(
+            "canarywatch_build_info",
+            "Always 1; the version label says which canarywatch is running.",
+            ["version"],
+            registry=registry,
+        )
+        self.build_info.labels(version=version or package_version()).set(1)
+
+        for source in SourceName:
+            self.observations.labels(source=source.value)
+            self.events.labels(source=source.value)
+            for outcome in Outcome:
+                self.normalise.labels(source=source.value, outcome=outcome.value)
+        for reason in SUPPRESS_REASONS:
+            self.events_suppressed.labels(reason=reason)
+        for stage in DROP_STAGES:
+            for reason in ("overflow", "shutdown"):
+                self.events_dropped.labels(stage=stage, reason=reason)
+
+    def declare_receiver(self, receiver: str, sink: str) -> None:
+        """Pre-declare the series of one configured receiver so they exist at 0."""
+        for status in NotificationStatus:
+            self.notifications.labels(receiver=receiver, status=status.value)
+        self.deliveries.labels(
+            sink=sink, receiver=receiver, outcome=DELIVERY_OK, reason=REASON_NONE
+        )
+        for reason in DeliveryReason:
+            for outcome in (DELIVERY_FAILED, DELIVERY_RETRIED):
+                self.deliveries.labels(
+                    sink=sink, receiver=receiver, outcome=outcome, reason=reason.value
+                )
+        self.delivery_latency.labels(sink=sink)
+
+    def declare_receivers(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """``declare_receiver`` for each ``(receiver, sink)``."""
+        for receiver, sink in pairs:
+            self.declare_receiver(receiver, sink)

@@ -1,0 +1,178 @@
+"""The synchronous pipeline: normalise -> correlate -> inhibit -> route -> group.
+
+Everything here is a plain method call with ``now`` passed in, so ``replay``, the tests and the
+async runner drive exactly the same code; only the runner knows about queues and sleeping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+
+from canarywatch.metrics import Metrics
+from canarywatch.model import (
+    CanaryEvent,
+    Notification,
+    NotificationStatus,
+    Observation,
+    Outcome,
+)
+from canarywatch.normalise import Normaliser
+from canarywatch.pipeline.correlate import Correlator
+from canarywatch.pipeline.group import Grouper
+from canarywatch.pipeline.inhibit import Inhibitor
+from canarywatch.pipeline.route import Router
+
+_SUPPRESSED_EVENT = {
+    "duplicate": "event_deduplicated",
+    "inhibited": "event_inhibited",
+    "muted": "event_muted",
+    "silenced": "event_silenced",
+}
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    """Counts kept even without a metrics registry (replay prints them on request)."""
+
+    observations: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    transitions: int = 0
+    suppressed: dict[str, int] = field(default_factory=dict)
+    notifications: int = 0
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        router: Router,
+        grouper: Grouper | None = None,
+        normaliser: Normaliser | None = None,
+        correlator: Correlator | None = None,
+        inhibitor: Inhibitor | None = None,
+        metrics: Metrics | None = None,
+        log: structlog.typing.FilteringBoundLogger | None = None,
+        cluster: str = "",
+    ) -> None:
+        self.cluster = cluster
+        """The cluster label for observations that do not name their own."""
+        self.normaliser = normaliser or Normaliser()
+        self.correlator = correlator or Correlator()
+        self.inhibitor = inhibitor or Inhibitor()
+        self.router = router
+        self.grouper = grouper or Grouper()
+        self.metrics = metrics
+        self.stats = PipelineStats()
+        self._log = log or structlog.get_logger().bind(component="pipeline")
+
+    # -- intake -----------------------------------------------------------------------------
+
+    def observe(self, obs: Observation, now: datetime) -> list[CanaryEvent]:
+        """Process one observation; returns the new transitions it produced."""
+        self.stats.observations += 1
+        if not obs.cluster and self.cluster:
+            obs = dataclasses.replace(obs, cluster=self.cluster)
+        if self.metrics:
+            self.metrics.observations.labels(source=obs.source.value).inc()
+        try:
+            normalised = self.normaliser(obs)
+        except Exception:  # noqa: BLE001  per-item boundary: a normaliser bug must not stop the daemon
+            self._log.exception("observation_failed", source=obs.source.value)
+            normalised_outcome = Outcome.MALFORMED
+            self._count_outcome(obs, normalised_outcome)
+            return []
+        self._count_outcome(obs, normalised.outcome)
+        if normalised.outcome in (Outcome.UNKNOWN, Outcome.MALFORMED):
+            self._log.info(
+                "observation_unrecognised",
+                source=obs.source.value,
+                outcome=normalised.outcome.value,
+                note=normalised.note,
+            )
+        new: list[CanaryEvent] = []
+        for candidate in normalised.events:
+            event = self.offer_event(candidate, now)
+            if event is not None:
+                new.append(event)
+        return new
+
+    def offer_event(self, candidate: CanaryEvent, now: datetime) -> CanaryEvent | None:
+        """Correlate, inhibit, route and group one candidate event."""
+        result = self.correlator(candidate, now)
+        for opener in result.resolved:
+            self._route(opener, now, NotificationStatus.RESOLVED)
+        if result.new is None:
+            self._suppress("duplicate", candidate)
+            return None
+        event = result.new
+        self.stats.transitions += 1
+        if self.metrics:
+            self.metrics.events.labels(source=event.sources[0].value).inc()
+        self._log.debug(
+            "event_normalised",
+            canary=str(event.canary),
+            transition=event.transition.value,
+            rollout=event.rollout,
+        )
+        firing = self.correlator.open_conditions(event.canary).values()
+        if self.inhibitor.mutes(event, firing):
+            self._suppress("inhibited", event)
+            return event
+        self._route(event, now, NotificationStatus.FIRING)
+        return event
+
+    def _route(self, event: CanaryEvent, now: datetime, status: NotificationStatus) -> None:
+        routed = self.router.route(event, now, status)
+        if status is NotificationStatus.RESOLVED:
+            routed = [r for r in routed if r.route.send_resolved]
+        elif not routed:
+            self._suppress("muted", event)
+        for item in routed:
+            self.grouper.offer(item, now)
+
+    # -- output -----------------------------------------------------------------------------
+
+    def due(self, now: datetime) -> list[Notification]:
+        return self._emit(self.grouper.due(now))
+
+    def flush_all(self, now: datetime) -> list[Notification]:
+        return self._emit(self.grouper.flush_all(now))
+
+    def next_deadline(self) -> datetime | None:
+        return self.grouper.next_deadline()
+
+    def _emit(self, notifications: Iterable[Notification]) -> list[Notification]:
+        out = list(notifications)
+        for n in out:
+            self.stats.notifications += 1
+            if self.metrics:
+                for ev in n.events:
+                    delay = (n.created_at - ev.observed_at).total_seconds()
+                    self.metrics.pipeline_latency.observe(max(delay, 0.0))
+            self._log.debug(
+                "group_flushed", receiver=n.receiver, group_key=n.group_key, events=len(n.events)
+            )
+        return out
+
+    # -- accounting -------------------------------------------------------------------------
+
+    def _count_outcome(self, obs: Observation, outcome: Outcome) -> None:
+        key = outcome.value
+        self.stats.outcomes[key] = self.stats.outcomes.get(key, 0) + 1
+        if self.metrics:
+            self.metrics.normalise.labels(source=obs.source.value, outcome=key).inc()
+
+    def _suppress(self, reason: str, event: CanaryEvent) -> None:
+        self.stats.suppressed[reason] = self.stats.suppressed.get(reason, 0) + 1
+        if self.metrics:
+            self.metrics.events_suppressed.labels(reason=reason).inc()
+        self._log.debug(
+            _SUPPRESSED_EVENT[reason],
+            canary=str(event.canary),
+            transition=event.transition.value,
+        )

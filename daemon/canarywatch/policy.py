@@ -1,0 +1,113 @@
+"""Build the notification policy (router, inhibitor, pipeline) from a ``Config``.
+
+Without a config file canarywatch uses the built-in default policy: every transition is its own
+notification, sent at once to one receiver named ``default`` (the ``console`` sink), and
+resolutions are not sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import structlog
+
+from canarywatch.config import Config
+from canarywatch.config.resolved import Route as RouteConfig
+from canarywatch.matchers import parse_matchers
+from canarywatch.metrics import Metrics
+from canarywatch.pipeline.core import Pipeline
+from canarywatch.pipeline.inhibit import Inhibitor, InhibitRule
+from canarywatch.pipeline.route import Route, Router
+from canarywatch.pipeline.timeintervals import TimeInterval, parse_time_interval
+
+DEFAULT_RECEIVER = "default"
+DEFAULT_SINK = "console"
+DEFAULT_CLUSTER = "default"
+NEVER_REPEAT_S = 365 * 24 * 3600.0
+
+DEFAULT_ROUTE = Route(
+    receiver=DEFAULT_RECEIVER,
+    matchers=(),
+    continue_=False,
+    group_by=None,
+    group_wait_s=0.0,
+    group_interval_s=0.0,
+    repeat_interval_s=NEVER_REPEAT_S,
+    routes=(),
+    mute_time_intervals=(),
+    active_time_intervals=(),
+)
+"""One group per distinct label set, flushed the moment an event arrives."""
+
+
+def build_route(node: RouteConfig) -> Route:
+    """The pipeline's route node for a resolved config node (inheritance already applied)."""
+    return Route(
+        receiver=node.receiver,
+        matchers=parse_matchers(list(node.matchers)),
+        continue_=node.continue_,
+        group_by=node.group_by,
+        group_wait_s=node.group_wait_s,
+        group_interval_s=node.group_interval_s,
+        repeat_interval_s=node.repeat_interval_s,
+        routes=tuple(build_route(child) for child in node.routes),
+        mute_time_intervals=node.mute_time_intervals,
+        active_time_intervals=node.active_time_intervals,
+    )
+
+
+def build_time_intervals(config: Config) -> Mapping[str, Sequence[TimeInterval]]:
+    return {
+        named.name: tuple(
+            parse_time_interval(interval.model_dump(exclude_none=True, mode="json"))
+            for interval in named.time_intervals
+        )
+        for named in config.time_intervals
+    }
+
+
+def build_router(config: Config | None) -> Router:
+    if config is None or not config.receivers:
+        return Router(DEFAULT_ROUTE, send_resolved={DEFAULT_RECEIVER: False})
+    return Router(
+        build_route(config.route),
+        send_resolved={r.name: r.send_resolved for r in config.receivers},
+        time_intervals=build_time_intervals(config),
+    )
+
+
+def build_inhibitor(config: Config | None) -> Inhibitor:
+    if config is None:
+        return Inhibitor()
+    return Inhibitor(
+        [
+            InhibitRule(
+                source_matchers=parse_matchers(list(rule.source_matchers)),
+                target_matchers=parse_matchers(list(rule.target_matchers)),
+                equal=tuple(rule.equal),
+            )
+            for rule in config.inhibit_rules
+        ]
+    )
+
+
+def build_pipeline(
+    config: Config | None,
+    *,
+    metrics: Metrics | None = None,
+    log: structlog.typing.FilteringBoundLogger | None = None,
+) -> Pipeline:
+    return Pipeline(
+        router=build_router(config),
+        inhibitor=build_inhibitor(config),
+        metrics=metrics,
+        log=log,
+        cluster=config.cluster if config is not None else DEFAULT_CLUSTER,
+    )
+
+
+def receivers(config: Config | None) -> list[tuple[str, str, Mapping[str, object]]]:
+    """``(receiver name, sink name, options)`` for every receiver, default included."""
+    if config is None or not config.receivers:
+        return [(DEFAULT_RECEIVER, DEFAULT_SINK, {})]
+    return [(r.name, r.sink, r.options) for r in config.receivers]

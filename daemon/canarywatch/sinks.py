@@ -1,0 +1,526 @@
+"""The public sink plugin contract and the loader for entry-point group ``canarywatch.sinks``.
+
+A sink turns a ``Notification`` into a wire body (``render``, pure) and sends it once
+(``deliver``). Everything around that (queueing, per-attempt timeouts, retries, dedup,
+recording) belongs to ``canarywatch.dispatch``, so a sink stays small and testable with golden
+files. Plugins, built-in or third-party, import only this module and ``canarywatch.model``; what
+they need from elsewhere (``DeliveryError``, the JSON output shape) is re-exported here.
+
+Plugins are found through stevedore without ``invoke_on_load``: listing plugins never runs their
+constructors, and one broken third-party distribution is reported (``sink_load_failed``, and in
+``discover_sinks()``) instead of taking the daemon down.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib.metadata
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import ClassVar, TypeAlias
+
+import aiohttp
+import pydantic
+import structlog
+from stevedore import ExtensionManager
+from structlog.typing import FilteringBoundLogger
+
+from canarywatch.clock import SystemClock
+from canarywatch.errors import ConfigError, DeliveryError
+from canarywatch.jsonout import dumps, event_to_json, format_time, notification_to_json
+from canarywatch.model import DeliveryReason, JSONValue, Notification
+
+__all__ = [
+    "API_VERSION",
+    "NAMESPACE",
+    "BoundLogger",
+    "DeliveryError",
+    "DeliveryReason",
+    "Payload",
+    "PluginInfo",
+    "Sink",
+    "SinkLoadError",
+    "SinkRegistry",
+    "build_sink",
+    "classify_exception",
+    "classify_http",
+    "clean_text",
+    "discover_sinks",
+    "dumps",
+    "event_to_json",
+    "format_time",
+    "inspect_abstract",
+    "load_sink_class",
+    "notification_to_json",
+    "parse_retry_after",
+    "redact_urls",
+    "validate_sink_options",
+]
+
+NAMESPACE = "canarywatch.sinks"
+"""The entry-point group plugins register under (not user-visible; entry-point names are)."""
+
+API_VERSION = 1
+"""The ``Sink.api_version`` this canarywatch speaks; a plugin declaring another is refused."""
+
+BoundLogger: TypeAlias = FilteringBoundLogger
+"""The structlog logger type handed to components (bound once, passed in)."""
+
+Payload: TypeAlias = str | bytes | Mapping[str, JSONValue] | Sequence[JSONValue]
+"""What ``Sink.render`` returns and ``Sink.deliver`` receives: the wire body of one message.
+
+A JSON object or array for HTTP sinks (posted as-is), text or bytes for stream-like sinks. The
+dispatcher treats it as opaque: it renders once per notification and hands the same payload to
+every attempt. ``deliver`` receives the base type; a sink narrows it with ``isinstance`` and
+raises ``DeliveryError(reason=DeliveryReason.INVALID_PAYLOAD, retryable=False)`` on a mismatch.
+"""
+
+RETRY_AFTER_CAP_S = 3600.0
+"""Longest ``Retry-After`` taken at face value; the dispatcher's retry budget caps it further."""
+
+
+class SinkLoadError(ConfigError):
+    """A sink cannot be loaded or configured: unknown name, broken plugin, bad options.
+
+    A ``ConfigError`` because it is one when the sink is named in config (``check-config`` exits
+    2); ``config.py`` may re-raise it with the key path filled in.
+    """
+
+
+class Sink(abc.ABC):
+    """A notification destination.
+
+    Call order: ``__init__`` -> ``check()`` once -> (``render`` -> ``deliver``)* -> ``aclose()``.
+
+    Ownership: ``http`` is the process-wide session, owned by the app (never close it);
+    ``aclose`` releases only what the sink itself opened (files, its own sessions). ``render``
+    is pure: same notification, same payload, no I/O, no clock; it is golden-file tested.
+    ``deliver`` makes exactly one attempt and never retries or sleeps: it returns on success and
+    raises ``DeliveryError(retryable=..., reason=...)`` on failure (``classify_http`` and
+    ``classify_exception`` do the classification); dispatch owns timeouts and retries.
+
+    Secrets (webhook URLs, tokens) arrive in ``options``: keep them out of ``repr``, log fields
+    and exception text (``redact_urls`` helps). The default ``repr`` shows only the name.
+    """
+
+    api_version: ClassVar[int] = API_VERSION
+    supports_edit: ClassVar[bool] = False
+    """Can update a message it sent earlier (e.g. Slack chat.update)."""
+    supports_threads: ClassVar[bool] = False
+    """Can post follow-ups under one rollout's first message."""
+    supports_resolve: ClassVar[bool] = False
+    """Renders ``resolved`` notifications meaningfully (receivers may then send them)."""
+    options_model: ClassVar[type[pydantic.BaseModel] | None] = None
+    """Validates ``options`` at load/check-config time; ``None`` means "takes no options"."""
+
+    def __init__(
+        self,
+        name: str,
+        options: Mapping[str, object],
+        *,
+        http: aiohttp.ClientSession,
+        log: BoundLogger,
+    ) -> None:
+        """``name`` is the entry-point name (``slack``): the ``sink`` label in logs and metrics.
+
+        Subclasses parse ``options`` (``self.options_model.model_validate(options)``) and keep
+        the parsed result, not the raw mapping.
+        """
+        self.name = name
+        self.http = http
+        self.log = log
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r}>"
+
+    @abc.abstractmethod
+    def render(self, n: Notification) -> Payload:
+        """Turn a notification into the wire body (pure; golden-file tested)."""
+
+    @abc.abstractmethod
+    async def deliver(self, payload: Payload) -> None:
+        """Send once; raise ``DeliveryError(retryable=..., reason=...)`` on failure."""
+
+    async def check(self) -> None:  # noqa: B027 - optional hook: the default does nothing
+        """Optional start-up self-test (reachability, credentials); default does nothing."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook: the default does nothing
+        """Release what ``__init__``/``check`` took; the default holds nothing."""
+
+
+# --- helpers shared by sinks -------------------------------------------------------------------
+
+_ANSI = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor movement
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: titles, hyperlinks
+    r"|\x1b[@-Z\\-_]"  # other two-byte escapes
+)
+_KEEP_FORMAT = frozenset({"\u200d"})  # zero-width joiner: part of emoji sequences
+_SPACE_RUNS = re.compile(r"\s+")
+_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^/\s?#@]*@)?([^/\s?#]+)[^\s\"'<>]*")
+
+
+def clean_text(text: str, *, max_len: int | None = None) -> str:
+    """Untrusted text made safe to show on one line.
+
+    Removes ANSI/terminal escape sequences, control characters and invisible format characters
+    (bidi overrides and the like, which can disguise text), turns line breaks and tabs into
+    spaces, collapses runs of whitespace and trims. With ``max_len``, cuts the result to at most
+    that many characters, ending in ``…`` when it cut.
+    """
+    text = _ANSI.sub("", text)
+    out = []
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if ch in "\t\n\r\v\f\x85\u2028\u2029":
+            out.append(" ")
+        elif cat in ("Cc", "Cs", "Co") or (cat == "Cf" and ch not in _KEEP_FORMAT):
+            continue
+        else:
+            out.append(ch)
+    cleaned = _SPACE_RUNS.sub(" ", "".join(out)).strip()
+    if max_len is not None and len(cleaned) > max_len:
+        cleaned = cleaned[: max(max_len - 1, 0)].rstrip() + "…"
+    return cleaned
+
+
+def redact_urls(text: str) -> str:
+    """Replace every URL's credentials, path and query by ``…``: webhook URLs carry secrets."""
+
+    def keep_host(m: re.Match[str]) -> str:
+        scheme, userinfo, host, rest = m.group(1), m.group(2), m.group(3), m.group(0)
+        tail = rest[len(scheme) + len(userinfo or "") + len(host) :]
+        return f"{scheme}{'…@' if userinfo else ''}{host}{'/…' if tail else ''}"
+
+    return _URL.sub(keep_host, text)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lowered = name.lower()
+    for key, val in headers.items():
+        if key.lower() == lowered:
+            return val
+    return None
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """``Retry-After`` as seconds from ``now``: delta-seconds or an HTTP-date (RFC 9110 §10.2.3).
+
+    ``None`` when absent or unparsable; clamped to ``[0, RETRY_AFTER_CAP_S]``. ``now`` is needed
+    only for the HTTP-date form; without it the system clock is read.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    seconds: float
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        if now is None:
+            now = SystemClock().now()
+        seconds = (when - now).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP_S)
+
+
+def classify_http(
+    status: int,
+    headers: Mapping[str, str],
+    *,
+    body: str = "",
+    now: datetime | None = None,
+) -> DeliveryError | None:
+    """The one HTTP classification every sink uses: ``None`` for 2xx, else the error to raise.
+
+    429 is retryable (``rate_limited``) with ``Retry-After`` parsed into ``retry_after_s``; 408
+    is a retryable ``timeout``; 5xx is retryable (``http_5xx``); anything else (other 4xx, and
+    1xx/3xx a sink did not expect) is permanent (``http_4xx``). ``body`` is accepted so sinks can
+    pass it uniformly, but ``DeliveryError`` carries no free text; a sink that classifies by body
+    (Slack's ``invalid_token``) does so before calling this and logs the cleaned body itself.
+    """
+    del body  # see the docstring: never copied into the error
+    if 200 <= status < 300:
+        return None
+    if status == 429:
+        return DeliveryError(
+            DeliveryReason.RATE_LIMITED,
+            retryable=True,
+            status_code=status,
+            retry_after_s=parse_retry_after(_header(headers, "Retry-After"), now=now),
+        )
+    if status == 408:
+        return DeliveryError(DeliveryReason.TIMEOUT, retryable=True, status_code=status)
+    if status >= 500:
+        return DeliveryError(DeliveryReason.HTTP_5XX, retryable=True, status_code=status)
+    return DeliveryError(DeliveryReason.HTTP_4XX, retryable=False, status_code=status)
+
+
+def classify_exception(exc: Exception) -> DeliveryError:
+    """Classify an exception raised while sending: timeouts and transport errors are retryable.
+
+    ``ClientResponseError`` (from ``raise_for_status``) goes through ``classify_http``; bad
+    payloads (``TypeError``/``ValueError`` while encoding) are permanent ``invalid_payload``.
+    """
+    if isinstance(exc, DeliveryError):
+        return exc
+    if isinstance(exc, aiohttp.ClientResponseError):
+        error = classify_http(exc.status, dict(exc.headers or {}))
+        if error is not None:
+            return error
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return DeliveryError(DeliveryReason.TIMEOUT, retryable=True)
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return DeliveryError(DeliveryReason.CONNECTION, retryable=True)
+    if isinstance(exc, TypeError | ValueError):
+        return DeliveryError(DeliveryReason.INVALID_PAYLOAD, retryable=False)
+    return DeliveryError(DeliveryReason.CONNECTION, retryable=False)
+
+
+# --- the loader --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PluginInfo:
+    """One entry point of ``canarywatch.sinks``, loaded or not (for ``canarywatch plugins``)."""
+
+    name: str
+    """The entry-point name users write in config (``slack``)."""
+    target: str
+    """Where it points: ``module:attribute``."""
+    distribution: str | None
+    version: str | None
+    ok: bool
+    error: str | None = None
+    """Why it cannot be used, when ``ok`` is false."""
+    api_version: int | None = None
+    capabilities: tuple[str, ...] = ()
+
+
+def _distributions_by_entry_point() -> dict[tuple[str, str], tuple[str, str]]:
+    """``(entry-point name, value) -> (distribution, version)`` for our group.
+
+    stevedore's entry-point cache keeps only name/value/group, so the owning distribution is
+    looked up here from the installed metadata.
+    """
+    found: dict[tuple[str, str], tuple[str, str]] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if not name:
+            continue
+        for ep in dist.entry_points.select(group=NAMESPACE):
+            found.setdefault((ep.name, ep.value), (name, dist.version))
+    return found
+
+
+def _describe_error(exc: BaseException) -> str:
+    return redact_urls(clean_text(f"{type(exc).__name__}: {exc}", max_len=500))
+
+
+class SinkRegistry:
+    """The sink plugins of one stevedore ``ExtensionManager``.
+
+    Without a manager it scans the installed entry points (``invoke_on_load=False``); tests pass
+    ``ExtensionManager.make_test_instance([...])``. Each plugin is checked for being a ``Sink``
+    subclass with a supported ``api_version``; failures are logged once as ``sink_load_failed``
+    and kept, so ``load`` can explain them if the plugin is named in config.
+    """
+
+    def __init__(
+        self,
+        manager: ExtensionManager[object] | None = None,
+        *,
+        log: BoundLogger | None = None,
+    ) -> None:
+        self._log: BoundLogger = log if log is not None else structlog.get_logger()
+        self._log = self._log.bind(component="sinks.loader")
+        self._failed: list[tuple[importlib.metadata.EntryPoint, BaseException]] = []
+        if manager is None:
+            manager = ExtensionManager(
+                namespace=NAMESPACE,
+                invoke_on_load=False,
+                on_load_failure_callback=self._on_load_failure,
+            )
+        self._manager = manager
+        self._classes: dict[str, type[Sink]] = {}
+        self._infos: dict[str, PluginInfo] = {}
+        self._scan()
+
+    def _on_load_failure(
+        self,
+        manager: ExtensionManager[object],
+        entry_point: importlib.metadata.EntryPoint,
+        exc: BaseException,
+    ) -> None:
+        self._failed.append((entry_point, exc))
+
+    def _scan(self) -> None:
+        dists = _distributions_by_entry_point()
+
+        def info(
+            ep: importlib.metadata.EntryPoint,
+            *,
+            ok: bool,
+            error: str | None = None,
+            api_version: int | None = None,
+            capabilities: tuple[str, ...] = (),
+        ) -> PluginInfo:
+            dist: str | None
+            version: str | None
+            dist, version = dists.get((ep.name, ep.value), (None, None))
+            if dist is None and ep.dist is not None:
+                dist, version = ep.dist.metadata["Name"], ep.dist.version
+            return PluginInfo(
+                name=ep.name,
+                target=ep.value,
+                distribution=dist,
+                version=version,
+                ok=ok,
+                error=error,
+                api_version=api_version,
+                capabilities=capabilities,
+            )
+
+        for ep, exc in self._failed:
+            self._record_failure(info(ep, ok=False, error=_describe_error(exc)))
+        for ext in self._manager.extensions:
+            plugin = ext.plugin
+            if not (isinstance(plugin, type) and issubclass(plugin, Sink)):
+                self._record_failure(
+                    info(
+                        ext.entry_point, ok=False, error="not a subclass of canarywatch.sinks.Sink"
+                    )
+                )
+                continue
+            declared = getattr(plugin, "api_version", None)
+            if declared != API_VERSION:
+                self._record_failure(
+                    info(
+                        ext.entry_point,
+                        ok=False,
+                        api_version=declared if isinstance(declared, int) else None,
+                        error=(
+                            f"api_version {declared!r} is not supported "
+                            f"(this canarywatch speaks api_version {API_VERSION})"
+                        ),
+                    )
+                )
+                continue
+            if inspect_abstract(plugin):
+                self._record_failure(
+                    info(
+                        ext.entry_point,
+                        ok=False,
+                        api_version=declared,
+                        error="abstract methods not implemented: " + inspect_abstract(plugin),
+                    )
+                )
+                continue
+            caps = tuple(
+                flag
+                for flag in ("supports_edit", "supports_threads", "supports_resolve")
+                if getattr(plugin, flag, False)
+            )
+            if ext.name in self._infos:  # first registration wins, as in stevedore's lookup
+                continue
+            self._classes[ext.name] = plugin
+            self._infos[ext.name] = info(
+                ext.entry_point, ok=True, api_version=declared, capabilities=caps
+            )
+
+    def _record_failure(self, info: PluginInfo) -> None:
+        self._log.warning(
+            "sink_load_failed",
+            sink=info.name,
+            target=info.target,
+            distribution=info.distribution,
+            error=info.error,
+        )
+        self._infos.setdefault(info.name, info)
+
+    def plugins(self) -> list[PluginInfo]:
+        """Every entry point found, sorted by name, with its load result."""
+        return [self._infos[k] for k in sorted(self._infos)]
+
+    def names(self) -> list[str]:
+        """The names of the sinks that loaded and can be used."""
+        return sorted(self._classes)
+
+    def load(self, name: str) -> type[Sink]:
+        """The class registered as ``name``; ``SinkLoadError`` explains why not."""
+        cls = self._classes.get(name)
+        if cls is not None:
+            return cls
+        info = self._infos.get(name)
+        if info is not None:
+            raise SinkLoadError(
+                f"sink {name!r} ({info.target}, from {info.distribution or 'unknown'}) "
+                f"cannot be used: {info.error}"
+            )
+        known = ", ".join(self.names()) or "none installed"
+        raise SinkLoadError(f"unknown sink {name!r}; known sinks: {known}")
+
+
+def inspect_abstract(cls: type) -> str:
+    """Comma-separated abstract methods ``cls`` leaves unimplemented ('' when none)."""
+    return ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
+
+
+def discover_sinks(*, log: BoundLogger | None = None) -> list[PluginInfo]:
+    """All installed sink plugins with distribution, version and load result; never raises."""
+    return SinkRegistry(log=log).plugins()
+
+
+def load_sink_class(name: str, *, log: BoundLogger | None = None) -> type[Sink]:
+    """The installed sink class for entry-point ``name``; ``SinkLoadError`` names known sinks."""
+    return SinkRegistry(log=log).load(name)
+
+
+def validate_sink_options(cls: type[Sink], options: Mapping[str, object]) -> None:
+    """Check ``options`` against ``cls.options_model``; ``SinkLoadError`` names each bad key.
+
+    Input values are left out of the message: options carry secrets.
+    """
+    model = cls.options_model
+    if model is None:
+        if options:
+            raise SinkLoadError(f"sink takes no options, got: {', '.join(sorted(options))}")
+        return
+    try:
+        model.model_validate(dict(options))
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(options)'}: {err['msg']}"
+            for err in exc.errors(include_input=False, include_url=False)
+        )
+        raise SinkLoadError(f"invalid options: {problems}") from None
+
+
+def build_sink(
+    name: str,
+    options: Mapping[str, object],
+    *,
+    http: aiohttp.ClientSession,
+    log: BoundLogger,
+    registry: SinkRegistry | None = None,
+) -> Sink:
+    """Load, validate and construct the sink ``name`` with a logger bound to ``sink.<name>``."""
+    cls = (registry or SinkRegistry(log=log)).load(name)
+    try:
+        validate_sink_options(cls, options)
+    except SinkLoadError as exc:
+        raise SinkLoadError(f"sink {name!r}: {exc.message}") from None
+    return cls(name, options, http=http, log=log.bind(component=f"sink.{name}", sink=name))

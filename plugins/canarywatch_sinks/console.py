@@ -1,0 +1,165 @@
+"""``console``: a human-readable block per notification on stdout or stderr.
+
+Meant for ``canarywatch demo``, local runs and ``tail``-style debugging. One header line per
+notification, then one aligned line per event::
+
+    ── 2025-01-02T14:08:02Z  team-payments  FIRING  canary=test/podinfo
+    14:05:00  INFO      test/podinfo  weight-advanced  rollout 2  ▰▰▰▱▱▱▱▱▱▱ 30%
+    14:08:02  CRITICAL  test/podinfo  rolled-back      rollout 2  failed_checks=5  "Rolling back…"
+
+Event text comes from the cluster (messages, names, labels) and is untrusted: escape sequences
+and control characters are stripped so nobody can repaint the operator's terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from typing import ClassVar, Literal, TextIO
+
+import aiohttp
+import pydantic
+
+from canarywatch.model import CanaryEvent, Notification, NotificationStatus, Severity, Transition
+from canarywatch.sinks import (
+    BoundLogger,
+    DeliveryError,
+    DeliveryReason,
+    Payload,
+    Sink,
+    clean_text,
+    format_time,
+)
+
+_RESET = "\x1b[0m"
+_BOLD = "\x1b[1m"
+_DIM = "\x1b[2m"
+_SEVERITY_STYLE: Mapping[Severity, str] = {
+    Severity.CRITICAL: "\x1b[1;31m",
+    Severity.WARNING: "\x1b[33m",
+    Severity.INFO: "\x1b[36m",
+}
+_STATUS_STYLE: Mapping[NotificationStatus, str] = {
+    NotificationStatus.FIRING: "\x1b[1;31m",
+    NotificationStatus.RESOLVED: "\x1b[1;32m",
+}
+_SEVERITY_WIDTH = max(len(s.value) for s in Severity)
+_BAR_CELLS = 10
+_MESSAGE_MAX = 500
+
+
+class ConsoleOptions(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    stream: Literal["stdout", "stderr"] = "stdout"
+    color: Literal["auto", "always", "never"] = "auto"
+    """``auto``: colour when the stream is a terminal and ``NO_COLOR`` is not set."""
+
+
+def weight_bar(weight: int) -> str:
+    """``▰▰▰▱▱▱▱▱▱▱ 30%``: ten cells, one per 10 % (rounded), the weight clamped to 0–100."""
+    pct = min(max(weight, 0), 100)
+    filled = (pct + 5) // 10
+    return "▰" * filled + "▱" * (_BAR_CELLS - filled) + f" {pct}%"
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class ConsoleSink(Sink):
+    """Prints notifications for humans; never fails except on a closed stream."""
+
+    supports_resolve: ClassVar[bool] = True
+    options_model: ClassVar[type[pydantic.BaseModel] | None] = ConsoleOptions
+
+    def __init__(
+        self,
+        name: str,
+        options: Mapping[str, object],
+        *,
+        http: aiohttp.ClientSession,
+        log: BoundLogger,
+    ) -> None:
+        super().__init__(name, options, http=http, log=log)
+        self._options = ConsoleOptions.model_validate(dict(options))
+        if self._options.color == "auto":
+            stream = self._stream()
+            self._color = stream.isatty() and not os.environ.get("NO_COLOR")
+        else:
+            self._color = self._options.color == "always"
+
+    def _stream(self) -> TextIO:
+        # Looked up on each use, so redirections made after start-up (tests, `tail`) apply.
+        return sys.stderr if self._options.stream == "stderr" else sys.stdout
+
+    def _style(self, style: str, text: str) -> str:
+        return f"{style}{text}{_RESET}" if self._color and text else text
+
+    def render(self, n: Notification) -> str:
+        """The whole block as text, ending in a newline."""
+        status = n.status.value.upper()
+        header = [
+            self._style(_DIM, "──"),
+            format_time(n.created_at),
+            clean_text(n.receiver),
+            self._style(_STATUS_STYLE.get(n.status, _BOLD), status),
+        ]
+        group = " ".join(
+            f"{clean_text(k)}={clean_text(v)}" for k, v in sorted(n.group_labels.items())
+        )
+        if group:
+            header.append(group)
+        lines = ["  ".join(header)]
+        canaries = [self._canary(ev) for ev in n.events]
+        canary_width = max((len(c) for c in canaries), default=0)
+        transition_width = max((len(ev.transition.value) for ev in n.events), default=0)
+        for ev, canary in zip(n.events, canaries, strict=True):
+            lines.append(self._event_line(ev, canary, canary_width, transition_width))
+        return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _canary(ev: CanaryEvent) -> str:
+        ref = f"{clean_text(ev.canary.namespace)}/{clean_text(ev.canary.name)}"
+        cluster = clean_text(ev.canary.cluster)
+        return f"{cluster}:{ref}" if cluster else ref
+
+    def _event_line(
+        self, ev: CanaryEvent, canary: str, canary_width: int, transition_width: int
+    ) -> str:
+        at = format_time(ev.observed_at)[11:19]
+        severity = ev.severity.value.upper().ljust(_SEVERITY_WIDTH)
+        parts = [
+            at,
+            self._style(_SEVERITY_STYLE.get(ev.severity, ""), severity),
+            canary.ljust(canary_width),
+            self._style(_BOLD, ev.transition.value.ljust(transition_width)),
+        ]
+        if ev.rollout:
+            parts.append(f"rollout {clean_text(ev.rollout)}")
+        if ev.transition is Transition.WEIGHT_ADVANCED and ev.weight is not None:
+            parts.append(weight_bar(ev.weight))
+        facts = []
+        if ev.reason:
+            facts.append(f"reason={clean_text(ev.reason, max_len=120)}")
+        if ev.failed_checks is not None:
+            facts.append(f"failed_checks={ev.failed_checks}")
+        if ev.detail and ev.transition is not Transition.WEIGHT_ADVANCED:
+            facts.append(f"detail={clean_text(ev.detail, max_len=60)}")
+        if facts:
+            parts.append(" ".join(facts))
+        message = clean_text(ev.message, max_len=_MESSAGE_MAX)
+        if message:
+            parts.append(self._style(_DIM, _quote(message)))
+        return "  ".join(parts).rstrip()
+
+    async def deliver(self, payload: Payload) -> None:
+        if not isinstance(payload, str):
+            raise DeliveryError(DeliveryReason.INVALID_PAYLOAD, retryable=False)
+        stream = self._stream()
+        try:
+            stream.write(payload)
+            stream.flush()
+        except (OSError, ValueError) as exc:  # closed pipe or stream
+            raise DeliveryError(DeliveryReason.CONNECTION, retryable=False) from exc

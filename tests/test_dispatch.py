@@ -1,0 +1,231 @@
+"""Dispatch: retries in virtual time, timeouts, overflow, isolation between receivers."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections.abc import Mapping
+
+import pytest
+import structlog
+from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
+
+from canarywatch.clock import VirtualClock
+from canarywatch.dispatch import Dispatcher
+from canarywatch.metrics import Metrics
+from canarywatch.model import DeliveryOutcome, DeliveryReason, Notification
+from canarywatch.sinks import DeliveryError, Payload, Sink
+from canarywatch.testing import T0, RecordingSink, make_notification, run_in_virtual_time
+
+
+def build(
+    sinks: Mapping[str, Sink], clock: VirtualClock, **kw: object
+) -> tuple[Dispatcher, CollectorRegistry]:
+    reg = CollectorRegistry()
+    d = Dispatcher(
+        sinks,
+        clock=clock,
+        metrics=Metrics(reg),
+        log=structlog.get_logger(),
+        rng=random.Random(7),
+        **kw,  # type: ignore[arg-type]
+    )
+    return d, reg
+
+
+def deliveries(reg: CollectorRegistry, outcome: str, reason: str = "", **labels: str) -> float:
+    labels = {"sink": "recording", "receiver": "team-payments", **labels}
+    value = reg.get_sample_value(
+        "canarywatch_deliveries_total", {"outcome": outcome, "reason": reason, **labels}
+    )
+    return value if value is not None else -1
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock(T0)
+
+
+async def test_retry_then_success(clock: VirtualClock) -> None:
+    sink = RecordingSink(clock=clock)
+    sink.fail_next(2)  # two retryable 503s
+    d, reg = build({"team-payments": sink}, clock, backoff_initial_s=1, backoff_max_s=60)
+    n = make_notification()
+    with capture_logs() as logs:
+        outcome = await run_in_virtual_time(clock, d.deliver_now(n))
+    assert outcome.ok
+    assert outcome.attempts == 3
+    assert outcome.reason is None
+    assert sink.payloads == [sink.render(n)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(sink.attempted_at)]
+    assert 0.5 <= gaps[0] <= 1.0  # equal jitter of the 1 s step
+    assert 1.0 <= gaps[1] <= 2.0  # of the doubled 2 s step
+    assert outcome.duration_s == pytest.approx(sum(gaps))
+    assert deliveries(reg, "sent") == 1
+    assert deliveries(reg, "retried", "http_5xx") == 2
+    assert deliveries(reg, "failed", "http_5xx") == 0
+    final = [e for e in logs if e["event"] in ("notification_sent", "delivery_failed")]
+    assert len(final) == 1
+    assert final[0]["event"] == "notification_sent"
+    assert final[0]["receiver"] == "team-payments"
+    assert final[0]["sink"] == "recording"
+    assert final[0]["attempts"] == 3
+    assert final[0]["duration_s"] == pytest.approx(outcome.duration_s, abs=0.001)
+    retry_lines = [e for e in logs if e["event"] == "delivery_retrying"]
+    assert [e["log_level"] for e in retry_lines] == ["warning", "debug"]  # once per streak
+
+
+async def test_non_retryable_stops_at_once(clock: VirtualClock) -> None:
+    sink = RecordingSink(clock=clock)
+    sink.fail_next(1, DeliveryError(DeliveryReason.HTTP_4XX, retryable=False, status_code=404))
+    d, reg = build({"team-payments": sink}, clock)
+    with capture_logs() as logs:
+        outcome = await run_in_virtual_time(clock, d.deliver_now(make_notification()))
+    assert outcome == DeliveryOutcome(
+        "team-payments", "recording", False, 1, 0.0, DeliveryReason.HTTP_4XX
+    )
+    assert sink.payloads == []
+    assert deliveries(reg, "failed", "http_4xx") == 1
+    (line,) = [e for e in logs if e["event"] == "delivery_failed"]
+    assert line["reason"] == "http_4xx"
+    assert line["status_code"] == 404
+    assert line["gave_up"] == "not_retryable"
+    assert line["log_level"] == "error"
+
+
+async def test_retry_after_is_honoured(clock: VirtualClock) -> None:
+    sink = RecordingSink(clock=clock)
+    sink.fail_next(1, DeliveryError(DeliveryReason.RATE_LIMITED, status_code=429, retry_after_s=7))
+    d, _ = build({"team-payments": sink}, clock, backoff_initial_s=0.5)
+    outcome = await run_in_virtual_time(clock, d.deliver_now(make_notification()))
+    assert outcome.ok
+    assert (sink.attempted_at[1] - sink.attempted_at[0]).total_seconds() == 7
+
+
+async def test_retry_budget_bounds_the_whole_delivery(clock: VirtualClock) -> None:
+    sink = RecordingSink(clock=clock)
+    sink.fail_next(1000)
+    d, reg = build({"team-payments": sink}, clock, retry_budget_s=30, backoff_initial_s=1)
+    with capture_logs() as logs:
+        outcome = await run_in_virtual_time(clock, d.deliver_now(make_notification()))
+    assert not outcome.ok
+    assert outcome.reason is DeliveryReason.HTTP_5XX
+    assert 3 <= outcome.attempts <= 6
+    assert outcome.duration_s <= 30
+    assert deliveries(reg, "retried", "http_5xx") == outcome.attempts - 1
+    (line,) = [e for e in logs if e["event"] == "delivery_failed"]
+    assert line["gave_up"] == "retry_budget"
+
+    # a Retry-After beyond the budget gives up without sleeping
+    sink2 = RecordingSink(clock=clock)
+    sink2.fail_next(1, DeliveryError(DeliveryReason.RATE_LIMITED, retry_after_s=3600))
+    d2, _ = build({"team-payments": sink2}, clock, retry_budget_s=300)
+    outcome2 = await run_in_virtual_time(clock, d2.deliver_now(make_notification()))
+    assert (outcome2.ok, outcome2.attempts, outcome2.duration_s) == (False, 1, 0.0)
+
+
+async def test_each_attempt_has_a_timeout(clock: VirtualClock) -> None:
+    sink = RecordingSink(clock=clock)
+    sink.hang_next(1)
+    d, reg = build({"team-payments": sink}, clock, attempt_timeout_s=0.05)
+    outcome = await asyncio.wait_for(
+        run_in_virtual_time(clock, d.deliver_now(make_notification())), 5
+    )
+    assert outcome.ok
+    assert outcome.attempts == 2
+    assert deliveries(reg, "retried", "timeout") == 1
+
+
+class ExplodingSink(RecordingSink):
+    async def deliver(self, payload: Payload) -> None:
+        raise ZeroDivisionError("sink bug")
+
+
+async def test_a_sink_bug_fails_one_delivery_without_retry(clock: VirtualClock) -> None:
+    d, reg = build({"team-payments": ExplodingSink()}, clock)
+    with capture_logs() as logs:
+        outcome = await run_in_virtual_time(clock, d.deliver_now(make_notification()))
+    assert (outcome.ok, outcome.attempts, outcome.reason) == (False, 1, None)
+    assert deliveries(reg, "failed", "error") == 1
+    (line,) = [e for e in logs if e["event"] == "delivery_failed"]
+    assert isinstance(line["exc_info"], ZeroDivisionError)
+
+
+async def test_overflow_drops_the_oldest_and_counts_it(clock: VirtualClock) -> None:
+    sink = RecordingSink()
+    d, reg = build({"team-payments": sink}, clock, queue_size=2)
+    ns = [make_notification(group_key=f"g{i}") for i in range(3)]
+    with capture_logs() as logs:
+        for n in ns:
+            await d.submit(n)
+    dropped = reg.get_sample_value(
+        "canarywatch_events_dropped_total", {"stage": "dispatch", "reason": "overflow"}
+    )
+    assert dropped == 1
+    assert [e["group_key"] for e in logs if e["event"] == "notification_dropped"] == ["g0"]
+    notified = reg.get_sample_value(
+        "canarywatch_notifications_total", {"receiver": "team-payments", "status": "firing"}
+    )
+    assert notified == 3
+    async with d:
+        await asyncio.wait_for(sink.wait_for(2), 5)
+        assert await d.drain(5) == 0
+    assert [p["group_key"] for p in sink.payloads if isinstance(p, dict)] == ["g1", "g2"]
+
+
+async def test_unknown_receiver_is_dropped_and_counted(clock: VirtualClock) -> None:
+    d, reg = build({"team-payments": RecordingSink()}, clock)
+    with capture_logs():
+        await d.submit(make_notification(receiver="nobody"))
+    value = reg.get_sample_value(
+        "canarywatch_events_dropped_total", {"stage": "dispatch", "reason": "unknown_receiver"}
+    )
+    assert value == 1
+
+
+async def test_a_blocked_sink_does_not_delay_another(clock: VirtualClock) -> None:
+    slow, fast = RecordingSink("slow"), RecordingSink("fast")
+    slow.pause()
+    d, _ = build({"a": slow, "b": fast}, clock)
+    async with d:
+        await d.submit(make_notification(receiver="a"))
+        await d.submit(make_notification(receiver="a", group_key="second"))
+        await d.submit(make_notification(receiver="b"))
+        await asyncio.wait_for(fast.wait_for(1), 5)
+        assert slow.payloads == []
+        assert slow.attempts == 1
+        assert d.pending() == 2
+        assert await d.drain(0.05) == 2  # still blocked: drain gives up and reports
+        slow.resume()
+        await asyncio.wait_for(slow.wait_for(2), 5)
+        assert await d.drain(5) == 0
+
+
+async def test_aclose_counts_what_is_left_as_shutdown_drops(clock: VirtualClock) -> None:
+    sink = RecordingSink()
+    sink.pause()
+    delivered: list[tuple[Notification, DeliveryOutcome]] = []
+
+    async def record(n: Notification, outcome: DeliveryOutcome) -> None:
+        delivered.append((n, outcome))
+
+    d, reg = build({"team-payments": sink}, clock, on_delivered=record)
+    with capture_logs():
+        async with d:
+            for i in range(3):
+                await d.submit(make_notification(group_key=f"g{i}"))
+            await asyncio.wait_for(sink.wait_for_attempts(1), 5)
+    value = reg.get_sample_value(
+        "canarywatch_events_dropped_total", {"stage": "dispatch", "reason": "shutdown"}
+    )
+    assert value == 3  # one in flight, two queued
+    assert delivered == []
+    assert d.pending() == 0
+
+    # and the seam: on_delivered sees each outcome
+    sink.resume()
+    n = make_notification()
+    outcome = await d.deliver_now(n)
+    assert delivered == [(n, outcome)]
