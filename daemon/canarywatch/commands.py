@@ -109,10 +109,11 @@ async def demo_command(path: Path, *, config_path: Path | None, as_json: bool) -
         failed = 0
     else:
         failed = await _deliver_all(config, notifications)
-    summary = _stats(pipeline.stats)
+    stats = pipeline.stats
+    suppressed = ", ".join(f"{k}={v}" for k, v in sorted(stats.suppressed.items())) or "none"
     print(
-        f"\n{summary['observations']} observations -> {summary['transitions']} transitions -> "
-        f"{len(notifications)} notifications (suppressed: {summary['suppressed'] or 'none'})",
+        f"\n{stats.observations} observations -> {stats.transitions} transitions -> "
+        f"{len(notifications)} notifications (suppressed: {suppressed})",
         file=sys.stderr,
     )
     return EXIT_RUNTIME if failed else EXIT_OK

@@ -144,7 +144,17 @@ def test_same_transition_from_two_sources_is_one_event_with_both_sources() -> No
     assert second.duplicate_of.sources == (EV, ST)
     third = correlator(ev(Transition.WEIGHT_ADVANCED, 1, detail="10", source=ST), T0)
     assert third.new is not None
-    assert third.new.rollout == "abc"  # lastAppliedSpec becomes the rollout id once known
+    # The rollout keeps the id it started with, so all its events carry the same one.
+    assert third.new.rollout == first.new.rollout == "1"
+
+
+def test_rollout_id_is_the_applied_spec_when_known_at_the_start() -> None:
+    correlator = Correlator()
+    first = correlator(ev(Transition.REVISION_DETECTED, 0, source=ST, hints={"spec": "abc"}), T0)
+    later = correlator(ev(Transition.WEIGHT_ADVANCED, 1, detail="10"), T0)
+    assert first.new is not None
+    assert later.new is not None
+    assert first.new.rollout == later.new.rollout == "abc"
 
 
 def test_new_revision_starts_a_new_rollout_and_same_texts_are_news_again() -> None:

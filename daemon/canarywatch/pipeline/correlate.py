@@ -69,9 +69,16 @@ class _Rollout:
     """No transition other than ``revision-detected`` was new in this rollout yet."""
     revision_sources: set[SourceName] = field(default_factory=set)
 
-    @property
-    def label(self) -> str:
-        return self.spec or str(self.seq)
+    label: str = ""
+    """The rollout id on events: the lastAppliedSpec when known at the start, else ``seq``.
+
+    Fixed for the rollout's lifetime so every event of one rollout carries the same id even
+    when a slower source reveals the spec later.
+    """
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            self.label = self.spec or str(self.seq)
 
 
 @dataclass(slots=True)

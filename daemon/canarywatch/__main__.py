@@ -1,0 +1,7 @@
+"""``python -m canarywatch``: the same as the ``canarywatch`` command."""
+
+import sys
+
+from canarywatch.cli import main
+
+sys.exit(main())
