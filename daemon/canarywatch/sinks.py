@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import ClassVar, TypeAlias
+from typing import ClassVar, Protocol, TypeAlias
 
 import aiohttp
 import pydantic
@@ -42,8 +42,10 @@ __all__ = [
     "DeliveryReason",
     "Payload",
     "PluginInfo",
+    "InMemorySinkMemory",
     "Sink",
     "SinkLoadError",
+    "SinkMemory",
     "SinkRegistry",
     "build_sink",
     "classify_exception",
@@ -91,6 +93,31 @@ class SinkLoadError(ConfigError):
     """
 
 
+class SinkMemory(Protocol):
+    """A sink's small durable key/value store (message ids for edit-in-place and threads).
+
+    The daemon backs it with the state store, so a restart keeps editing the same message;
+    keys are the sink's own (e.g. ``"thread:<rollout key>"``), scoped per receiver.
+    """
+
+    def get(self, key: str) -> Mapping[str, str] | None: ...
+
+    def put(self, key: str, value: Mapping[str, str]) -> None: ...
+
+
+class InMemorySinkMemory:
+    """``SinkMemory`` that forgets on restart: the default, and for tests."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, dict[str, str]] = {}
+
+    def get(self, key: str) -> Mapping[str, str] | None:
+        return self._data.get(key)
+
+    def put(self, key: str, value: Mapping[str, str]) -> None:
+        self._data[key] = dict(value)
+
+
 class Sink(abc.ABC):
     """A notification destination.
 
@@ -124,15 +151,18 @@ class Sink(abc.ABC):
         *,
         http: aiohttp.ClientSession,
         log: BoundLogger,
+        memory: SinkMemory | None = None,
     ) -> None:
         """``name`` is the entry-point name (``slack``): the ``sink`` label in logs and metrics.
 
         Subclasses parse ``options`` (``self.options_model.model_validate(options)``) and keep
-        the parsed result, not the raw mapping.
+        the parsed result, not the raw mapping. ``memory`` persists message ids across
+        restarts (see ``SinkMemory``); sinks that edit or thread use it, others ignore it.
         """
         self.name = name
         self.http = http
         self.log = log
+        self.memory: SinkMemory = memory if memory is not None else InMemorySinkMemory()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r}>"
@@ -516,6 +546,7 @@ def build_sink(
     http: aiohttp.ClientSession,
     log: BoundLogger,
     registry: SinkRegistry | None = None,
+    memory: SinkMemory | None = None,
 ) -> Sink:
     """Load, validate and construct the sink ``name`` with a logger bound to ``sink.<name>``."""
     cls = (registry or SinkRegistry(log=log)).load(name)
@@ -523,4 +554,10 @@ def build_sink(
         validate_sink_options(cls, options)
     except SinkLoadError as exc:
         raise SinkLoadError(f"sink {name!r}: {exc.message}") from None
-    return cls(name, options, http=http, log=log.bind(component=f"sink.{name}", sink=name))
+    return cls(
+        name,
+        options,
+        http=http,
+        log=log.bind(component=f"sink.{name}", sink=name),
+        memory=memory,
+    )

@@ -28,6 +28,7 @@ from canarywatch.sinks import (
     DeliveryReason,
     Payload,
     Sink,
+    SinkMemory,
     clean_text,
     format_time,
 )
@@ -81,8 +82,9 @@ class ConsoleSink(Sink):
         *,
         http: aiohttp.ClientSession,
         log: BoundLogger,
+        memory: SinkMemory | None = None,
     ) -> None:
-        super().__init__(name, options, http=http, log=log)
+        super().__init__(name, options, http=http, log=log, memory=memory)
         self._options = ConsoleOptions.model_validate(dict(options))
         if self._options.color == "auto":
             stream = self._stream()

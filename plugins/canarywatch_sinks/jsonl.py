@@ -23,6 +23,7 @@ from canarywatch.sinks import (
     DeliveryReason,
     Payload,
     Sink,
+    SinkMemory,
     dumps,
     notification_to_json,
 )
@@ -48,8 +49,9 @@ class JsonlSink(Sink):
         *,
         http: aiohttp.ClientSession,
         log: BoundLogger,
+        memory: SinkMemory | None = None,
     ) -> None:
-        super().__init__(name, options, http=http, log=log)
+        super().__init__(name, options, http=http, log=log, memory=memory)
         opts = JsonlOptions.model_validate(dict(options))
         self._path = Path(opts.path) if opts.path else None
         self._file: TextIO | None = None
