@@ -1,4 +1,8 @@
-"""Config loading: defaults, inheritance, secrets, and errors that name file, line and key."""
+"""Config loading: defaults, the route tree as written, secrets, and errors naming file, line, key.
+
+Inheritance and the root route's defaults live in ``pipeline.route.build_route``; the tests that
+check them through a loaded config build the tree with ``policy.build_route`` as the daemon does.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,20 @@ from pathlib import Path
 
 import pytest
 
+from canarywatch import policy
 from canarywatch.config import (
     Config,
     ConfigError,
+    RouteSpec,
     config_schema_markdown,
+    format_path,
     load_config,
     parse_config,
+    walk_route,
 )
 from canarywatch.errors import ConfigError as BaseConfigError
 from canarywatch.secrets import Secret
+from canarywatch.timeintervals import TimeInterval, any_contains
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "canarywatch.example.yaml"
@@ -49,11 +58,13 @@ def test_config_error_text_names_file_line_and_path() -> None:
 def test_empty_config_is_the_builtin_default_policy() -> None:
     config = parse("")
     assert [(r.name, r.sink) for r in config.receivers] == [("default", "console")]
-    route = config.route
+    assert config.route == RouteSpec(receiver="default")  # as written: nothing filled in
+    route = policy.build_route(config.route)  # root defaults come from pipeline.route
     assert route.receiver == "default"
-    assert route.group_wait_s == 0
-    assert (route.group_interval_s, route.repeat_interval_s) == (300, 4 * 3600)
+    assert (route.group_wait_s, route.group_interval_s) == (0, 0)
+    assert route.repeat_interval_s == 4 * 3600
     assert route.group_by == ("cluster", "namespace", "canary")
+    assert dict(config.time_intervals) == {}
     assert config.cluster == "default"
     assert config.catch_up_window_s == 600
     assert config.state.retention == 120 * 3600
@@ -64,7 +75,8 @@ def test_empty_config_is_the_builtin_default_policy() -> None:
 
 def test_route_without_receivers_uses_default_receiver() -> None:
     config = parse("route: {receiver: default, group_wait: 10s}")
-    assert config.route.group_wait_s == 10
+    assert config.route.group_wait == 10
+    assert policy.build_route(config.route).group_wait_s == 10
 
 
 def test_receivers_without_route_need_a_default_receiver() -> None:
@@ -72,7 +84,7 @@ def test_receivers_without_route_need_a_default_receiver() -> None:
     assert "receiver 'default'" in str(error)
 
 
-def test_child_routes_inherit_unset_options() -> None:
+def test_route_tree_is_kept_as_written_and_children_inherit_when_built() -> None:
     config = parse(
         """
         receivers: [{name: a, sink: console}, {name: b, sink: jsonl}]
@@ -93,12 +105,23 @@ def test_child_routes_inherit_unset_options() -> None:
                   continue: true
         """
     )
-    child = config.route.routes[0]
+    written = config.route.routes[0]
+    assert (written.receiver, written.group_by, written.group_wait) == (None, None, 5)
+    assert (written.group_interval, written.repeat_interval) == (None, None)
+    assert written.matchers == ('severity="critical"',)  # strings, checked by matchers
+    assert written.routes[0].group_by == ("...",)
+    assert [format_path(loc) for loc, _ in walk_route(config.route)] == [
+        "route",
+        "route.routes[0]",
+        "route.routes[0].routes[0]",
+    ]
+    tree = policy.build_route(config.route)
+    child = tree.routes[0]
     grandchild = child.routes[0]
     assert (child.receiver, child.group_by, child.group_wait_s) == ("a", ("canary",), 5)
     assert child.group_interval_s == 60
     assert child.repeat_interval_s == 4 * 3600
-    assert child.matchers == ('severity="critical"',)
+    assert [str(m) for m in child.matchers] == ['severity="critical"']
     assert child.mute_time_intervals == ("nights",)
     assert grandchild.receiver == "b"
     assert grandchild.group_by is None  # "..." = every label
@@ -106,12 +129,7 @@ def test_child_routes_inherit_unset_options() -> None:
     assert grandchild.mute_time_intervals == ()  # not inherited, as in Alertmanager
     assert grandchild.continue_ is True
     assert grandchild.matchers == ()
-    assert grandchild.path == "route.routes[0].routes[0]"
-    assert [r.path for r in config.route.walk()] == [
-        "route",
-        "route.routes[0]",
-        "route.routes[0].routes[0]",
-    ]
+    assert [r.receiver for r in tree.walk()] == ["a", "a", "b"]
     options = grandchild.options(send_resolved=True)
     assert (options.group_by, options.group_wait_s, options.send_resolved) == (None, 5, True)
 
@@ -120,7 +138,13 @@ def test_example_config_loads_and_documents_every_key() -> None:
     config = load_config(EXAMPLE)
     assert config.cluster == "prod-eu-1"
     assert config.receiver("audit").options["path"] == "./state/notifications.jsonl"
-    assert config.time_interval("offhours").time_intervals[0].location == "Europe/Berlin"
+    offhours = config.time_intervals["offhours"]
+    assert offhours[0].location is not None
+    assert offhours[0].location.key == "Europe/Berlin"
+    # Monday 2025-06-02 20:00 in Berlin, and a Sunday: both off hours; Monday noon is not.
+    assert any_contains(offhours, datetime(2025, 6, 2, 18, 0, tzinfo=UTC))
+    assert any_contains(offhours, datetime(2025, 6, 1, 12, 0, tzinfo=UTC))
+    assert not any_contains(offhours, datetime(2025, 6, 2, 10, 0, tzinfo=UTC))
     text = EXAMPLE.read_text(encoding="utf-8")
     for row in config_schema_markdown().splitlines()[2:]:
         key = row.split("`")[1].rsplit(".", 1)[-1].removesuffix("[]")
@@ -131,10 +155,12 @@ def test_policy_example_routes_critical_and_teams() -> None:
     config = load_config(POLICY)
     receivers = [r.receiver for r in config.route.routes]
     assert receivers == ["on-call", "platform", "team-payments", "team-search"]
-    on_call = config.route.routes[0]
+    tree = policy.build_route(config.route)
+    on_call = tree.routes[0]
     assert on_call.continue_
     assert on_call.group_wait_s == 0
-    assert config.route.routes[2].routes[0].receiver == "team-payments"
+    assert config.route.routes[2].routes[0].receiver is None  # as written
+    assert tree.routes[2].routes[0].receiver == "team-payments"  # inherited when built
     assert len(config.inhibit_rules) == 2
     assert {r.sink for r in config.receivers} <= {"console", "jsonl"}
 
@@ -268,11 +294,29 @@ def test_root_route_rules() -> None:
             time_intervals: [{weekdays: [saturday]}]
         route:
           matchers: ['severity="critical"']
+          continue: true
           mute_time_intervals: [t]
         """
     )
     paths = {e.path for e in error.all_errors}
-    assert paths == {"route.receiver", "route.matchers", "route.mute_time_intervals"}
+    assert paths == {
+        "route.receiver",
+        "route.matchers",
+        "route.continue",
+        "route.mute_time_intervals",
+    }
+
+
+def test_group_interval_may_be_zero_but_repeat_interval_may_not() -> None:
+    config = parse("route: {receiver: default, group_interval: 0s, routes: [{group_interval: 2m}]}")
+    assert config.route.group_interval == 0
+    assert policy.build_route(config.route).routes[0].group_interval_s == 120
+    assert (
+        error_of("route: {receiver: default, group_interval: -1s}").path == "route.group_interval"
+    )
+    assert (
+        error_of("route: {receiver: default, repeat_interval: 0s}").path == "route.repeat_interval"
+    )
 
 
 def test_bad_matcher_reports_the_matcher_parser_message() -> None:
@@ -414,7 +458,7 @@ def test_error_at_lets_later_checks_point_at_the_line() -> None:
     assert str(error) == "config.yaml:6: receivers[1].sink: unknown sink 'slak' (known: console)"
 
 
-def test_time_intervals_match_like_alertmanager() -> None:
+def test_time_intervals_are_parsed_into_the_one_implementation() -> None:
     config = parse(
         """
         time_intervals:
@@ -424,37 +468,39 @@ def test_time_intervals_match_like_alertmanager() -> None:
                 weekdays: ["monday:friday"]
                 location: Europe/Berlin
           - name: month-end
-            time_intervals: [{days_of_month: ["-2:-1"], months: [february]}]
+            time_intervals: [{days_of_month: ["-2:-1"], months: [february]}, {years: [2030]}]
         """
     )
-    office = config.time_interval("office")
-    # 2025-06-02 is a Monday; Berlin is UTC+2 in June.
-    assert office.contains(datetime(2025, 6, 2, 7, 0, tzinfo=UTC))
-    assert not office.contains(datetime(2025, 6, 2, 15, 0, tzinfo=UTC))
-    assert not office.contains(datetime(2025, 6, 1, 8, 0, tzinfo=UTC))  # Sunday
-    month_end = config.time_interval("month-end")
-    assert month_end.contains(datetime(2024, 2, 28, tzinfo=UTC))  # leap year: 28, 29
-    assert not month_end.contains(datetime(2024, 2, 27, tzinfo=UTC))
-    assert month_end.contains(datetime(2025, 2, 27, tzinfo=UTC))
-    assert not month_end.contains(datetime(2025, 3, 31, tzinfo=UTC))
+    assert list(config.time_intervals) == ["office", "month-end"]
+    office = config.time_intervals["office"]
+    assert all(isinstance(i, TimeInterval) for i in office)
+    # 2025-06-02 is a Monday; Berlin is UTC+2 in June. (Matching: tests/test_timeintervals.py.)
+    assert any_contains(office, datetime(2025, 6, 2, 7, 0, tzinfo=UTC))
+    assert not any_contains(office, datetime(2025, 6, 2, 15, 0, tzinfo=UTC))
+    assert len(config.time_intervals["month-end"]) == 2
+    assert policy.build_time_intervals(config) is config.time_intervals  # no second parse
 
 
 @pytest.mark.parametrize(
     ("interval", "path", "fragment"),
     [
-        ("{times: [{start_time: '10:00', end_time: '09:00'}]}", "times[0]", "before end_time"),
+        ("{times: [{start_time: '10:00', end_time: '09:00'}]}", "times[0]", "equal or greater"),
         ("{times: [{start_time: '25:00', end_time: '26:00'}]}", "times[0].start_time", "HH:MM"),
-        ("{weekdays: ['friday:monday']}", "weekdays[0]", "start is after end"),
+        ("{weekdays: ['friday:monday']}", "weekdays[0]", "start day cannot be after end"),
         ("{weekdays: [funday]}", "weekdays[0]", "weekday"),
         ("{days_of_month: ['0']}", "days_of_month[0]", "out of range"),
         ("{months: ['13']}", "months[0]", "month"),
-        ("{years: ['2026:2025']}", "years[0]", "start is after end"),
+        ("{years: ['2026:2025']}", "years[0]", "is before start year"),
+        ("{months: [june], years: [true]}", "years[0]", "expected a string"),
+        ("{times: [{start_time: 19:00, end_time: '20:00'}]}", "times[0].start_time", "HH:MM"),
         ("{location: Mars/Olympus}", "location", "unknown time zone"),
     ],
 )
 def test_time_interval_validation(interval: str, path: str, fragment: str) -> None:
-    error = error_of(f"time_intervals: [{{name: t, time_intervals: [{interval}]}}]")
+    """canarywatch.timeintervals judges; the loader adds where the interval sits, and its line."""
+    error = error_of(f"time_intervals:\n- name: t\n  time_intervals: [{interval}]")
     assert error.path == f"time_intervals[0].time_intervals[0].{path}"
+    assert error.line == 3
     assert fragment in error.message
 
 
@@ -524,6 +570,8 @@ def test_schema_table_lists_every_key_with_defaults() -> None:
     table = config_schema_markdown()
     rows = {line.split("`")[1]: line for line in table.splitlines()[2:]}
     assert "| `route.group_wait` | duration | `0s` |" in rows["route.group_wait"]
+    assert "| `route.group_interval` | duration | `0s` |" in rows["route.group_interval"]
+    assert "| `route.repeat_interval` | duration | `4h` |" in rows["route.repeat_interval"]
     assert "| `state.retention` | duration | `120h` |" in rows["state.retention"]
     assert "required" in rows["receivers[].name"]
     assert "secret" in rows["server.token"]

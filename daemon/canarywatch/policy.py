@@ -11,14 +11,15 @@ from collections.abc import Mapping, Sequence
 
 import structlog
 
-from canarywatch.config import Config
-from canarywatch.config.resolved import Route as RouteConfig
+from canarywatch.config import Config, format_path, walk_route
+from canarywatch.config import RouteSpec as RouteConfig
 from canarywatch.matchers import parse_matchers
 from canarywatch.metrics import Metrics
+from canarywatch.pipeline import route as routing
 from canarywatch.pipeline.core import Pipeline
 from canarywatch.pipeline.inhibit import Inhibitor, InhibitRule
 from canarywatch.pipeline.route import Route, Router
-from canarywatch.pipeline.timeintervals import TimeInterval, parse_time_interval
+from canarywatch.timeintervals import TimeInterval
 
 DEFAULT_RECEIVER = "default"
 DEFAULT_SINK = "console"
@@ -40,37 +41,47 @@ DEFAULT_ROUTE = Route(
 """One group per distinct label set, flushed the moment an event arrives."""
 
 
-def build_route(node: RouteConfig) -> Route:
-    """The pipeline's route node for a resolved config node (inheritance already applied)."""
-    return Route(
-        receiver=node.receiver,
-        matchers=parse_matchers(list(node.matchers)),
-        continue_=node.continue_,
-        group_by=node.group_by,
-        group_wait_s=node.group_wait_s,
-        group_interval_s=node.group_interval_s,
-        repeat_interval_s=node.repeat_interval_s,
-        routes=tuple(build_route(child) for child in node.routes),
-        mute_time_intervals=node.mute_time_intervals,
-        active_time_intervals=node.active_time_intervals,
-    )
+def build_route(spec: RouteConfig) -> Route:
+    """The pipeline's route tree for the config's route spec (as written).
+
+    ``pipeline.route.build_route`` applies inheritance and the root defaults; ``ValueError``
+    names the node's key path (``route.routes[1]: ...``).
+    """
+
+    def convert(node: RouteConfig) -> routing.RouteSpec:
+        return routing.RouteSpec(
+            receiver=node.receiver,
+            matchers=parse_matchers(list(node.matchers)),
+            continue_=node.continue_,
+            group_by=node.group_by,
+            group_wait_s=node.group_wait,
+            group_interval_s=node.group_interval,
+            repeat_interval_s=node.repeat_interval,
+            routes=tuple(convert(child) for child in node.routes),
+            mute_time_intervals=node.mute_time_intervals,
+            active_time_intervals=node.active_time_intervals,
+        )
+
+    return routing.build_route(convert(spec))
 
 
 def build_time_intervals(config: Config) -> Mapping[str, Sequence[TimeInterval]]:
-    return {
-        named.name: tuple(
-            parse_time_interval(interval.model_dump(exclude_none=True, mode="json"))
-            for interval in named.time_intervals
-        )
-        for named in config.time_intervals
-    }
+    """The named time intervals, already parsed by ``canarywatch.timeintervals`` at load."""
+    return config.time_intervals
 
 
 def build_router(config: Config | None) -> Router:
     if config is None or not config.receivers:
         return Router(DEFAULT_ROUTE, send_resolved={DEFAULT_RECEIVER: False})
+    try:
+        root = build_route(config.route)
+    except ValueError as exc:
+        # The loader validates what build_route checks; should they drift, name the line.
+        where, _, message = str(exc).partition(": ")
+        locs = {format_path(loc): loc for loc, _ in walk_route(config.route)}
+        raise config.error_at(locs.get(where, ("route",)), message or str(exc)) from None
     return Router(
-        build_route(config.route),
+        root,
         send_resolved={r.name: r.send_resolved for r in config.receivers},
         time_intervals=build_time_intervals(config),
     )

@@ -17,13 +17,14 @@ from canarywatch.model import (
     Transition,
 )
 from canarywatch.pipeline.route import (
+    DEFAULT_GROUP_BY,
     Route,
     Router,
     RouteSpec,
     build_route,
     group_labels,
 )
-from canarywatch.pipeline.timeintervals import parse_time_intervals
+from canarywatch.timeintervals import parse_time_intervals
 
 NOW = datetime(2025, 6, 4, 12, 0, tzinfo=UTC)  # a Wednesday
 SATURDAY = datetime(2025, 6, 7, 12, 0, tzinfo=UTC)
@@ -94,9 +95,10 @@ def test_matching(labels: dict[str, str], expected: list[str]) -> None:
 
 
 def test_inheritance_and_defaults() -> None:
+    # Root defaults: transitions are discrete news, so neither wait nor batch by default.
     assert TREE.group_wait_s == 0.0
-    assert TREE.group_interval_s == 300.0
-    assert TREE.repeat_interval_s == 14400.0
+    assert TREE.group_interval_s == 0.0
+    assert TREE.repeat_interval_s == 4 * 3600.0
     pager, payments = TREE.routes[0], TREE.routes[1]
     assert pager.group_wait_s == 30.0
     assert pager.group_by == ("namespace",)  # inherited
@@ -125,7 +127,13 @@ def test_inheritance_and_defaults() -> None:
     assert leaf.receiver == "mid"  # receiver inherits
     assert leaf.group_by is None  # '...' inherits
     assert (leaf.group_wait_s, leaf.group_interval_s, leaf.repeat_interval_s) == (0.0, 60.0, 600.0)
-    assert build_route(RouteSpec(receiver="r")).group_by == ()
+    root = build_route(RouteSpec(receiver="r", routes=(spec("a=1", receiver="x"),)))
+    assert root.group_by == DEFAULT_GROUP_BY == ("cluster", "namespace", "canary")
+    assert root.routes[0].group_by == DEFAULT_GROUP_BY  # the default inherits too
+    assert build_route(RouteSpec(receiver="r", group_by=())).group_by == ()  # one group
+    # A positive group_interval batches; zero is allowed anywhere.
+    assert build_route(RouteSpec(receiver="r", group_interval_s=300.0)).group_interval_s == 300
+    assert build_route(RouteSpec(receiver="r", group_interval_s=0.0)).group_interval_s == 0
 
 
 def test_time_intervals_do_not_inherit() -> None:
@@ -169,7 +177,7 @@ def test_routed_carries_the_matched_node_options() -> None:
     assert routed.route == RouteOptions(
         group_by=("namespace",),
         group_wait_s=30.0,
-        group_interval_s=300.0,
+        group_interval_s=0.0,
         repeat_interval_s=14400.0,
         send_resolved=True,
     )

@@ -2,11 +2,11 @@
 
 Errors are ``ConfigError`` naming file, line and key path; secrets become ``Secret``. See
 ``config/canarywatch.example.yaml`` for every key, and ``config_schema_markdown()`` for the
-reference table in the README.
+reference table in the README. The route tree stays as written (``RouteSpec``):
+``pipeline.route.build_route`` applies inheritance and the root defaults.
 """
 
 from canarywatch.config.loader import (
-    DEFAULT_GROUP_BY,
     DEFAULT_RECEIVER,
     SECRET_OPTION_KEY,
     load_config,
@@ -22,17 +22,26 @@ from canarywatch.config.models import (
     ServerSettings,
     Silence,
     StateSettings,
+    TimeIntervalSet,
+    TimeIntervalSpec,
+    TimeRangeSpec,
 )
-from canarywatch.config.resolved import Config, Loc, Route, SourceMap, format_path
+from canarywatch.config.resolved import (
+    ROUTE_LOC,
+    Config,
+    Loc,
+    SourceMap,
+    format_path,
+    walk_route,
+)
 from canarywatch.config.schema_doc import config_schema_markdown
-from canarywatch.config.timeintervals import TimeInterval, TimeIntervalSet, TimeRange
 from canarywatch.errors import ConfigError
 from canarywatch.secrets import Secret
 
 __all__ = [
     "ALL_LABELS",
-    "DEFAULT_GROUP_BY",
     "DEFAULT_RECEIVER",
+    "ROUTE_LOC",
     "SECRET_OPTION_KEY",
     "Config",
     "ConfigError",
@@ -41,18 +50,18 @@ __all__ = [
     "Loc",
     "LogSettings",
     "Receiver",
-    "Route",
     "RouteSpec",
     "Secret",
     "ServerSettings",
     "Silence",
     "SourceMap",
     "StateSettings",
-    "TimeInterval",
     "TimeIntervalSet",
-    "TimeRange",
+    "TimeIntervalSpec",
+    "TimeRangeSpec",
     "config_schema_markdown",
     "format_path",
     "load_config",
     "parse_config",
+    "walk_route",
 ]

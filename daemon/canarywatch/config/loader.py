@@ -1,15 +1,18 @@
-"""``load_config``/``parse_config``: YAML -> validated, resolved ``Config``, or ``ConfigError``.
+"""``load_config``/``parse_config``: YAML -> validated ``Config``, or ``ConfigError``.
 
 Three passes, each reporting every problem it finds with key path and line:
 1. YAML syntax and duplicate keys (``config.yamlsource``);
 2. shape and values, per section (pydantic models in ``config.models``);
-3. cross-references and inheritance: receiver and time-interval names, the root route's rules,
-   secrets inside receiver options, and the listener's token.
+3. what needs more than one value: time intervals (parsed by ``canarywatch.timeintervals``),
+   receiver and time-interval names on routes, the root route's rules, secrets inside receiver
+   options, and the listener's token.
+
+Route inheritance and the root defaults are not applied here: ``pipeline.route.build_route``
+is their one home, and ``Config.route`` is the tree as written.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import re
 from collections.abc import Mapping
@@ -20,24 +23,14 @@ from typing import Final, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from canarywatch.config.models import ConfigFile, Receiver, RouteSpec
-from canarywatch.config.resolved import (
-    Config,
-    Loc,
-    Route,
-    SourceMap,
-    format_path,
-    group_by_option,
-)
+from canarywatch.config.models import ConfigFile, Receiver, RouteSpec, TimeIntervalSet
+from canarywatch.config.resolved import ROUTE_LOC, Config, Loc, SourceMap, walk_route
 from canarywatch.config.yamlsource import load_yaml
 from canarywatch.errors import ConfigError
 from canarywatch.secrets import SECRET_FORMS, SECRET_HINT, is_secret_ref, resolve_secret
+from canarywatch.timeintervals import TimeInterval, TimeIntervalError, parse_time_interval
 
 DEFAULT_RECEIVER: Final = "default"
-DEFAULT_GROUP_BY: Final = ("cluster", "namespace", "canary")
-DEFAULT_GROUP_WAIT_S: Final = 0.0
-DEFAULT_GROUP_INTERVAL_S: Final = 300.0
-DEFAULT_REPEAT_INTERVAL_S: Final = 4 * 3600.0
 
 SECRET_OPTION_KEY: Final = re.compile(
     r"token|secret|password|authorization|webhook_url|api_key|credential", re.IGNORECASE
@@ -185,7 +178,7 @@ def _find_model(annotation: object) -> type[BaseModel] | None:
 
 
 class _Resolver:
-    """Pass 3: cross-references, inheritance and option secrets; appends to ``errors``."""
+    """Pass 3: time intervals, cross-references and option secrets; appends to ``errors``."""
 
     def __init__(
         self, source: SourceMap, errors: list[ConfigError], environ: Mapping[str, str] | None
@@ -201,14 +194,8 @@ class _Resolver:
 
     def resolve(self, spec: ConfigFile) -> Config:
         receivers = self._resolve_receivers(spec.receivers)
-        for index, interval in enumerate(spec.time_intervals):
-            if interval.name in self._intervals:
-                self._fail(
-                    ("time_intervals", index, "name"),
-                    f"duplicate time interval name {interval.name!r}",
-                )
-            self._intervals.add(interval.name)
-        route = self._resolve_root(spec.route)
+        time_intervals = self._time_intervals(spec.time_intervals)
+        route = self._check_route(spec.route)
         if not spec.server.loopback and spec.server.token is None:
             self._fail(
                 ("server", "listen"),
@@ -219,7 +206,7 @@ class _Resolver:
             cluster=spec.cluster,
             receivers=receivers,
             route=route,
-            time_intervals=spec.time_intervals,
+            time_intervals=time_intervals,
             inhibit_rules=spec.inhibit_rules,
             silences=spec.silences,
             state=spec.state,
@@ -228,6 +215,27 @@ class _Resolver:
             log=spec.log,
             source=self._source,
         )
+
+    def _time_intervals(
+        self, specs: tuple[TimeIntervalSet, ...]
+    ) -> Mapping[str, tuple[TimeInterval, ...]]:
+        parsed: dict[str, tuple[TimeInterval, ...]] = {}
+        for index, named in enumerate(specs):
+            if named.name in self._intervals:
+                self._fail(
+                    ("time_intervals", index, "name"),
+                    f"duplicate time interval name {named.name!r}",
+                )
+            self._intervals.add(named.name)
+            intervals = []
+            for item, interval in enumerate(named.time_intervals):
+                try:
+                    intervals.append(parse_time_interval(interval.model_dump(exclude_none=True)))
+                except TimeIntervalError as exc:
+                    loc: Loc = ("time_intervals", index, "time_intervals", item, *exc.path)
+                    self._fail(loc, exc.reason)
+            parsed.setdefault(named.name, tuple(intervals))
+        return MappingProxyType(parsed)
 
     def _resolve_receivers(self, specs: tuple[Receiver, ...] | None) -> tuple[Receiver, ...]:
         if specs is None:
@@ -266,8 +274,9 @@ class _Resolver:
             return tuple(self._option(v, (*loc, i)) for i, v in enumerate(value))
         return value
 
-    def _resolve_root(self, spec: RouteSpec | None) -> Route:
-        loc: Loc = ("route",)
+    def _check_route(self, spec: RouteSpec | None) -> RouteSpec:
+        """The root's rules, and every node's receiver and time interval names; no inheritance."""
+        loc = ROUTE_LOC
         if spec is None:
             if DEFAULT_RECEIVER not in self._receivers:
                 self._fail(
@@ -275,59 +284,25 @@ class _Resolver:
                     "no route given, so everything goes to receiver 'default', which is not "
                     "defined: add a route or a receiver named 'default'",
                 )
-            spec = RouteSpec(receiver=DEFAULT_RECEIVER)
+            return RouteSpec(receiver=DEFAULT_RECEIVER)
         if spec.receiver is None:
             self._fail((*loc, "receiver"), "the root route needs a receiver")
         if spec.matchers:
             self._fail((*loc, "matchers"), "the root route matches everything: no matchers")
+        if spec.continue_:
+            self._fail((*loc, "continue"), "the root route has no siblings: no continue")
         for key in ("mute_time_intervals", "active_time_intervals"):
             if getattr(spec, key):
                 self._fail((*loc, key), f"the root route cannot have {key}")
-        return self._route(spec, loc, None)
-
-    def _route(self, spec: RouteSpec, loc: Loc, parent: Route | None) -> Route:
-        receiver = spec.receiver or (parent.receiver if parent else "")
-        if spec.receiver is not None and spec.receiver not in self._receivers:
-            self._fail((*loc, "receiver"), self._unknown("receiver", spec.receiver))
-        for key in ("mute_time_intervals", "active_time_intervals"):
-            for index, name in enumerate(getattr(spec, key)):
-                if name not in self._intervals:
-                    self._fail((*loc, key, index), self._unknown("time interval", name))
-        if spec.group_by is not None:
-            group_by = group_by_option(spec.group_by)
-        else:
-            group_by = parent.group_by if parent else DEFAULT_GROUP_BY
-        node = Route(
-            receiver=receiver,
-            group_by=group_by,
-            group_wait_s=_inherit(spec.group_wait, parent, "group_wait_s", DEFAULT_GROUP_WAIT_S),
-            group_interval_s=_inherit(
-                spec.group_interval, parent, "group_interval_s", DEFAULT_GROUP_INTERVAL_S
-            ),
-            repeat_interval_s=_inherit(
-                spec.repeat_interval, parent, "repeat_interval_s", DEFAULT_REPEAT_INTERVAL_S
-            ),
-            matchers=spec.matchers,
-            continue_=spec.continue_,
-            mute_time_intervals=spec.mute_time_intervals,
-            active_time_intervals=spec.active_time_intervals,
-            path=format_path(loc),
-        )
-        children = tuple(
-            self._route(child, (*loc, "routes", index), node)
-            for index, child in enumerate(spec.routes)
-        )
-        return dataclasses.replace(node, routes=children)
+        for node_loc, node in walk_route(spec, loc):
+            if node.receiver is not None and node.receiver not in self._receivers:
+                self._fail((*node_loc, "receiver"), self._unknown("receiver", node.receiver))
+            for key in ("mute_time_intervals", "active_time_intervals"):
+                for index, name in enumerate(getattr(node, key)):
+                    if name not in self._intervals:
+                        self._fail((*node_loc, key, index), self._unknown("time interval", name))
+        return spec
 
     def _unknown(self, what: str, name: str) -> str:
         known = sorted(self._receivers if what == "receiver" else self._intervals)
         return f"unknown {what} {name!r} (known: {', '.join(known) or 'none'})"
-
-
-def _inherit(value: float | None, parent: Route | None, attr: str, default: float) -> float:
-    if value is not None:
-        return value
-    if parent is not None:
-        inherited: float = getattr(parent, attr)
-        return inherited
-    return default

@@ -2,7 +2,9 @@
 
 These models describe the YAML as written (durations already in float seconds, secrets already
 ``Secret``). Checks that need more than one section (receiver names exist, names unique) and
-route inheritance live in ``config.loader``; the resolved route tree is ``config.resolved``.
+parsing ``time_intervals`` with ``canarywatch.timeintervals`` live in ``config.loader``. Route
+inheritance and the root route's defaults are applied by ``pipeline.route.build_route``, not
+here: ``Config.route`` is the ``RouteSpec`` tree as written.
 Every field has a ``description``: ``config_schema_markdown()`` renders them for the README.
 """
 
@@ -17,6 +19,7 @@ from typing import Annotated, Literal, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from canarywatch.config.fields import (
+    DocType,
     Duration,
     LabelName,
     Matcher,
@@ -24,7 +27,6 @@ from canarywatch.config.fields import (
     SecretField,
     check_label_name,
 )
-from canarywatch.config.timeintervals import TimeIntervalSet
 
 _MODEL = ConfigDict(frozen=True, extra="forbid")
 
@@ -65,7 +67,7 @@ def _group_by(value: tuple[str, ...]) -> tuple[str, ...]:
 
 
 class RouteSpec(BaseModel):
-    """A route node as written; unset options are inherited when the tree is resolved."""
+    """A route node as written; ``pipeline.route.build_route`` fills unset options in."""
 
     model_config = _MODEL
 
@@ -94,14 +96,21 @@ class RouteSpec(BaseModel):
     )
     group_interval: Duration | None = Field(
         default=None,
-        gt=0,
-        description="Minimum wait before notifying about new events in an existing group.",
-        json_schema_extra={"doc_default": "5m"},
+        ge=0,
+        description=(
+            "Minimum wait before notifying about new events in an existing group. Inherited; "
+            "the root default is 0s (unlike Alertmanager's 5m): transitions are discrete news "
+            "and batching only delays them. A positive value batches."
+        ),
+        json_schema_extra={"doc_default": "0s"},
     )
     repeat_interval: Duration | None = Field(
         default=None,
         gt=0,
-        description="How long before re-sending a notification that has not changed.",
+        description=(
+            "How long before re-sending a notification that has not changed. Inherited; "
+            "the root default is 4h."
+        ),
         json_schema_extra={"doc_default": "4h"},
     )
     matchers: tuple[Matcher, ...] = Field(
@@ -128,6 +137,73 @@ class RouteSpec(BaseModel):
         default=(),
         description="Names from `time_intervals` outside which this route sends nothing. "
         "Not inherited; not allowed on the root route.",
+    )
+
+
+TimeIntervalValue = Annotated[object, DocType("range")]
+"""A range in a time interval (``monday:friday``, ``1:7``, ``-1``, ``2025``), kept as written:
+``canarywatch.timeintervals.parse_time_interval`` is the one parser and validator."""
+
+
+class TimeRangeSpec(BaseModel):
+    """A span of the day as written; ``[start_time, end_time)``."""
+
+    model_config = _MODEL
+
+    start_time: Annotated[object, DocType("HH:MM")] = Field(
+        description="Start of the span, HH:MM (inclusive). Quote it: YAML reads 19:00 as a number."
+    )
+    end_time: Annotated[object, DocType("HH:MM")] = Field(
+        description="End of the span, HH:MM up to 24:00 (exclusive)."
+    )
+
+
+class TimeIntervalSpec(BaseModel):
+    """One interval as written (Alertmanager's keys). An omitted field matches anything; a
+    given one matches when any of its entries does, so an empty list matches nothing."""
+
+    model_config = _MODEL
+
+    times: tuple[TimeRangeSpec, ...] | None = Field(
+        default=None,
+        description="Spans of the day.",
+        json_schema_extra={"doc_default": "any time"},
+    )
+    weekdays: tuple[TimeIntervalValue, ...] | None = Field(
+        default=None,
+        description="Day names or ranges, e.g. `monday:friday`, `saturday`; weeks start on sunday.",
+        json_schema_extra={"doc_default": "any day"},
+    )
+    days_of_month: tuple[TimeIntervalValue, ...] | None = Field(
+        default=None,
+        description="Days or ranges, e.g. `1:7`; negative counts from the month's end (`-1`).",
+        json_schema_extra={"doc_default": "any day"},
+    )
+    months: tuple[TimeIntervalValue, ...] | None = Field(
+        default=None,
+        description="Month names or numbers, or ranges, e.g. `january:march`, `12`.",
+        json_schema_extra={"doc_default": "any month"},
+    )
+    years: tuple[TimeIntervalValue, ...] | None = Field(
+        default=None,
+        description="Years or ranges, e.g. `2025:2026`.",
+        json_schema_extra={"doc_default": "any year"},
+    )
+    location: Annotated[object, DocType("time zone")] = Field(
+        default=None,
+        description="IANA time zone the other fields are read in, e.g. `Europe/Berlin`.",
+        json_schema_extra={"doc_default": "UTC"},
+    )
+
+
+class TimeIntervalSet(BaseModel):
+    """A named list of intervals; routes refer to it by ``name``."""
+
+    model_config = _MODEL
+
+    name: Name = Field(description="Unique name routes refer to.")
+    time_intervals: tuple[TimeIntervalSpec, ...] = Field(
+        min_length=1, description="The intervals; the name covers a moment when any of them does."
     )
 
 

@@ -1,28 +1,30 @@
 """The loaded configuration as the rest of canarywatch sees it.
 
-``Config`` is what ``load_config`` returns: sections from ``config.models`` plus the route tree
-with every inherited option filled in (``Route``), and a ``SourceMap`` so later checks (the
-sink loader, ``check-config``) can raise ``ConfigError`` pointing at the right line.
+``Config`` is what ``load_config`` returns: sections from ``config.models``, the route tree as
+written (``RouteSpec``: validated, but inheritance and the root defaults are applied by
+``pipeline.route.build_route``), the named time intervals parsed by ``canarywatch.timeintervals``,
+and a ``SourceMap`` so later checks (the sink loader, ``check-config``, building the route tree)
+can raise ``ConfigError`` pointing at the right line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Final
 
 from canarywatch.config.models import (
-    ALL_LABELS,
     InhibitRule,
     LogSettings,
     Receiver,
+    RouteSpec,
     ServerSettings,
     Silence,
     StateSettings,
 )
-from canarywatch.config.timeintervals import TimeIntervalSet
 from canarywatch.errors import ConfigError
-from canarywatch.model import RouteOptions
+from canarywatch.timeintervals import TimeInterval
 
 Loc = tuple[str | int, ...]
 """A key path as a tuple: ``("receivers", 1, "options", "url")``."""
@@ -58,51 +60,29 @@ class SourceMap:
         return ConfigError(message, path=format_path(loc), line=self.line_of(loc), file=self.file)
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
-    """A route node with inheritance applied: every option has its effective value."""
-
-    receiver: str
-    group_by: tuple[str, ...] | None
-    """Labels to group by; ``None`` means ``["..."]``: every label."""
-    group_wait_s: float
-    group_interval_s: float
-    repeat_interval_s: float
-    matchers: tuple[str, ...] = ()
-    continue_: bool = False
-    mute_time_intervals: tuple[str, ...] = ()
-    active_time_intervals: tuple[str, ...] = ()
-    routes: tuple[Route, ...] = ()
-    path: str = "route"
-    """Where the node is in the config (``route.routes[0]``): for logs and errors."""
-
-    def options(self, *, send_resolved: bool = False) -> RouteOptions:
-        """The grouping settings ``pipeline.group`` uses for events routed here."""
-        return RouteOptions(
-            group_by=self.group_by,
-            group_wait_s=self.group_wait_s,
-            group_interval_s=self.group_interval_s,
-            repeat_interval_s=self.repeat_interval_s,
-            send_resolved=send_resolved,
-        )
-
-    def walk(self) -> tuple[Route, ...]:
-        """This node and all descendants, depth first in config order."""
-        return (self, *(node for child in self.routes for node in child.walk()))
+ROUTE_LOC: Final[Loc] = ("route",)
+"""The key path of the root route."""
 
 
-def group_by_option(group_by: tuple[str, ...]) -> tuple[str, ...] | None:
-    return None if group_by == (ALL_LABELS,) else group_by
+def walk_route(spec: RouteSpec, loc: Loc = ROUTE_LOC) -> Iterator[tuple[Loc, RouteSpec]]:
+    """``spec`` and every node below it with its key path, depth first in config order."""
+    yield loc, spec
+    for index, child in enumerate(spec.routes):
+        yield from walk_route(child, (*loc, "routes", index))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
-    """The validated, resolved configuration."""
+    """The validated configuration."""
 
     cluster: str = "default"
     receivers: tuple[Receiver, ...]
-    route: Route
-    time_intervals: tuple[TimeIntervalSet, ...] = ()
+    route: RouteSpec
+    """The route tree as written, at ``ROUTE_LOC``; ``walk_route`` gives each node's key path."""
+    time_intervals: Mapping[str, tuple[TimeInterval, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    """Named time intervals, parsed; a name covers a moment when any of its intervals does."""
     inhibit_rules: tuple[InhibitRule, ...] = ()
     silences: tuple[Silence, ...] = ()
     state: StateSettings = field(default_factory=StateSettings)
@@ -117,13 +97,6 @@ class Config:
             if receiver.name == name:
                 return receiver
         raise KeyError(f"no receiver named {name!r}")
-
-    def time_interval(self, name: str) -> TimeIntervalSet:
-        """The time interval set called ``name``; ``KeyError`` if there is none."""
-        for interval in self.time_intervals:
-            if interval.name == name:
-                return interval
-        raise KeyError(f"no time interval named {name!r}")
 
     def error_at(self, loc: Loc, message: str) -> ConfigError:
         """A ``ConfigError`` at ``loc`` with file and line filled in, for later checks.

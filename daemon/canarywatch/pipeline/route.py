@@ -16,9 +16,12 @@ Alertmanager's routing, applied to ``CanaryEvent.labels``:
 - Targets that would land in the same aggregation group (same receiver, same group labels) are
   delivered once.
 
-Defaults at the root differ from Alertmanager's in one place: ``group_wait`` is 0 s, because a
-lifecycle event is news the moment it happens; ``group_interval`` 300 s and ``repeat_interval``
-4 h as in Alertmanager, and ``group_by`` ``()`` (one group per receiver).
+This module is the one place inheritance and the root defaults are applied (``build_route``);
+the config package only validates the route tree as written. The root defaults differ from
+Alertmanager's: ``group_by`` is ``(cluster, namespace, canary)`` (one group per canary),
+``group_wait`` and ``group_interval`` are 0 s, because a lifecycle transition is discrete news
+and batching only delays it (a positive value batches); ``repeat_interval`` is 4 h as in
+Alertmanager.
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ from types import MappingProxyType
 
 from canarywatch.matchers import Matcher, matches_all
 from canarywatch.model import CanaryEvent, NotificationStatus, Routed, RouteOptions
-from canarywatch.pipeline.timeintervals import TimeInterval, any_contains
+from canarywatch.timeintervals import TimeInterval, any_contains
 
 __all__ = [
+    "DEFAULT_GROUP_BY",
     "DEFAULT_GROUP_INTERVAL_S",
     "DEFAULT_GROUP_WAIT_S",
     "DEFAULT_REPEAT_INTERVAL_S",
@@ -46,9 +50,10 @@ __all__ = [
     "group_labels",
 ]
 
+DEFAULT_GROUP_BY: tuple[str, ...] = ("cluster", "namespace", "canary")
 DEFAULT_GROUP_WAIT_S = 0.0
-DEFAULT_GROUP_INTERVAL_S = 300.0
-DEFAULT_REPEAT_INTERVAL_S = 14400.0
+DEFAULT_GROUP_INTERVAL_S = 0.0
+DEFAULT_REPEAT_INTERVAL_S = 4 * 3600.0
 GROUP_BY_ALL = "..."
 """In ``RouteSpec.group_by``, the single entry ``"..."`` means "group by every label"."""
 
@@ -140,7 +145,10 @@ def _check_duration(name: str, value: float, where: str, *, allow_zero: bool) ->
 
 
 def build_route(spec: RouteSpec, parent: Route | None = None, *, _where: str = "route") -> Route:
-    """Resolve ``spec`` (and its children) against ``parent``; ``ValueError`` names the node."""
+    """Resolve ``spec`` (and its children) against ``parent``: inheritance and root defaults.
+
+    ``ValueError`` names the node by its key path (``route.routes[1]: ...``).
+    """
     where = _where
     if parent is None:
         if not spec.receiver:
@@ -155,7 +163,7 @@ def build_route(spec: RouteSpec, parent: Route | None = None, *, _where: str = "
     if spec.group_by is not None:
         group_by = _resolve_group_by(spec.group_by, where)
     else:
-        group_by = parent.group_by if parent else ()
+        group_by = parent.group_by if parent else DEFAULT_GROUP_BY
 
     def pick(own: float | None, inherited: float, default: float, name: str, zero: bool) -> float:
         value = own if own is not None else (inherited if parent is not None else default)

@@ -10,9 +10,14 @@ Same keys, syntax and semantics as Alertmanager's ``timeinterval`` package:
 - ``years``: ``2024`` or ``2024:2026``;
 - ``location``: an IANA zone (``Europe/Berlin``); without one, times are UTC.
 
-A field that is absent matches everything; a present field matches when any of its ranges does;
-an interval contains a moment when every present field matches. A named interval in the config is
-a list of such intervals and contains a moment when any of them does (``any_contains``).
+A field that is absent (or ``null``) matches everything; a present field matches when any of its
+ranges does, so an empty list matches nothing (as in Alertmanager); an interval contains a moment
+when every present field matches. A named interval in the config is a list of such intervals and
+contains a moment when any of them does (``any_contains``).
+
+This is the only implementation: ``canarywatch.config`` validates ``time_intervals`` with
+``parse_time_interval`` (reporting ``TimeIntervalError.path`` as a key path with its line) and
+``pipeline.route.Router`` mutes routes with the parsed ``TimeInterval`` objects.
 """
 
 from __future__ import annotations
@@ -26,9 +31,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
     "InclusiveRange",
+    "KeyPath",
     "TimeInterval",
+    "TimeIntervalError",
     "TimeRange",
     "any_contains",
+    "format_key_path",
     "parse_time_interval",
     "parse_time_intervals",
 ]
@@ -47,6 +55,33 @@ _VALID_TIME = re.compile(r"(?:[01][0-9]|2[0-3]):[0-5][0-9]|24:00")
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 """What Go's ``strconv.Atoi`` accepts (Python's ``int`` also takes spaces and underscores)."""
 _KEYS = frozenset({"times", "weekdays", "days_of_month", "months", "years", "location"})
+
+KeyPath = tuple[str | int, ...]
+"""A key path inside one interval's mapping: ``("times", 0, "start_time")``."""
+
+
+class TimeIntervalError(ValueError):
+    """An interval that does not parse: ``path`` names the key, ``reason`` says what is wrong.
+
+    ``str()`` is ``"times[0].start_time: reason"``, so callers that only want a message can use
+    it as is; the config loader prefixes ``path`` with where the interval sits in the file.
+    """
+
+    def __init__(self, path: KeyPath, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{format_key_path(path)}: {reason}" if path else reason)
+
+
+def format_key_path(path: KeyPath) -> str:
+    """``("times", 0, "start_time")`` -> ``times[0].start_time``."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +158,9 @@ def _day_in_range(r: InclusiveRange, t: datetime) -> bool:
     return begin <= t.day <= end
 
 
-def _parse_time(text: object, key: str) -> int:
+def _parse_time(text: object, path: KeyPath) -> int:
     if not isinstance(text, str) or not _VALID_TIME.fullmatch(text):
-        raise ValueError(f"{key}: couldn't parse timestamp {text!r}, expected HH:MM")
+        raise TimeIntervalError(path, f"couldn't parse timestamp {text!r}, expected HH:MM")
     hours, minutes = text.split(":")
     return int(hours) * 60 + int(minutes)
 
@@ -133,18 +168,18 @@ def _parse_time(text: object, key: str) -> int:
 def _parse_times(items: Sequence[object]) -> tuple[TimeRange, ...]:
     out: list[TimeRange] = []
     for index, item in enumerate(items):
-        where = f"times[{index}]"
+        where: KeyPath = ("times", index)
         if not isinstance(item, Mapping):
-            raise ValueError(f"{where}: expected a mapping with start_time and end_time")  # noqa: TRY004 - config errors are ValueError
+            raise TimeIntervalError(where, "expected a mapping with start_time and end_time")
         unknown = set(item) - {"start_time", "end_time"}
         if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(map(str, unknown))}")
+            raise TimeIntervalError(where, f"unknown keys {sorted(map(str, unknown))}")
         if not item.get("start_time") or not item.get("end_time"):
-            raise ValueError(f"{where}: both start_time and end_time must be provided")
-        start = _parse_time(item["start_time"], f"{where}.start_time")
-        end = _parse_time(item["end_time"], f"{where}.end_time")
+            raise TimeIntervalError(where, "both start_time and end_time must be provided")
+        start = _parse_time(item["start_time"], (*where, "start_time"))
+        end = _parse_time(item["end_time"], (*where, "end_time"))
         if start >= end:
-            raise ValueError(f"{where}: start time cannot be equal or greater than end time")
+            raise TimeIntervalError(where, "start time cannot be equal or greater than end time")
         out.append(TimeRange(start, end))
     return tuple(out)
 
@@ -155,18 +190,18 @@ def _integer(text: str, what: str) -> int:
     return int(text)
 
 
-def _range(item: object, member: Callable[[str], int], where: str) -> InclusiveRange:
+def _range(item: object, member: Callable[[str], int], where: KeyPath) -> InclusiveRange:
     if isinstance(item, bool) or not isinstance(item, str | int):
-        raise ValueError(f"{where}: expected a string, got {type(item).__name__}")  # noqa: TRY004 - config errors are ValueError
+        raise TimeIntervalError(where, f"expected a string, got {type(item).__name__}")
     text = str(item).lower()
     parts = text.split(":")
     if len(parts) > 2:
-        raise ValueError(f"{where}: couldn't parse range {text!r}, invalid format")
+        raise TimeIntervalError(where, f"couldn't parse range {text!r}, invalid format")
     try:
         begin = member(parts[0])
         end = member(parts[-1])
     except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise TimeIntervalError(where, str(exc)) from None
     return InclusiveRange(begin, end)
 
 
@@ -186,9 +221,10 @@ def _month(text: str) -> int:
 def _parse_weekdays(items: Sequence[object]) -> tuple[InclusiveRange, ...]:
     out = []
     for index, item in enumerate(items):
-        r = _range(item, _weekday, f"weekdays[{index}]")
+        where: KeyPath = ("weekdays", index)
+        r = _range(item, _weekday, where)
         if r.begin > r.end:
-            raise ValueError(f"weekdays[{index}]: start day cannot be after end day")
+            raise TimeIntervalError(where, "start day cannot be after end day")
         out.append(r)
     return tuple(out)
 
@@ -196,18 +232,20 @@ def _parse_weekdays(items: Sequence[object]) -> tuple[InclusiveRange, ...]:
 def _parse_days_of_month(items: Sequence[object]) -> tuple[InclusiveRange, ...]:
     out = []
     for index, item in enumerate(items):
-        where = f"days_of_month[{index}]"
+        where: KeyPath = ("days_of_month", index)
         r = _range(item, lambda s: _integer(s, "day of the month"), where)
         for day in (r.begin, r.end):
             if day == 0 or not -31 <= day <= 31:
-                raise ValueError(f"{where}: {day} is not a valid day of the month: out of range")
+                raise TimeIntervalError(
+                    where, f"{day} is not a valid day of the month: out of range"
+                )
         if r.begin < 0 < r.end:
-            raise ValueError(f"{where}: end day must be negative if start day is negative")
+            raise TimeIntervalError(where, "end day must be negative if start day is negative")
         # Negative days are checked against the shortest month (28 days), as Alertmanager does.
         check_begin = 28 + r.begin if r.begin < 0 else r.begin
         check_end = 28 + r.end if r.end < 0 else r.end
         if check_begin > check_end:
-            raise ValueError(f"{where}: end day {r.end} is always before start day {r.begin}")
+            raise TimeIntervalError(where, f"end day {r.end} is always before start day {r.begin}")
         out.append(r)
     return tuple(out)
 
@@ -215,11 +253,13 @@ def _parse_days_of_month(items: Sequence[object]) -> tuple[InclusiveRange, ...]:
 def _parse_months(items: Sequence[object]) -> tuple[InclusiveRange, ...]:
     out = []
     for index, item in enumerate(items):
-        r = _range(item, _month, f"months[{index}]")
+        where: KeyPath = ("months", index)
+        r = _range(item, _month, where)
         if r.begin > r.end:
-            raise ValueError(
-                f"months[{index}]: end month {calendar.month_name[r.end].lower()} is before "
-                f"start month {calendar.month_name[r.begin].lower()}"
+            raise TimeIntervalError(
+                where,
+                f"end month {calendar.month_name[r.end].lower()} is before "
+                f"start month {calendar.month_name[r.begin].lower()}",
             )
         out.append(r)
     return tuple(out)
@@ -228,20 +268,21 @@ def _parse_months(items: Sequence[object]) -> tuple[InclusiveRange, ...]:
 def _parse_years(items: Sequence[object]) -> tuple[InclusiveRange, ...]:
     out = []
     for index, item in enumerate(items):
-        r = _range(item, lambda s: _integer(s, "year"), f"years[{index}]")
+        where: KeyPath = ("years", index)
+        r = _range(item, lambda s: _integer(s, "year"), where)
         if r.begin > r.end:
-            raise ValueError(f"years[{index}]: end year {r.end} is before start year {r.begin}")
+            raise TimeIntervalError(where, f"end year {r.end} is before start year {r.begin}")
         out.append(r)
     return tuple(out)
 
 
 def _parse_location(value: object) -> ZoneInfo:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"location: expected an IANA time zone name, got {value!r}")
+        raise TimeIntervalError(("location",), f"expected an IANA time zone name, got {value!r}")
     try:
         return ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"location: unknown time zone {value!r}") from exc
+        raise TimeIntervalError(("location",), f"unknown time zone {value!r}") from exc
 
 
 def _list(mapping: Mapping[str, object], key: str) -> Sequence[object] | None:
@@ -249,17 +290,21 @@ def _list(mapping: Mapping[str, object], key: str) -> Sequence[object] | None:
         return None
     value = mapping[key]
     if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise ValueError(f"{key}: expected a list")  # noqa: TRY004 - config errors are ValueError
+        raise TimeIntervalError((key,), "expected a list")
     return value
 
 
 def parse_time_interval(mapping: Mapping[str, object]) -> TimeInterval:
-    """One interval from its config mapping; ``ValueError`` names the offending key."""
+    """One interval from its config mapping.
+
+    Raises ``TimeIntervalError`` (a ``ValueError``) whose ``path`` is the offending key inside
+    ``mapping``, e.g. ``("times", 0, "start_time")``.
+    """
     if not isinstance(mapping, Mapping):
-        raise ValueError("a time interval must be a mapping")  # noqa: TRY004 - config errors are ValueError
+        raise TimeIntervalError((), "a time interval must be a mapping")
     unknown = set(mapping) - _KEYS
     if unknown:
-        raise ValueError(f"unknown time interval keys {sorted(map(str, unknown))}")
+        raise TimeIntervalError((), f"unknown time interval keys {sorted(map(str, unknown))}")
     times = _list(mapping, "times")
     weekdays = _list(mapping, "weekdays")
     days = _list(mapping, "days_of_month")
@@ -277,11 +322,11 @@ def parse_time_interval(mapping: Mapping[str, object]) -> TimeInterval:
 
 
 def parse_time_intervals(items: Sequence[Mapping[str, object]]) -> tuple[TimeInterval, ...]:
-    """The ``time_intervals`` list of one named interval."""
+    """The ``time_intervals`` list of one named interval; error paths start there."""
     out = []
     for index, item in enumerate(items):
         try:
             out.append(parse_time_interval(item))
-        except ValueError as exc:
-            raise ValueError(f"time_intervals[{index}]: {exc}") from exc
+        except TimeIntervalError as exc:
+            raise TimeIntervalError(("time_intervals", index, *exc.path), exc.reason) from exc
     return tuple(out)

@@ -6,11 +6,13 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from canarywatch.pipeline.timeintervals import (
+from canarywatch.timeintervals import (
     InclusiveRange,
     TimeInterval,
+    TimeIntervalError,
     TimeRange,
     any_contains,
+    format_key_path,
     parse_time_interval,
     parse_time_intervals,
 )
@@ -90,8 +92,31 @@ def test_parse_rejects(mapping: dict[str, object], fault: str) -> None:
 
 
 def test_parse_list_names_the_item() -> None:
-    with pytest.raises(ValueError, match=r"time_intervals\[1\]: weekdays\[0\]"):
+    with pytest.raises(ValueError, match=r"time_intervals\[1\]\.weekdays\[0\]: ") as caught:
         parse_time_intervals([BUSINESS_HOURS, {"weekdays": ["noday"]}])
+    assert isinstance(caught.value, TimeIntervalError)
+    assert caught.value.path == ("time_intervals", 1, "weekdays", 0)
+    assert caught.value.reason == "'noday' is not a valid weekday"
+
+
+@pytest.mark.parametrize(
+    ("mapping", "path"),
+    [
+        ({"times": [{"start_time": "25:00", "end_time": "26:00"}]}, ("times", 0, "start_time")),
+        ({"times": [{"start_time": "10:00", "end_time": "09:00"}]}, ("times", 0)),
+        ({"days_of_month": ["1", "0"]}, ("days_of_month", 1)),
+        ({"months": "june"}, ("months",)),
+        ({"location": "Mars/Olympus_Mons"}, ("location",)),
+        ({"weekday": ["monday"]}, ()),
+    ],
+)
+def test_errors_carry_the_key_path(mapping: dict[str, object], path: tuple[str | int, ...]) -> None:
+    """The config loader turns ``path`` into a key path with a line number."""
+    with pytest.raises(TimeIntervalError) as caught:
+        parse_time_interval(mapping)
+    error = caught.value
+    assert error.path == path
+    assert str(error) == (f"{format_key_path(path)}: {error.reason}" if path else error.reason)
 
 
 def test_empty_interval_contains_everything() -> None:
@@ -192,3 +217,30 @@ def test_any_contains_is_a_union() -> None:
     assert any_contains(named, utc(2025, 12, 3))  # Wednesday in December
     assert not any_contains(named, utc(2025, 6, 4))  # Wednesday in June
     assert not any_contains((), utc(2025, 6, 4))
+
+
+def test_named_intervals_like_alertmanager() -> None:
+    """Moved from the config tests: a zoned office-hours set and a month-end set."""
+    office = parse_time_intervals(
+        [
+            {
+                "times": [{"start_time": "09:00", "end_time": "17:00"}],
+                "weekdays": ["monday:friday"],
+                "location": "Europe/Berlin",
+            }
+        ]
+    )
+    # 2025-06-02 is a Monday; Berlin is UTC+2 in June.
+    assert any_contains(office, utc(2025, 6, 2, 7, 0))
+    assert not any_contains(office, utc(2025, 6, 2, 15, 0))
+    assert not any_contains(office, utc(2025, 6, 1, 8, 0))  # Sunday
+    month_end = parse_time_intervals([{"days_of_month": ["-2:-1"], "months": ["february"]}])
+    assert any_contains(month_end, utc(2024, 2, 28))  # leap year: 28, 29
+    assert not any_contains(month_end, utc(2024, 2, 27))
+    assert any_contains(month_end, utc(2025, 2, 27))
+    assert not any_contains(month_end, utc(2025, 3, 31))
+
+
+def test_empty_list_matches_nothing_but_null_matches_everything() -> None:
+    assert not parse_time_interval({"weekdays": []}).contains(utc(2025, 6, 2))
+    assert parse_time_interval({"weekdays": None}).contains(utc(2025, 6, 2))

@@ -1,0 +1,104 @@
+"""The thin async shell around the synchronous pipeline.
+
+It pulls observations (and self-events) from the bounded intake queue, calls the pure stages,
+sleeps on the clock until the next group deadline, and hands due notifications to dispatch.
+Everything that decides anything lives in ``pipeline.core``; this module only waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+
+from canarywatch.clock import Clock
+from canarywatch.model import CanaryEvent, Notification, Observation
+from canarywatch.pipeline.core import Pipeline
+
+
+@dataclass(frozen=True, slots=True)
+class StopIntake:
+    """Sentinel put on the intake queue at shutdown: flush what is due and return."""
+
+    flush_all: bool = False
+    """Also flush groups still waiting (``group_wait``) instead of leaving them unsent."""
+
+
+IntakeItem = Observation | CanaryEvent | StopIntake
+Deliver = Callable[[Notification], Awaitable[None]]
+
+INTAKE_SIZE: Final = 10_000
+
+
+class Runner:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        clock: Clock,
+        deliver: Deliver,
+        intake: asyncio.Queue[IntakeItem] | None = None,
+        log: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.intake: asyncio.Queue[IntakeItem] = intake or asyncio.Queue(maxsize=INTAKE_SIZE)
+        self._clock = clock
+        self._deliver = deliver
+        self._log = log or structlog.get_logger().bind(component="pipeline.runner")
+
+    async def emit(self, obs: Observation) -> None:
+        """What sources call: waits when the intake is full (backpressure)."""
+        await self.intake.put(obs)
+
+    async def emit_event(self, event: CanaryEvent) -> None:
+        """Self-events (metrics-source-down, cluster-unreachable) skip normalisation."""
+        await self.intake.put(event)
+
+    async def stop(self, *, flush_all: bool = False) -> None:
+        await self.intake.put(StopIntake(flush_all=flush_all))
+
+    async def run(self) -> None:
+        """Process intake until a ``StopIntake`` arrives; then flush and return."""
+        while True:
+            item = await self._next_item()
+            now = self._clock.now()
+            if isinstance(item, StopIntake):
+                due = self.pipeline.flush_all(now) if item.flush_all else self.pipeline.due(now)
+                await self._send(due)
+                self._log.info("pipeline_stopped", flushed=len(due))
+                return
+            if isinstance(item, Observation):
+                self.pipeline.observe(item, now)
+            elif isinstance(item, CanaryEvent):
+                self.pipeline.offer_event(item, now)
+            await self._send(self.pipeline.due(now))
+
+    async def _next_item(self) -> IntakeItem | None:
+        """The next intake item, or ``None`` after firing the group timers that came due."""
+        while True:
+            deadline = self.pipeline.next_deadline()
+            if deadline is None:
+                return await self.intake.get()
+            if not self.intake.empty():
+                return self.intake.get_nowait()
+            getter = asyncio.ensure_future(self.intake.get())
+            sleeper = asyncio.ensure_future(self._clock.sleep_until(deadline))
+            try:
+                await asyncio.wait({getter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                if not getter.done():
+                    getter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sleeper
+            if getter.done() and not getter.cancelled():
+                return getter.result()
+            await self._send(self.pipeline.due(self._clock.now()))
+
+    async def _send(self, notifications: list[Notification]) -> None:
+        for n in notifications:
+            await self._deliver(n)
