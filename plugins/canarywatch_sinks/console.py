@@ -100,7 +100,18 @@ class ConsoleSink(Sink):
         return f"{style}{text}{_RESET}" if self._color and text else text
 
     def render(self, n: Notification) -> str:
-        """The whole block as text, ending in a newline."""
+        """The whole block as text, ending in a newline.
+
+        A firing notification with one event is one line (the common case: the default
+        policy sends each transition on its own); anything else gets a header line with the
+        receiver, status and group labels above its event lines.
+        """
+        if len(n.events) == 1 and n.status is NotificationStatus.FIRING:
+            (ev,) = n.events
+            canary = self._canary(ev)
+            receiver = self._style(_DIM, f"[{clean_text(n.receiver)}]")
+            line = self._event_line(ev, canary, len(canary), len(ev.transition.value))
+            return f"{line}  {receiver}\n"
         status = n.status.value.upper()
         header = [
             self._style(_DIM, "──"),
