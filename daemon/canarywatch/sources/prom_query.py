@@ -1,0 +1,327 @@
+"""HTTP plumbing of the metrics source: one GET with auth, TLS, a timeout and a size cap, and
+Prometheus' instant-query API rendered back into exposition text.
+
+Why render back to text: Flagger's series reach canarywatch either straight from its
+``/metrics`` (mode ``scrape``) or through a Prometheus that scrapes it (mode ``prometheus``).
+Turning the query result into the same text format a scrape returns lets one normaliser
+(:mod:`canarywatch.normalise.flagger_metrics`) decode both, so the two modes cannot drift apart,
+recordings look the same whichever mode made them, and "did anything change" is one string
+comparison. The rendering is deterministic (series sorted, no timestamps) for that reason.
+
+What Prometheus adds is taken back out: the ``job``/``instance`` target labels are dropped, and
+an ``exported_<label>`` (Prometheus' rename of a scraped label that collides with a target
+label, e.g. Flagger's ``namespace`` under a ServiceMonitor) becomes ``<label>`` again.
+
+Failures are :class:`FetchError` with a fixed :class:`FailureKind` and at most an HTTP status:
+never the URL (paths and queries can hold tokens), never a credential, never a response body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import enum
+import json
+import math
+import ssl
+from collections.abc import Container, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import aiohttp
+
+from canarywatch.errors import ConfigError
+from canarywatch.model import JSONValue
+from canarywatch.secrets import Secret
+
+DEFAULT_MAX_BODY_BYTES: Final = 16 * 1024 * 1024
+SCRAPE_ACCEPT: Final = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
+"""Ask promhttp for the classic text format (not protobuf, not OpenMetrics)."""
+DROPPED_LABELS: Final = frozenset({"job", "instance"})
+EXPORTED_PREFIX: Final = "exported_"
+FLAGGER_SELECTOR: Final = '__name__=~"flagger_.+"'
+_SUCCESS: Final = range(200, 300)
+_SUCCESS_OR_API_ERROR: Final = frozenset(range(200, 300)) | frozenset(range(400, 500))
+
+
+class FailureKind(enum.StrEnum):
+    """Why one fetch failed (a fixed set: log field, self-event reason, metric label)."""
+
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    TLS = "tls"
+    HTTP_STATUS = "http_status"
+    TOO_LARGE = "too_large"
+    BAD_RESPONSE = "bad_response"
+    QUERY_ERROR = "query_error"
+    NO_SERIES = "no_series"
+    """The answer was fine but held no ``flagger_*`` series at all."""
+
+
+class FetchError(Exception):
+    """One failed fetch; ``str()`` is built from the kind and status only."""
+
+    def __init__(
+        self, kind: FailureKind, *, status_code: int | None = None, error_type: str | None = None
+    ) -> None:
+        self.kind = kind
+        self.status_code = status_code
+        self.error_type = error_type
+        """The class name of the underlying exception (its text may hold the URL)."""
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        """``http_status 503`` / ``timeout``: safe for logs and notifications."""
+        if self.status_code is None:
+            return self.kind.value
+        return f"{self.kind.value} {self.status_code}"
+
+
+@dataclass(frozen=True, slots=True)
+class BearerAuth:
+    token: Secret
+
+
+@dataclass(frozen=True, slots=True)
+class BasicAuth:
+    username: str
+    password: Secret
+
+
+HttpAuth = BearerAuth | BasicAuth
+
+
+@dataclass(frozen=True, slots=True)
+class TLSOptions:
+    """Client TLS settings; the defaults verify the server against the system CAs."""
+
+    ca_file: str | None = None
+    insecure_skip_verify: bool = False
+    cert_file: str | None = None
+    key_file: str | None = None
+    """Defaults to ``cert_file`` (a PEM holding both)."""
+
+    def ssl_context(self, *, path: str = "tls") -> ssl.SSLContext:
+        """Build the context once, at start-up; unreadable files are a ``ConfigError``."""
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError):
+            raise ConfigError("cannot load the CA file", path=f"{path}.ca_file") from None
+        if self.insecure_skip_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.cert_file is not None:
+            try:
+                context.load_cert_chain(self.cert_file, self.key_file)
+            except (OSError, ssl.SSLError):
+                raise ConfigError(
+                    "cannot load the client certificate/key", path=f"{path}.cert_file"
+                ) from None
+        elif self.key_file is not None:
+            raise ConfigError("key_file needs cert_file", path=f"{path}.key_file")
+        return context
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOptions:
+    """What every request of one source carries."""
+
+    timeout_s: float
+    auth: HttpAuth | None = None
+    ssl: ssl.SSLContext | bool = True
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    def headers(self, accept: str) -> dict[str, str]:
+        """Request headers; the credential is revealed here, at the last moment."""
+        headers = {"Accept": accept}
+        if isinstance(self.auth, BearerAuth):
+            headers["Authorization"] = f"Bearer {self.auth.token.reveal()}"
+        elif isinstance(self.auth, BasicAuth):
+            pair = f"{self.auth.username}:{self.auth.password.reveal()}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+        return headers
+
+
+async def fetch_text(
+    http: aiohttp.ClientSession,
+    url: str,
+    options: RequestOptions,
+    *,
+    params: Mapping[str, str] | None = None,
+    accept: str = SCRAPE_ACCEPT,
+    ok_statuses: Container[int] = _SUCCESS,
+) -> tuple[int, str]:
+    """GET ``url`` under ``asyncio.timeout``; ``(status, body)`` or :class:`FetchError`.
+
+    Redirects are not followed (a credential must not travel to another location). A status
+    outside ``ok_statuses`` raises ``http_status`` without reading the body.
+    """
+    try:
+        async with asyncio.timeout(options.timeout_s):
+            async with http.get(
+                url,
+                params=params,
+                headers=options.headers(accept),
+                ssl=options.ssl,
+                allow_redirects=False,
+            ) as response:
+                if response.status not in ok_statuses:
+                    raise FetchError(FailureKind.HTTP_STATUS, status_code=response.status)
+                body = await _read_capped(response, options.max_body_bytes)
+                return response.status, body.decode("utf-8", errors="replace")
+    # aiohttp's messages name the host and sometimes the whole URL: keep the kind and the
+    # exception's class name, drop its text and its traceback chain.
+    except TimeoutError as exc:
+        raise FetchError(FailureKind.TIMEOUT, error_type=type(exc).__name__) from None
+    except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
+        raise FetchError(FailureKind.TLS, error_type=type(exc).__name__) from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise FetchError(FailureKind.CONNECTION, error_type=type(exc).__name__) from None
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    if response.content_length is not None and response.content_length > limit:
+        raise FetchError(FailureKind.TOO_LARGE)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise FetchError(FailureKind.TOO_LARGE)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# -- Prometheus' HTTP API ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PromSample:
+    """One element of an instant vector: metric name, labels (without ``__name__``), value."""
+
+    name: str
+    labels: Mapping[str, str]
+    value: str
+    """As Prometheus wrote it (``"1"``, ``"0.212"``, ``"NaN"``, ``"+Inf"``)."""
+
+
+def flagger_query(match: str = "") -> str:
+    """The instant query for every ``flagger_*`` series, narrowed by extra matchers.
+
+    ``match`` is PromQL label matchers without braces (``job="flagger",cluster="prod"``), for a
+    Prometheus that scrapes more than one Flagger.
+    """
+    extra = match.strip().strip(",")
+    return "{" + FLAGGER_SELECTOR + (f",{extra}" if extra else "") + "}"
+
+
+async def query_instant(
+    http: aiohttp.ClientSession, base_url: str, promql: str, options: RequestOptions
+) -> tuple[PromSample, ...]:
+    """Run an instant query at "now" via ``GET <base_url>/api/v1/query``.
+
+    4xx answers with Prometheus' JSON error body (bad query, ...) are ``query_error``; any other
+    non-2xx is ``http_status``; a body that is not a vector result is ``bad_response``.
+    """
+    url = base_url.rstrip("/") + "/api/v1/query"
+    status, text = await fetch_text(
+        http,
+        url,
+        options,
+        params={"query": promql},
+        accept="application/json",
+        ok_statuses=_SUCCESS_OR_API_ERROR,
+    )
+    try:
+        body: JSONValue = json.loads(text)
+    except ValueError:
+        raise FetchError(FailureKind.BAD_RESPONSE, status_code=status) from None
+    if not 200 <= status < 300:
+        is_api_error = isinstance(body, dict) and body.get("status") == "error"
+        kind = FailureKind.QUERY_ERROR if is_api_error else FailureKind.HTTP_STATUS
+        raise FetchError(kind, status_code=status)
+    return parse_vector(body)
+
+
+def parse_vector(body: JSONValue) -> tuple[PromSample, ...]:
+    """The samples of a ``/api/v1/query`` success body, or ``bad_response``."""
+    if not isinstance(body, dict) or body.get("status") != "success":
+        raise FetchError(FailureKind.BAD_RESPONSE)
+    data = body.get("data")
+    if not isinstance(data, dict) or data.get("resultType") != "vector":
+        raise FetchError(FailureKind.BAD_RESPONSE)
+    result = data.get("result")
+    if not isinstance(result, list):
+        raise FetchError(FailureKind.BAD_RESPONSE)
+    samples: list[PromSample] = []
+    for item in result:
+        sample = _parse_sample(item)
+        if sample is None:
+            raise FetchError(FailureKind.BAD_RESPONSE)
+        samples.append(sample)
+    return tuple(samples)
+
+
+def _parse_sample(item: JSONValue) -> PromSample | None:
+    if not isinstance(item, dict):
+        return None
+    metric, value = item.get("metric"), item.get("value")
+    if not isinstance(metric, dict) or not isinstance(value, list) or len(value) != 2:
+        return None
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in metric.items()):
+        return None
+    name, raw = metric.get("__name__"), value[1]
+    if not isinstance(name, str) or not name or not isinstance(raw, str):
+        return None
+    try:
+        float(raw)
+    except ValueError:
+        return None
+    labels = {k: v for k, v in metric.items() if k != "__name__"}
+    return PromSample(name=name, labels=labels, value=raw)
+
+
+def restore_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """Undo what a Prometheus scrape adds: drop ``job``/``instance``, rename ``exported_*``."""
+    restored = {k: v for k, v in labels.items() if k not in DROPPED_LABELS}
+    for key in [k for k in restored if k.startswith(EXPORTED_PREFIX)]:
+        original = key.removeprefix(EXPORTED_PREFIX)
+        if original:
+            restored[original] = restored.pop(key)
+    return restored
+
+
+def render_exposition(samples: Sequence[PromSample]) -> str:
+    """Text exposition format (0.0.4) of ``samples``: sorted, no timestamps, no HELP/TYPE.
+
+    Series that become identical once the target labels are dropped (the same Flagger scraped by
+    two jobs) are written once, the first in sort order.
+    """
+    lines: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+    for sample in samples:
+        labels = tuple(sorted(restore_labels(sample.labels).items()))
+        key = (sample.name, labels)
+        line = sample.name + _render_labels(labels) + " " + _render_value(sample.value)
+        if key not in lines or line < lines[key]:
+            lines[key] = line
+    return "".join(lines[key] + "\n" for key in sorted(lines))
+
+
+def _render_labels(labels: tuple[tuple[str, str], ...]) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{name}="{_escape(value)}"' for name, value in labels)
+    return "{" + inner + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _render_value(raw: str) -> str:
+    value = float(raw)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return raw
