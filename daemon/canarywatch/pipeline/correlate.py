@@ -22,13 +22,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from canarywatch.identity import canary_key
 from canarywatch.model import (
     CanaryEvent,
     CanaryRef,
     Condition,
+    JSONValue,
     SourceName,
     Transition,
 )
+from canarywatch.state.codec import decode_event, encode_event, exact_time
 
 Identity = tuple[int, Transition, str, int]
 """(rollout sequence, transition, detail, episode) within one canary."""
@@ -134,6 +137,34 @@ class Correlator:
 
     def canaries(self) -> Iterable[CanaryRef]:
         return self._canaries.keys()
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, JSONValue]:
+        """Every canary's state as plain JSON, keyed by ``identity.canary_key``.
+
+        Shaped for ``StateStore.save_canary_states``; ``restore`` takes it back (or what
+        ``load_canary_states`` returns) and the restored correlator deduplicates exactly as
+        this one would have. Events are stored whole (``state.codec``), hints and all.
+        """
+        return {canary_key(ref): _state_to_json(ref, st) for ref, st in self._canaries.items()}
+
+    @classmethod
+    def restore(
+        cls,
+        data: Mapping[str, JSONValue],
+        *,
+        label_hints: Mapping[str, str] | None = None,
+    ) -> Correlator:
+        """A correlator continuing from ``snapshot()`` output; ``ValueError`` names a bad key."""
+        correlator = cls(label_hints=label_hints)
+        for key, value in data.items():
+            try:
+                ref, state = _state_from_json(value)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"correlator state {key!r} cannot be restored: {exc!r}") from exc
+            correlator._canaries[ref] = state
+        return correlator
 
     # -- rollouts ---------------------------------------------------------------------------
 
@@ -283,6 +314,65 @@ class Correlator:
             if value is not None:
                 labels[label] = value
         return labels
+
+
+_SNAPSHOT_VERSION = 1
+
+
+def _state_to_json(ref: CanaryRef, state: _CanaryState) -> dict[str, JSONValue]:
+    r = state.rollout
+    return {
+        "v": _SNAPSHOT_VERSION,
+        "canary": {"cluster": ref.cluster, "namespace": ref.namespace, "name": ref.name},
+        "rollout": {
+            "seq": r.seq,
+            "label": r.label,
+            "spec": r.spec,
+            "ended": r.ended,
+            "quiet": r.quiet,
+            "started_at": exact_time(r.started_at) if r.started_at is not None else None,
+            "revision_sources": sorted(src.value for src in r.revision_sources),
+        },
+        "episodes": [[c.value, n] for c, n in state.episodes.items()],
+        "open": [[c.value, encode_event(ev)] for c, ev in state.open.items()],
+        "gate_episodes": [[gate, n] for gate, n in state.gate_episodes.items()],
+        "seen": [
+            [seq, transition.value, detail, episode, encode_event(ev)]
+            for (seq, transition, detail, episode), ev in state.seen.items()
+        ],
+        "target": state.target,
+        "facts": [[k, v] for k, v in state.facts.items()],
+    }
+
+
+def _state_from_json(data: JSONValue) -> tuple[CanaryRef, _CanaryState]:
+    if data["v"] != _SNAPSHOT_VERSION:
+        raise ValueError(f"unknown snapshot version {data['v']!r}")
+    c, r = data["canary"], data["rollout"]
+    ref = CanaryRef(namespace=str(c["namespace"]), name=str(c["name"]), cluster=str(c["cluster"]))
+    started = r["started_at"]
+    rollout = _Rollout(
+        seq=int(r["seq"]),
+        started_at=datetime.fromisoformat(started) if started is not None else None,
+        spec=str(r["spec"]),
+        ended=bool(r["ended"]),
+        quiet=bool(r["quiet"]),
+        revision_sources={SourceName(src) for src in r["revision_sources"]},
+        label=str(r["label"]),
+    )
+    seen: dict[Identity, CanaryEvent] = {}
+    for seq, transition, detail, episode, ev in data["seen"]:
+        seen[(int(seq), Transition(transition), str(detail), int(episode))] = decode_event(ev)
+    state = _CanaryState(
+        rollout=rollout,
+        episodes={Condition(cond): int(n) for cond, n in data["episodes"]},
+        open={Condition(cond): decode_event(ev) for cond, ev in data["open"]},
+        gate_episodes={str(gate): int(n) for gate, n in data["gate_episodes"]},
+        seen=seen,
+        target=str(data["target"]),
+        facts={str(k): str(v) for k, v in data["facts"]},
+    )
+    return ref, state
 
 
 def _merge(stored: CanaryEvent, repeat: CanaryEvent) -> CanaryEvent:

@@ -1,0 +1,302 @@
+"""The ``StateStore`` protocol, its record types and the rules both backends share.
+
+What is kept, and why it must survive a restart:
+
+- the **notification log** (Alertmanager's nflog): which event fingerprints went to which
+  receiver with which status, and when. Dispatch checks it before sending, so a restart, a
+  replayed outbox item or a second source never notifies twice;
+- the **outbox**: a notification is written here before the first delivery attempt and marked
+  done (recording it in the log in the same transaction) after success, so a crash between
+  "grouped" and "delivered" loses nothing and a crash after delivery sends nothing twice.
+  Items that failed for good become *dead letters* an operator can retry or drop;
+- **silences** added at run time (``canarywatch silence``);
+- **sink memory**: small per-receiver key/value maps (message ids for edit-in-place, threads);
+- **correlator snapshots** per canary, so rollouts, open conditions and episodes carry on;
+- **meta**: small named strings (the schema version lives here too, under a reserved key).
+
+Times are stored with microsecond precision and handed back as timezone-aware UTC; a naive
+datetime is refused (``ValueError``) since canarywatch never makes one. Every write is one
+transaction that is durable when the call returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+from canarywatch.errors import CanarywatchError
+from canarywatch.model import JSONValue, Notification, NotificationStatus
+
+if TYPE_CHECKING:
+    from canarywatch.sinks import SinkMemory
+
+SCHEMA_VERSION = 1
+"""The layout this canarywatch writes; a database with a newer one is refused, not guessed at."""
+
+SCHEMA_VERSION_KEY = "schema_version"
+"""The reserved ``meta`` key holding the schema version; ``set_meta`` refuses it."""
+
+DB_FILENAME = "canarywatch.sqlite3"
+"""The database's file name inside the configured ``state.dir``."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class StateError(CanarywatchError):
+    """The state store cannot be used: unreadable, read-only, full, newer schema, closed.
+
+    The message names the database path and what was being done, so the operator can act.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One queued delivery: pending, or dead (``outbox_dead_letters``)."""
+
+    id: int
+    receiver: str
+    notification: Notification
+    created_at: datetime
+    attempts: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceRecord:
+    """A silence added at run time; mutes events matching all ``matchers`` while active."""
+
+    id: str
+    matchers: tuple[str, ...]
+    starts_at: datetime
+    ends_at: datetime
+    created_by: str
+    comment: str
+
+    def active(self, at: datetime) -> bool:
+        """In force at ``at``: started, not yet ended (``starts_at <= at < ends_at``)."""
+        return self.starts_at <= at < self.ends_at
+
+    def expired(self, at: datetime) -> bool:
+        """Over for good at ``at`` (``ends_at <= at``)."""
+        return self.ends_at <= at
+
+
+class LastNotification(NamedTuple):
+    """The latest notification log record of one aggregation group for one receiver.
+
+    A notification carries one status, so one of the two sets is empty; it unpacks as
+    ``at, firing, resolved``.
+    """
+
+    at: datetime
+    firing: frozenset[str]
+    resolved: frozenset[str]
+
+
+class StateStore(Protocol):
+    """Everything canarywatch persists (see the module docstring). Backends: SQLite, memory.
+
+    Unknown ids are not errors: an operator may drop an outbox item (``canarywatch outbox``)
+    while the daemon is delivering it, so ``outbox_attempted``/``outbox_done``/``outbox_dead``
+    on a missing item do nothing and the ``bool`` operations answer ``False``.
+    """
+
+    # -- notification log -------------------------------------------------------------------
+
+    def record_notification(
+        self,
+        receiver: str,
+        group_key: str,
+        status: NotificationStatus,
+        fingerprints: Sequence[str],
+        at: datetime,
+    ) -> None:
+        """Record that ``receiver`` was sent ``fingerprints`` of ``group_key`` with ``status``."""
+        ...
+
+    def sent(self, receiver: str, fingerprint: str, status: NotificationStatus) -> datetime | None:
+        """When ``fingerprint`` was last sent to ``receiver`` with ``status``; ``None``: never
+        (or longer ago than the retention)."""
+        ...
+
+    def last_notification(self, receiver: str, group_key: str) -> LastNotification | None:
+        """The group's latest record (ties on time: the one recorded last)."""
+        ...
+
+    # -- outbox -----------------------------------------------------------------------------
+
+    def outbox_put(self, receiver: str, notification: Notification, at: datetime) -> int:
+        """Queue ``notification`` for ``receiver``; returns its id (ids are never reused)."""
+        ...
+
+    def outbox_pending(self, receiver: str | None = None, *, limit: int = 100) -> list[OutboxItem]:
+        """Pending items, oldest first (by ``created_at``, then id), at most ``limit``."""
+        ...
+
+    def outbox_attempted(self, id: int, error_reason: str) -> None:
+        """Count one failed attempt of a pending item and remember why."""
+        ...
+
+    def outbox_done(self, id: int, at: datetime) -> None:
+        """Mark delivered and, in the same transaction, record it in the notification log.
+
+        Also accepted for a dead item (it was delivered after all); a no-op when already done.
+        """
+        ...
+
+    def outbox_dead(self, id: int, reason: str) -> None:
+        """Give up on a pending item: it becomes a dead letter with ``reason``."""
+        ...
+
+    def outbox_dead_letters(self) -> list[OutboxItem]:
+        """Dead items, oldest first. Never garbage-collected: an operator retries or drops."""
+        ...
+
+    def outbox_retry(self, id: int) -> bool:
+        """Dead -> pending with ``attempts`` reset; ``False`` when ``id`` is not dead."""
+        ...
+
+    def outbox_drop(self, id: int) -> bool:
+        """Delete the item whatever its state; ``False`` when there is none."""
+        ...
+
+    def outbox_depth(self, receiver: str) -> int:
+        """How many items are pending for ``receiver``."""
+        ...
+
+    def outbox_oldest_age_s(self, receiver: str, now: datetime) -> float | None:
+        """Age at ``now`` of ``receiver``'s oldest pending item (never negative); ``None``
+        when nothing is pending."""
+        ...
+
+    # -- silences ---------------------------------------------------------------------------
+
+    def add_silence(
+        self,
+        matchers: Sequence[str],
+        starts_at: datetime,
+        ends_at: datetime,
+        created_by: str,
+        comment: str,
+    ) -> str:
+        """Store a silence and return its new id (a UUID). ``ends_at`` must follow
+        ``starts_at`` and ``matchers`` must not be empty (``ValueError``)."""
+        ...
+
+    def silences(self, *, include_expired: bool = False) -> list[SilenceRecord]:
+        """Silences in the order they were added; without ``include_expired`` only those not
+        expired at the clock's ``now()`` (active or still to start)."""
+        ...
+
+    def expire_silence(self, id: str, at: datetime) -> bool:
+        """End the silence at ``at`` (one still to start ends before it begins); ``False``
+        when unknown or already expired at ``at``."""
+        ...
+
+    # -- sink memory, correlator snapshots, meta --------------------------------------------
+
+    def sink_memory(self, receiver: str) -> SinkMemory:
+        """The durable ``SinkMemory`` of ``receiver`` (keys are scoped per receiver)."""
+        ...
+
+    def save_canary_state(self, key: str, data: Mapping[str, JSONValue]) -> None:
+        """Store one canary's correlator snapshot under ``cluster/namespace/name``."""
+        ...
+
+    def save_canary_states(self, states: Mapping[str, Mapping[str, JSONValue]]) -> None:
+        """Store several canaries' snapshots in one transaction (the snapshot at drain)."""
+        ...
+
+    def load_canary_states(self) -> dict[str, JSONValue]:
+        """Every stored canary snapshot by key (what ``Correlator.restore`` takes)."""
+        ...
+
+    def get_meta(self, key: str) -> str | None: ...
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a small named string; the key ``schema_version`` is reserved (``ValueError``)."""
+        ...
+
+    # -- housekeeping -----------------------------------------------------------------------
+
+    def gc(self, now: datetime, *, retention_s: float) -> int:
+        """Delete notification-log records, done outbox items and expired silences that ended
+        more than ``retention_s`` before ``now``; returns how many were deleted. Pending items
+        and dead letters are kept."""
+        ...
+
+    def size_bytes(self) -> int:
+        """Roughly how much the stored state takes (for a gauge)."""
+        ...
+
+    def close(self) -> None:
+        """Release the store; every later call raises ``StateError``. Idempotent."""
+        ...
+
+
+# --- helpers shared by the backends ------------------------------------------------------------
+
+
+def to_us(at: datetime, what: str = "time") -> int:
+    """``at`` as integer microseconds since the Unix epoch; refuses naive datetimes."""
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(f"{what} must be timezone-aware, got {at.isoformat()}")
+    return (at - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_us(us: int) -> datetime:
+    """The inverse of ``to_us``, in UTC."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def check_meta_key(key: str) -> None:
+    if key == SCHEMA_VERSION_KEY:
+        raise ValueError(f"meta key {key!r} is reserved for the store itself")
+
+
+def check_silence(matchers: Sequence[str], starts_at: datetime, ends_at: datetime) -> None:
+    if isinstance(matchers, str) or not matchers:
+        raise ValueError("a silence needs at least one matcher (a sequence of strings)")
+    if to_us(ends_at, "ends_at") <= to_us(starts_at, "starts_at"):
+        raise ValueError("a silence's ends_at must be after its starts_at")
+
+
+def check_limit(limit: int) -> None:
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+
+
+def check_sink_value(value: Mapping[str, str]) -> dict[str, str]:
+    """A plain copy of a sink memory value, refusing anything but ``str -> str``."""
+    out = dict(value)
+    for k, v in out.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError("sink memory values are mappings of str to str")
+    return out
+
+
+class BoundSinkMemory:
+    """A ``SinkMemory`` view of one receiver's rows in a store (both backends use it)."""
+
+    __slots__ = ("_get", "_put", "receiver")
+
+    def __init__(
+        self,
+        receiver: str,
+        get: Callable[[str, str], Mapping[str, str] | None],
+        put: Callable[[str, str, Mapping[str, str]], None],
+    ) -> None:
+        self.receiver = receiver
+        self._get = get
+        self._put = put
+
+    def get(self, key: str) -> Mapping[str, str] | None:
+        return self._get(self.receiver, key)
+
+    def put(self, key: str, value: Mapping[str, str]) -> None:
+        self._put(self.receiver, key, value)
+
+    def __repr__(self) -> str:
+        return f"BoundSinkMemory(receiver={self.receiver!r})"

@@ -1,0 +1,623 @@
+"""``SqliteStateStore``: the ``StateStore`` in one SQLite file under ``state.dir``.
+
+Why synchronous ``sqlite3`` from inside the event loop is fine: the file is local, each call is
+one short transaction touching a handful of rows (tens of microseconds of SQLite work plus one
+``fsync`` at commit, about 0.5-2 ms on a VM disk), and canarywatch writes at the rate of
+notifications, not of observations. Callers in the event loop accept that brief block; a thread
+hop per call would cost more than it saves and would make "durable when the call returns"
+harder to reason about.
+
+Durability: WAL journal, ``synchronous=FULL``, and every write is its own ``BEGIN IMMEDIATE`` ...
+``COMMIT`` before the call returns. A ``kill -9`` right after any call therefore loses nothing
+(the committed frames are in the WAL file), and with ``FULL`` neither does a power cut: an outbox
+item that was accepted is never silently lost. (``NORMAL`` would skip the fsync, still survive
+``kill -9``, and could lose the last commits on power loss.)
+``BEGIN IMMEDIATE`` takes the write lock up front, so the CLI (``canarywatch outbox``,
+``canarywatch silence``) can write to the same file while the daemon runs; a busy lock is
+waited for up to ``BUSY_TIMEOUT_S``.
+
+Thread safety: one connection opened with ``check_same_thread=False``, every use under one lock.
+
+Schema: versioned in the ``meta`` table (key ``schema_version``). A database written by a
+newer canarywatch is refused with a ``StateError`` rather than misread; older versions are
+migrated forward in one transaction when opened. Every ``sqlite3`` failure (read-only file or
+directory, full disk, not a database, locked) becomes a ``StateError`` naming the path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+from canarywatch.clock import Clock
+from canarywatch.identity import fingerprint
+from canarywatch.jsonout import dumps
+from canarywatch.model import JSONValue, Notification, NotificationStatus
+from canarywatch.state.base import (
+    SCHEMA_VERSION,
+    SCHEMA_VERSION_KEY,
+    BoundSinkMemory,
+    LastNotification,
+    OutboxItem,
+    SilenceRecord,
+    StateError,
+    check_limit,
+    check_meta_key,
+    check_silence,
+    check_sink_value,
+    from_us,
+    to_us,
+)
+from canarywatch.state.codec import decode_notification, encode_notification
+
+if TYPE_CHECKING:
+    from canarywatch.sinks import SinkMemory
+
+BUSY_TIMEOUT_S = 5.0
+"""How long a write waits for another process (the CLI) holding the write lock."""
+
+_SCHEMA_V1 = (
+    """CREATE TABLE nflog (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        receiver TEXT NOT NULL,
+        group_key TEXT NOT NULL,
+        status TEXT NOT NULL,
+        at_us INTEGER NOT NULL,
+        fingerprints TEXT NOT NULL
+    )""",
+    "CREATE INDEX nflog_group ON nflog (receiver, group_key, at_us)",
+    "CREATE INDEX nflog_at ON nflog (at_us)",
+    """CREATE TABLE nflog_sent (
+        receiver TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        status TEXT NOT NULL,
+        at_us INTEGER NOT NULL,
+        PRIMARY KEY (receiver, fingerprint, status)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX nflog_sent_at ON nflog_sent (at_us)",
+    """CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        receiver TEXT NOT NULL,
+        notification TEXT NOT NULL,
+        created_us INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'dead', 'done')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        last_attempt_us INTEGER,
+        finished_us INTEGER
+    )""",
+    "CREATE INDEX outbox_queue ON outbox (state, receiver, created_us, id)",
+    """CREATE TABLE silences (
+        id TEXT NOT NULL UNIQUE,
+        matchers TEXT NOT NULL,
+        starts_us INTEGER NOT NULL,
+        ends_us INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        comment TEXT NOT NULL
+    )""",
+    """CREATE TABLE sink_memory (
+        receiver TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_us INTEGER NOT NULL,
+        PRIMARY KEY (receiver, key)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE canary_state (
+        key TEXT PRIMARY KEY,
+        data TEXT NOT NULL,
+        saved_us INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+)
+
+_MIGRATIONS: Mapping[int, Sequence[str]] = {}
+"""Statements taking version ``n`` to ``n + 1``; empty while there is only version 1."""
+
+_HINTS = {
+    "SQLITE_READONLY": "the database is read-only (check the permissions of the file and its "
+    "directory, and that the filesystem is mounted read-write)",
+    "SQLITE_FULL": "the disk (or the database's size limit) is full",
+    "SQLITE_CANTOPEN": "the file cannot be opened (check that its directory exists and is "
+    "writable and that the path is not a directory)",
+    "SQLITE_NOTADB": "the file is not a canarywatch state database (move it aside)",
+    "SQLITE_CORRUPT": "the database is corrupt (move it aside)",
+    "SQLITE_BUSY": "another process held the database lock for too long",
+    "SQLITE_LOCKED": "another process held the database lock for too long",
+    "SQLITE_IOERR": "an I/O error occurred",
+    "SQLITE_PERM": "permission denied",
+}
+
+
+def _hint(exc: sqlite3.Error) -> str:
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    for prefix, hint in _HINTS.items():
+        if name == prefix or name.startswith(prefix + "_"):
+            return hint
+    return "the database reported an error"
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        # SQLite may have rolled back already (e.g. after SQLITE_FULL): nothing is left open.
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+_PENDING, _DEAD, _DONE = "pending", "dead", "done"
+_ITEM_COLUMNS = "id, receiver, notification, created_us, attempts, last_error"
+
+
+class SqliteStateStore:
+    """A ``StateStore`` in the SQLite file ``path`` (see the module docstring).
+
+    The directory is created with its parents. ``max_size_bytes`` caps the database (writes
+    past it fail with a "full" ``StateError``, exactly like a full disk); ``None``: no cap.
+    """
+
+    def __init__(self, path: Path, *, clock: Clock, max_size_bytes: int | None = None) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(
+                f"state database {self.path}: cannot create its directory "
+                f"{self.path.parent}: {exc.strerror or exc}"
+            ) from exc
+        if self.path.is_dir():
+            raise StateError(f"state database {self.path}: the path is a directory, not a file")
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,  # guarded by self._lock
+            )
+        except sqlite3.Error as exc:
+            raise self._error("open", exc) from exc
+        try:
+            self._configure(conn, max_size_bytes)
+            self._conn = conn
+            self._migrate()
+        except BaseException:
+            self._conn = None
+            conn.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"SqliteStateStore({str(self.path)!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _error(self, what: str, exc: sqlite3.Error) -> StateError:
+        return StateError(f"state database {self.path}: cannot {what}: {_hint(exc)} ({exc})")
+
+    def _configure(self, conn: sqlite3.Connection, max_size_bytes: int | None) -> None:
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            conn.execute("PRAGMA synchronous=FULL")
+            if max_size_bytes is not None:
+                page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+                pages = max(math.ceil(max_size_bytes / page_size), 1)
+                conn.execute(f"PRAGMA max_page_count={int(pages)}")
+        except sqlite3.Error as exc:
+            raise self._error("open", exc) from exc
+        if str(mode).lower() != "wal":
+            raise StateError(
+                f"state database {self.path}: cannot open: the filesystem does not support "
+                f"SQLite's WAL journal (journal_mode is {mode!r})"
+            )
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction, committed before the ``with`` block's caller returns."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(conn)
+                raise self._error(what, exc) from exc
+            except BaseException:
+                _rollback(conn)
+                raise
+
+    @contextmanager
+    def _read(self, what: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._connection()
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                raise self._error(what, exc) from exc
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StateError(f"state database {self.path}: the store is closed")
+        return self._conn
+
+    def _migrate(self) -> None:
+        with self._write("open") as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+                " WITHOUT ROWID"
+            )
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (SCHEMA_VERSION_KEY,))
+            found = row.fetchone()
+            if found is None:
+                for statement in _SCHEMA_V1:
+                    conn.execute(statement)
+                version = 1
+            else:
+                try:
+                    version = int(found[0])
+                except ValueError:
+                    raise StateError(
+                        f"state database {self.path}: unreadable schema version {found[0]!r}"
+                    ) from None
+            if version > SCHEMA_VERSION:
+                raise StateError(
+                    f"state database {self.path} has schema version {version}, newer than "
+                    f"this canarywatch understands ({SCHEMA_VERSION}): upgrade canarywatch, "
+                    f"or point state.dir at another directory"
+                )
+            while version < SCHEMA_VERSION:
+                for statement in _MIGRATIONS[version]:
+                    conn.execute(statement)
+                version += 1
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                (SCHEMA_VERSION_KEY, str(version)),
+            )
+
+    def _unreadable(self, what: str, exc: ValueError) -> StateError:
+        return StateError(f"state database {self.path}: {what} is unreadable: {exc}")
+
+    # -- notification log -------------------------------------------------------------------
+
+    def record_notification(
+        self,
+        receiver: str,
+        group_key: str,
+        status: NotificationStatus,
+        fingerprints: Sequence[str],
+        at: datetime,
+    ) -> None:
+        at_us = to_us(at)
+        status = NotificationStatus(status)
+        with self._write("record a notification") as conn:
+            self._record(conn, receiver, group_key, status, fingerprints, at_us)
+
+    @staticmethod
+    def _record(
+        conn: sqlite3.Connection,
+        receiver: str,
+        group_key: str,
+        status: NotificationStatus,
+        fingerprints: Sequence[str],
+        at_us: int,
+    ) -> None:
+        fps = sorted(set(fingerprints))
+        conn.execute(
+            "INSERT INTO nflog (receiver, group_key, status, at_us, fingerprints)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (receiver, group_key, status.value, at_us, dumps(fps)),
+        )
+        conn.executemany(
+            "INSERT INTO nflog_sent (receiver, fingerprint, status, at_us) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (receiver, fingerprint, status)"
+            " DO UPDATE SET at_us = max(at_us, excluded.at_us)",
+            [(receiver, fp, status.value, at_us) for fp in fps],
+        )
+
+    def sent(self, receiver: str, fingerprint: str, status: NotificationStatus) -> datetime | None:
+        with self._read("look up the notification log") as conn:
+            row = conn.execute(
+                "SELECT at_us FROM nflog_sent WHERE receiver = ? AND fingerprint = ?"
+                " AND status = ?",
+                (receiver, fingerprint, NotificationStatus(status).value),
+            ).fetchone()
+        return from_us(row[0]) if row is not None else None
+
+    def last_notification(self, receiver: str, group_key: str) -> LastNotification | None:
+        with self._read("look up the notification log") as conn:
+            row = conn.execute(
+                "SELECT at_us, status, fingerprints FROM nflog"
+                " WHERE receiver = ? AND group_key = ? ORDER BY at_us DESC, id DESC LIMIT 1",
+                (receiver, group_key),
+            ).fetchone()
+        if row is None:
+            return None
+        fps = frozenset(json.loads(row[2]))
+        firing = row[1] == NotificationStatus.FIRING.value
+        return LastNotification(
+            at=from_us(row[0]),
+            firing=fps if firing else frozenset(),
+            resolved=frozenset() if firing else fps,
+        )
+
+    # -- outbox -----------------------------------------------------------------------------
+
+    def outbox_put(self, receiver: str, notification: Notification, at: datetime) -> int:
+        created_us = to_us(at)
+        text = dumps(encode_notification(notification))
+        with self._write("queue a notification in the outbox") as conn:
+            cur = conn.execute(
+                "INSERT INTO outbox (receiver, notification, created_us, state)"
+                " VALUES (?, ?, ?, ?)",
+                (receiver, text, created_us, _PENDING),
+            )
+            id_ = cur.lastrowid
+        if id_ is None:  # pragma: no cover - an INSERT into a rowid table always sets it
+            raise StateError(f"state database {self.path}: outbox insert returned no id")
+        return id_
+
+    def _item(self, row: tuple[int, str, str, int, int, str | None]) -> OutboxItem:
+        id_, receiver, text, created_us, attempts, last_error = row
+        try:
+            notification = decode_notification(json.loads(text))
+        except ValueError as exc:
+            raise self._unreadable(f"outbox item {id_}", exc) from exc
+        return OutboxItem(
+            id=id_,
+            receiver=receiver,
+            notification=notification,
+            created_at=from_us(created_us),
+            attempts=attempts,
+            last_error=last_error,
+        )
+
+    def outbox_pending(self, receiver: str | None = None, *, limit: int = 100) -> list[OutboxItem]:
+        check_limit(limit)
+        with self._read("read the outbox") as conn:
+            if receiver is None:
+                rows = conn.execute(
+                    f"SELECT {_ITEM_COLUMNS} FROM outbox WHERE state = ?"  # noqa: S608 - constant
+                    " ORDER BY created_us, id LIMIT ?",
+                    (_PENDING, limit),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_ITEM_COLUMNS} FROM outbox WHERE state = ?"  # noqa: S608 - constant
+                    " AND receiver = ? ORDER BY created_us, id LIMIT ?",
+                    (_PENDING, receiver, limit),
+                ).fetchall()
+        return [self._item(r) for r in rows]
+
+    def outbox_attempted(self, id: int, error_reason: str) -> None:
+        now_us = to_us(self._clock.now())
+        with self._write("update the outbox") as conn:
+            conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, last_attempt_us = ?"
+                " WHERE id = ? AND state = ?",
+                (error_reason, now_us, id, _PENDING),
+            )
+
+    def outbox_done(self, id: int, at: datetime) -> None:
+        at_us = to_us(at)
+        with self._write("mark an outbox item delivered") as conn:
+            row = conn.execute(
+                "SELECT receiver, notification, state FROM outbox WHERE id = ?", (id,)
+            ).fetchone()
+            if row is None or row[2] == _DONE:
+                return
+            try:
+                n = decode_notification(json.loads(row[1]))
+            except ValueError as exc:
+                raise self._unreadable(f"outbox item {id}", exc) from exc
+            fps = [fingerprint(ev) for ev in n.events]
+            self._record(conn, row[0], n.group_key, n.status, fps, at_us)
+            conn.execute(
+                "UPDATE outbox SET state = ?, finished_us = ? WHERE id = ?", (_DONE, at_us, id)
+            )
+
+    def outbox_dead(self, id: int, reason: str) -> None:
+        now_us = to_us(self._clock.now())
+        with self._write("update the outbox") as conn:
+            conn.execute(
+                "UPDATE outbox SET state = ?, last_error = ?, finished_us = ?"
+                " WHERE id = ? AND state = ?",
+                (_DEAD, reason, now_us, id, _PENDING),
+            )
+
+    def outbox_dead_letters(self) -> list[OutboxItem]:
+        with self._read("read the outbox") as conn:
+            rows = conn.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM outbox WHERE state = ?"  # noqa: S608 - constant
+                " ORDER BY created_us, id",
+                (_DEAD,),
+            ).fetchall()
+        return [self._item(r) for r in rows]
+
+    def outbox_retry(self, id: int) -> bool:
+        with self._write("update the outbox") as conn:
+            cur = conn.execute(
+                "UPDATE outbox SET state = ?, attempts = 0, finished_us = NULL"
+                " WHERE id = ? AND state = ?",
+                (_PENDING, id, _DEAD),
+            )
+            return cur.rowcount > 0
+
+    def outbox_drop(self, id: int) -> bool:
+        with self._write("update the outbox") as conn:
+            return conn.execute("DELETE FROM outbox WHERE id = ?", (id,)).rowcount > 0
+
+    def outbox_depth(self, receiver: str) -> int:
+        with self._read("read the outbox") as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM outbox WHERE state = ? AND receiver = ?",
+                (_PENDING, receiver),
+            ).fetchone()
+        return int(row[0])
+
+    def outbox_oldest_age_s(self, receiver: str, now: datetime) -> float | None:
+        now_us = to_us(now)
+        with self._read("read the outbox") as conn:
+            row = conn.execute(
+                "SELECT min(created_us) FROM outbox WHERE state = ? AND receiver = ?",
+                (_PENDING, receiver),
+            ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return max(now_us - int(row[0]), 0) / 1e6
+
+    # -- silences ---------------------------------------------------------------------------
+
+    def add_silence(
+        self,
+        matchers: Sequence[str],
+        starts_at: datetime,
+        ends_at: datetime,
+        created_by: str,
+        comment: str,
+    ) -> str:
+        check_silence(matchers, starts_at, ends_at)
+        sid = str(uuid.uuid4())
+        with self._write("add a silence") as conn:
+            conn.execute(
+                "INSERT INTO silences (id, matchers, starts_us, ends_us, created_by, comment)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    sid,
+                    json.dumps(list(matchers), ensure_ascii=False),
+                    to_us(starts_at),
+                    to_us(ends_at),
+                    created_by,
+                    comment,
+                ),
+            )
+        return sid
+
+    def silences(self, *, include_expired: bool = False) -> list[SilenceRecord]:
+        now_us = to_us(self._clock.now())
+        query = "SELECT id, matchers, starts_us, ends_us, created_by, comment FROM silences"
+        where, args = ("", ()) if include_expired else (" WHERE ends_us > ?", (now_us,))
+        with self._read("read silences") as conn:
+            rows = conn.execute(query + where + " ORDER BY rowid", args).fetchall()
+        return [
+            SilenceRecord(
+                id=r[0],
+                matchers=tuple(json.loads(r[1])),
+                starts_at=from_us(r[2]),
+                ends_at=from_us(r[3]),
+                created_by=r[4],
+                comment=r[5],
+            )
+            for r in rows
+        ]
+
+    def expire_silence(self, id: str, at: datetime) -> bool:
+        at_us = to_us(at)
+        with self._write("expire a silence") as conn:
+            cur = conn.execute(
+                "UPDATE silences SET starts_us = min(starts_us, ?), ends_us = ?"
+                " WHERE id = ? AND ends_us > ?",
+                (at_us, at_us, id, at_us),
+            )
+            return cur.rowcount > 0
+
+    # -- sink memory, correlator snapshots, meta --------------------------------------------
+
+    def sink_memory(self, receiver: str) -> SinkMemory:
+        return BoundSinkMemory(receiver, self._sink_get, self._sink_put)
+
+    def _sink_get(self, receiver: str, key: str) -> Mapping[str, str] | None:
+        with self._read("read sink memory") as conn:
+            row = conn.execute(
+                "SELECT value FROM sink_memory WHERE receiver = ? AND key = ?", (receiver, key)
+            ).fetchone()
+        if row is None:
+            return None
+        value = json.loads(row[0])
+        return {str(k): str(v) for k, v in value.items()}
+
+    def _sink_put(self, receiver: str, key: str, value: Mapping[str, str]) -> None:
+        text = dumps(check_sink_value(value))
+        now_us = to_us(self._clock.now())
+        with self._write("write sink memory") as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO sink_memory (receiver, key, value, updated_us)"
+                " VALUES (?, ?, ?, ?)",
+                (receiver, key, text, now_us),
+            )
+
+    def save_canary_state(self, key: str, data: Mapping[str, JSONValue]) -> None:
+        self.save_canary_states({key: data})
+
+    def save_canary_states(self, states: Mapping[str, Mapping[str, JSONValue]]) -> None:
+        rows = [(key, dumps(dict(data))) for key, data in states.items()]
+        now_us = to_us(self._clock.now())
+        with self._write("save correlator state") as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO canary_state (key, data, saved_us) VALUES (?, ?, ?)",
+                [(key, text, now_us) for key, text in rows],
+            )
+
+    def load_canary_states(self) -> dict[str, JSONValue]:
+        with self._read("load correlator state") as conn:
+            rows = conn.execute("SELECT key, data FROM canary_state ORDER BY key").fetchall()
+        return {key: json.loads(text) for key, text in rows}
+
+    def get_meta(self, key: str) -> str | None:
+        with self._read("read meta") as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row is not None else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        check_meta_key(key)
+        with self._write("write meta") as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # -- housekeeping -----------------------------------------------------------------------
+
+    def gc(self, now: datetime, *, retention_s: float) -> int:
+        cutoff = to_us(now) - round(retention_s * 1e6)
+        with self._write("garbage-collect") as conn:
+            deleted = conn.execute("DELETE FROM nflog WHERE at_us < ?", (cutoff,)).rowcount
+            conn.execute("DELETE FROM nflog_sent WHERE at_us < ?", (cutoff,))
+            deleted += conn.execute(
+                "DELETE FROM outbox WHERE state = ? AND finished_us < ?", (_DONE, cutoff)
+            ).rowcount
+            deleted += conn.execute("DELETE FROM silences WHERE ends_us < ?", (cutoff,)).rowcount
+        return deleted
+
+    def size_bytes(self) -> int:
+        """Bytes in use by live pages (freed pages are reused, so this shrinks after ``gc``)."""
+        with self._read("measure the database") as conn:
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            size = conn.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                try:
+                    conn.close()
+                except sqlite3.Error as exc:
+                    raise self._error("close", exc) from exc
