@@ -11,6 +11,7 @@ from __future__ import annotations
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Annotated
 from urllib.parse import quote
 
 import pydantic
@@ -192,3 +193,22 @@ def truncate(text: str, limit: int, *, ellipsis: str = "…") -> str:
     if len(text) <= limit:
         return text
     return text[: max(0, limit - len(ellipsis))] + ellipsis
+
+
+def _unwrap_secret(value: object) -> object:
+    """Accept a ``canarywatch.secrets.Secret`` (duck-typed on ``reveal()``) or plain text."""
+    reveal = getattr(value, "reveal", None)
+    if callable(reveal):
+        revealed = reveal()
+        if isinstance(revealed, str):
+            return revealed
+    return value
+
+
+SecretOption = Annotated[pydantic.SecretStr, pydantic.BeforeValidator(_unwrap_secret)]
+"""An option holding a secret (URL with ``sig=``, token, password, HMAC key).
+
+Config hands secrets over as ``Secret`` objects, tests as plain ``str``; both become a
+``pydantic.SecretStr``, whose ``repr`` is masked. Call ``get_secret_value()`` only where the
+value goes on the wire.
+"""
