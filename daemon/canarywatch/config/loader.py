@@ -202,6 +202,7 @@ class _Resolver:
                 f"listening on {spec.server.listen} (not loopback) requires server.token: "
                 f"{SECRET_HINT}",
             )
+        self._check_clusters(spec)
         return Config(
             cluster=spec.cluster,
             receivers=receivers,
@@ -213,8 +214,42 @@ class _Resolver:
             server=spec.server,
             catch_up_window_s=spec.catch_up_window,
             log=spec.log,
+            clusters=spec.clusters,
+            leader_election=spec.leader_election,
+            metrics_source=spec.metrics_source,
+            dispatch=spec.dispatch,
+            labels=spec.labels,
             source=self._source,
         )
+
+    def _check_clusters(self, spec: ConfigFile) -> None:
+        """Cluster names are unique, and what names a cluster names a configured one."""
+        names: set[str] = set()
+        for index, cluster in enumerate(spec.clusters):
+            if cluster.name in names:
+                self._fail(("clusters", index, "name"), f"duplicate cluster {cluster.name!r}")
+            names.add(cluster.name)
+        known = names or {spec.cluster}
+        lease_cluster = spec.leader_election.cluster
+        if lease_cluster is not None and lease_cluster not in known:
+            self._fail(
+                ("leader_election", "cluster"), f"no cluster named {lease_cluster!r} is configured"
+            )
+        if spec.leader_election.enabled and not spec.clusters:
+            self._fail(("leader_election", "enabled"), "leader election needs a configured cluster")
+        metrics = spec.metrics_source
+        for index, target in enumerate(metrics.targets):
+            if target.cluster is not None and target.cluster not in known:
+                self._fail(
+                    ("metrics_source", "targets", index, "cluster"),
+                    f"no cluster named {target.cluster!r} is configured",
+                )
+            if metrics.mode == "scrape" and not target.url:
+                self._fail(("metrics_source", "targets", index, "url"), "scrape mode needs a url")
+        if metrics.mode == "prometheus" and not metrics.prometheus_url:
+            self._fail(("metrics_source", "prometheus_url"), "prometheus mode needs a URL")
+        if metrics.mode != "off" and not metrics.targets:
+            self._fail(("metrics_source", "targets"), f"{metrics.mode} mode needs targets")
 
     def _time_intervals(
         self, specs: tuple[TimeIntervalSet, ...]

@@ -18,6 +18,13 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from canarywatch.config.daemon_models import (
+    ClusterSettings,
+    DispatchSettings,
+    LabelSettings,
+    LeaderElectionSettings,
+    MetricsSourceSettings,
+)
 from canarywatch.config.fields import (
     DocType,
     Duration,
@@ -356,3 +363,18 @@ class ConfigFile(BaseModel):
         description="On start, events older than this are recorded but not notified.",
     )
     log: LogSettings = Field(default_factory=LogSettings, description="Logging.")
+    clusters: tuple[ClusterSettings, ...] = Field(
+        default=(), description="Kubernetes clusters to follow; empty: none (replay only)."
+    )
+    leader_election: LeaderElectionSettings = Field(
+        default_factory=LeaderElectionSettings, description="Lease-based leader election."
+    )
+    metrics_source: MetricsSourceSettings = Field(
+        default_factory=MetricsSourceSettings, description="Flagger's Prometheus metrics."
+    )
+    dispatch: DispatchSettings = Field(
+        default_factory=DispatchSettings, description="Delivery timeouts and retries."
+    )
+    labels: LabelSettings = Field(
+        default_factory=LabelSettings, description="Canary labels/annotations to route on."
+    )

@@ -14,6 +14,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
+from canarywatch.config.daemon_models import (
+    ClusterSettings,
+    DispatchSettings,
+    LabelSettings,
+    LeaderElectionSettings,
+    MetricsSourceSettings,
+)
 from canarywatch.config.models import (
     InhibitRule,
     LogSettings,
@@ -89,6 +96,11 @@ class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
     catch_up_window_s: float = 600.0
     log: LogSettings = field(default_factory=LogSettings)
+    clusters: tuple[ClusterSettings, ...] = ()
+    leader_election: LeaderElectionSettings = field(default_factory=LeaderElectionSettings)
+    metrics_source: MetricsSourceSettings = field(default_factory=MetricsSourceSettings)
+    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    labels: LabelSettings = field(default_factory=LabelSettings)
     source: SourceMap = field(default_factory=SourceMap, repr=False, compare=False)
 
     def receiver(self, name: str) -> Receiver:
