@@ -251,3 +251,40 @@ def test_feeding_every_event_twice_equals_feeding_it_once(
     events = [ev(t, i, detail=d) for i, (t, d) in enumerate(seq)]
     doubled = [e for e in events for _ in range(2)]
     assert names(run(doubled)) == names(run(events))
+
+
+def test_a_status_halt_joins_the_no_traffic_episode_either_way_round() -> None:
+    events_first = run(
+        [
+            ev(Transition.REVISION_DETECTED, 0),
+            ev(Transition.NO_TRAFFIC, 1),
+            ev(Transition.HALTED, 1.01, source=ST),  # failedChecks 0 -> 1: same failed check
+        ]
+    )
+    status_first = run(
+        [
+            ev(Transition.REVISION_DETECTED, 0),
+            ev(Transition.HALTED, 1, source=ST),
+            ev(Transition.NO_TRAFFIC, 1.01),
+        ]
+    )
+    assert names(events_first) == [("revision-detected", ""), ("no-traffic", "")]
+    assert names(status_first) == [("revision-detected", ""), ("halted", "")]
+
+
+def test_a_rollout_approval_seen_after_the_new_revision_is_the_same_approval() -> None:
+    out = run(
+        [
+            ev(Transition.AWAITING_APPROVAL, 0, detail="rollout"),
+            ev(Transition.APPROVED, 1, detail="rollout"),
+            ev(Transition.REVISION_DETECTED, 1.01),
+            # The Canary status diff (Waiting -> Progressing) arrives after the Events.
+            ev(Transition.APPROVED, 1.02, detail="rollout", source=ST),
+            ev(Transition.REVISION_DETECTED, 1.02, source=ST, hints={"spec": "abc"}),
+        ]
+    )
+    assert names(out) == [
+        ("awaiting-approval", "rollout"),
+        ("approved", "rollout"),
+        ("revision-detected", ""),
+    ]

@@ -90,6 +90,8 @@ class _CanaryState:
     episodes: dict[Condition, int] = field(default_factory=dict)
     open: dict[Condition, CanaryEvent] = field(default_factory=dict)
     gate_episodes: dict[str, int] = field(default_factory=dict)
+    gate_rollouts: dict[str, int] = field(default_factory=dict)
+    """The rollout each gate's latest episode was opened in."""
     seen: dict[Identity, CanaryEvent] = field(default_factory=dict)
     target: str = ""
     facts: dict[str, str] = field(default_factory=dict)
@@ -221,16 +223,25 @@ class Correlator:
         spec = event.spec
         if spec.opens is not None:
             cond = spec.opens
-            if cond in state.open:
-                episode = state.episodes.get(cond, 0)
-            else:
-                episode = state.episodes.get(cond, 0) + 1
+            opened = state.open.get(cond)
+            if opened is None:
+                return (seq, event.transition, event.detail, state.episodes.get(cond, 0) + 1)
+            episode = state.episodes.get(cond, 0)
+            if cond is Condition.ANALYSIS and (_from_status(event) or _from_status(opened)):
+                # The Canary status says only "a check failed": it cannot tell a halt on a
+                # metric from no traffic, so it is the same episode as whatever the Events
+                # said (whichever arrived first names it).
+                return (seq, opened.transition, opened.detail, episode)
             return (seq, event.transition, event.detail, episode)
         if event.transition is Transition.APPROVED:
+            # An approval belongs to the gate episode it closes, in the rollout that gate was
+            # opened in (the confirm-rollout gate opens before the new revision starts).
+            gate_seq = state.gate_rollouts.get(event.detail, seq)
             gate_open = state.open.get(Condition.GATE)
             if gate_open is not None and gate_open.detail == event.detail:
-                return (seq, event.transition, event.detail, gate_open.episode)
-            return (seq, event.transition, event.detail, state.gate_episodes.get(event.detail, 0))
+                return (gate_seq, event.transition, event.detail, gate_open.episode)
+            episode = state.gate_episodes.get(event.detail, 0)
+            return (gate_seq, event.transition, event.detail, episode)
         return (seq, event.transition, event.detail, 0)
 
     def _close_conditions(self, state: _CanaryState, event: CanaryEvent) -> tuple[CanaryEvent, ...]:
@@ -285,6 +296,7 @@ class Correlator:
             state.episodes[opens] = episode
             if opens is Condition.GATE:
                 state.gate_episodes[event.detail] = episode
+                state.gate_rollouts[event.detail] = seq
         if event.spec.ends_rollout:
             rollout.ended = True
         return finished
@@ -336,6 +348,7 @@ def _state_to_json(ref: CanaryRef, state: _CanaryState) -> dict[str, JSONValue]:
         "episodes": [[c.value, n] for c, n in state.episodes.items()],
         "open": [[c.value, encode_event(ev)] for c, ev in state.open.items()],
         "gate_episodes": [[gate, n] for gate, n in state.gate_episodes.items()],
+        "gate_rollouts": [[gate, n] for gate, n in state.gate_rollouts.items()],
         "seen": [
             [seq, transition.value, detail, episode, encode_event(ev)]
             for (seq, transition, detail, episode), ev in state.seen.items()
@@ -368,11 +381,21 @@ def _state_from_json(data: JSONValue) -> tuple[CanaryRef, _CanaryState]:
         episodes={Condition(cond): int(n) for cond, n in data["episodes"]},
         open={Condition(cond): decode_event(ev) for cond, ev in data["open"]},
         gate_episodes={str(gate): int(n) for gate, n in data["gate_episodes"]},
+        gate_rollouts={str(gate): int(n) for gate, n in data.get("gate_rollouts", [])},
         seen=seen,
         target=str(data["target"]),
         facts={str(k): str(v) for k, v in data["facts"]},
     )
     return ref, state
+
+
+def _from_status(event: CanaryEvent) -> bool:
+    """A ``halted`` first reported by the Canary status (which cannot name its cause)."""
+    return (
+        event.transition is Transition.HALTED
+        and bool(event.sources)
+        and event.sources[0] is SourceName.CANARIES
+    )
 
 
 def _merge(stored: CanaryEvent, repeat: CanaryEvent) -> CanaryEvent:
