@@ -284,8 +284,12 @@ class Dispatcher:
                 )
                 await self._clock.sleep_until(wake)
 
-        duration_s = max((self._clock.now() - started).total_seconds(), 0.0)
-        self._metrics.delivery_latency.labels(sink=sink.name).observe(duration_s)
+        now = self._clock.now()
+        duration_s = max((now - started).total_seconds(), 0.0)
+        if error is None and n.events:
+            observed = min(e.observed_at for e in n.events)
+            latency_s = max((now - observed).total_seconds(), 0.0)
+            self._metrics.delivery_latency.labels(sink=sink.name).observe(latency_s)
         outcome = self._finish(n, sink, log, error, attempts, duration_s, gave_up)
         if self._on_delivered is not None:
             await self._on_delivered(n, outcome)

@@ -15,7 +15,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from canarywatch.model import DeliveryReason, NotificationStatus, Outcome, SourceName
 
-SUPPRESS_REASONS: tuple[str, ...] = ("duplicate", "inhibited", "silenced", "muted", "grouped")
+SUPPRESS_REASONS: tuple[str, ...] = (
+    "duplicate",
+    "inhibited",
+    "silenced",
+    "muted",
+    "grouped",
+    "catch_up",
+)
 """Why an event was not notified (``canarywatch_events_suppressed_total{reason}``)."""
 
 DROP_STAGES: tuple[str, ...] = ("intake", "dispatch")
@@ -94,15 +101,49 @@ class Metrics:
         )
         self.delivery_latency = Histogram(
             "canarywatch_delivery_latency_seconds",
-            "Time from taking a notification off the queue to its final outcome, retries included.",
+            "Time from the earliest event of a notification being observed to the sink's "
+            "acknowledgement (queueing and retries included).",
             ["sink"],
             buckets=_DELIVERY_BUCKETS,
             registry=registry,
         )
         self.pipeline_latency = Histogram(
             "canarywatch_pipeline_latency_seconds",
-            "Time from an event being observed to its notification being delivered.",
+            "Time from an event being observed to its notification being handed to dispatch.",
             buckets=_PIPELINE_BUCKETS,
+            registry=registry,
+        )
+        self.outbox_depth = Gauge(
+            "canarywatch_outbox_depth",
+            "Notifications accepted for delivery and not yet delivered, per receiver.",
+            ["sink"],
+            registry=registry,
+        )
+        self.outbox_oldest_age = Gauge(
+            "canarywatch_outbox_oldest_age_seconds",
+            "Age of the oldest undelivered notification, per receiver (0 when empty).",
+            ["sink"],
+            registry=registry,
+        )
+        self.state_size = Gauge(
+            "canarywatch_state_store_size_bytes",
+            "Size of the state store on disk.",
+            registry=registry,
+        )
+        self.state_errors = Counter(
+            "canarywatch_state_store_errors",
+            "State store operations that failed (disk full, read-only, corrupt).",
+            registry=registry,
+        )
+        self.source_up = Gauge(
+            "canarywatch_source_up",
+            "1 while a source reaches its input (API server, Flagger /metrics), else 0.",
+            ["source", "cluster"],
+            registry=registry,
+        )
+        self.leader = Gauge(
+            "canarywatch_leader",
+            "1 while this replica holds the lease (or leader election is off), else 0.",
             registry=registry,
         )
         self.build_info = Gauge(
