@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -32,6 +32,7 @@ _SUPPRESSED_EVENT = {
     "inhibited": "event_inhibited",
     "muted": "event_muted",
     "silenced": "event_silenced",
+    "catch_up": "event_recorded_as_state",
 }
 
 
@@ -58,8 +59,11 @@ class Pipeline:
         metrics: Metrics | None = None,
         log: structlog.typing.FilteringBoundLogger | None = None,
         cluster: str = "",
+        catch_up_window_s: float | None = None,
     ) -> None:
         self.cluster = cluster
+        self.catch_up_window_s = catch_up_window_s
+        """Start-up policy: initial-list transitions older than this are state, not news."""
         """The cluster label for observations that do not name their own."""
         self.normaliser = normaliser or Normaliser()
         self.correlator = correlator or Correlator()
@@ -95,15 +99,35 @@ class Pipeline:
                 note=normalised.note,
             )
         new: list[CanaryEvent] = []
+        stale_before = self._stale_before(obs, now)
         for candidate in normalised.events:
-            event = self.offer_event(candidate, now)
+            event = self.offer_event(candidate, now, stale_before=stale_before)
             if event is not None:
                 new.append(event)
         return new
 
-    def offer_event(self, candidate: CanaryEvent, now: datetime) -> CanaryEvent | None:
-        """Correlate, inhibit, route and group one candidate event."""
+    def _stale_before(self, obs: Observation, now: datetime) -> datetime | None:
+        """For an item of a source's initial list: the cut-off of the catch-up window."""
+        if self.catch_up_window_s is None:
+            return None
+        if not (isinstance(obs.data, dict) and obs.data.get("initial") is True):
+            return None
+        return now - timedelta(seconds=self.catch_up_window_s)
+
+    def offer_event(
+        self, candidate: CanaryEvent, now: datetime, *, stale_before: datetime | None = None
+    ) -> CanaryEvent | None:
+        """Correlate, inhibit, route and group one candidate event.
+
+        ``stale_before`` (start-up catch-up policy): a new transition that happened before it
+        is recorded (it is state the correlator needs) but not notified.
+        """
         result = self.correlator(candidate, now)
+        if stale_before is not None and result.new is not None:
+            happened = result.new.occurred_at or result.new.observed_at
+            if happened < stale_before:
+                self._suppress("catch_up", result.new)
+                return result.new
         for opener in result.resolved:
             self._route(opener, now, NotificationStatus.RESOLVED)
         if result.new is None:

@@ -1,0 +1,596 @@
+"""The one list-then-watch loop both Kubernetes sources use.
+
+Layered as in kopf (``kopf/_cogs/clients/watching.py``) and client-go's Reflector
+(``reference/kubernetes-watch.md`` §2):
+
+1. **reconnect loop** (:meth:`ListWatch._run_scope`): never ends; classifies every failure and
+   sleeps (through the injected :class:`~canarywatch.clock.Clock`) before the next attempt, so it
+   never spins: jittered backoff 0.8 s doubling to 30 s, reset after 2 min without failures;
+   ``429`` honours ``Retry-After``; ``401``/``403`` log an error naming RBAC and ``404`` (CRD not
+   installed) a warning, both retried slowly.
+2. **list + watch**: a paged LIST (``limit`` + ``continue``, buffered until complete so a
+   failed page never half-delivers a snapshot) whose items are passed on as synthetic ``ADDED``
+   events flagged ``initial`` (the first list of the scope) or ``relisted`` (a later one, after
+   410 Gone), then a WATCH from the list's resourceVersion.
+3. **single stream** (:meth:`ListWatch._stream`): one watch request with ``timeoutSeconds``
+   (random 300-600 s unless fixed), ``allowWatchBookmarks=true`` and a client read timeout a bit
+   longer than ``timeoutSeconds``; the RV advances with every event and BOOKMARK. A clean end at
+   the expected time re-watches at once from the last RV; anything else goes through step 1.
+   ``410`` (an ``ERROR`` event or an HTTP 410) drops the RV and relists quietly (``debug``).
+
+Why raw HTTP (``_preload_content=False``) instead of ``kubernetes_asyncio.watch.Watch``: the
+Watch turns HTTP errors into ``ApiException`` without headers (no ``Retry-After``), yields a
+non-JSON error body as a plain string and then reconnects in a tight loop, and deserialises into
+models that crash on Flagger's ``eventTime: null`` (§3). Reading the lines ourselves gives the
+status code, the headers and the Kubernetes JSON exactly as on the wire, which is what the
+normalisers and the recording format want. List items of built-in kinds carry no
+``kind``/``apiVersion``; they are filled in from the list's kind so a relisted object is
+byte-for-byte the object a watch would deliver.
+
+Namespaces: ``None`` watches all namespaces with one loop; a list of names runs one loop per
+namespace (for a Role per namespace instead of a ClusterRole). A label selector *on namespaces*
+is not supported: list the namespaces explicitly.
+
+Consumers get every item and decide what is news; this loop only marks where an item came from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Final, Never, TypeAlias
+
+import aiohttp
+import structlog
+from structlog.typing import FilteringBoundLogger
+
+from canarywatch.clock import Clock, SystemClock
+
+ListCall: TypeAlias = Callable[..., Awaitable[Any]]
+"""A kubernetes_asyncio list method with its positional arguments already bound, e.g.
+``functools.partial(core.list_namespaced_event, "test")`` or ``core.list_event_for_all_namespaces``.
+It is called with keyword arguments only (``limit``, ``watch``, ``_preload_content``, ...)."""
+
+CallFor: TypeAlias = Callable[[str | None], ListCall]
+"""Given a namespace (``None``: all namespaces), the list call for that scope."""
+
+WATCH_TYPES: Final = frozenset({"ADDED", "MODIFIED", "DELETED"})
+_MAX_ERROR_BODY: Final = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One object change as the consumer sees it; ``object`` is the raw Kubernetes JSON."""
+
+    type: str
+    """``ADDED``, ``MODIFIED`` or ``DELETED`` (list items are synthetic ``ADDED``)."""
+    object: dict[str, Any]
+    initial: bool = False
+    """From the first LIST of this scope since start: state, not news."""
+    relisted: bool = False
+    """From a later LIST (after 410 Gone): may re-deliver what was already seen."""
+    scope: str | None = None
+    """The namespace of the loop that saw it (``None``: all namespaces)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A complete LIST was delivered; ``keys`` are the ``(namespace, name)`` of its items."""
+
+    scope: str | None
+    resource_version: str
+    keys: frozenset[tuple[str, str]]
+    relist: bool
+
+
+OnEvent: TypeAlias = Callable[[WatchEvent], Awaitable[None]]
+OnListed: TypeAlias = Callable[[Listed], Awaitable[None]]
+OnReachability: TypeAlias = Callable[[bool, str], Awaitable[None]]
+"""Called with ``(reachable, reason)`` on each transition: ``False`` after
+``unreachable_after`` consecutive connection failures, ``True`` once a request succeeds again."""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchSettings:
+    """Timing knobs; the defaults are client-go's. Tests shrink them."""
+
+    page_size: int = 500
+    timeout_seconds: int | None = None
+    """Fixed watch ``timeoutSeconds``; ``None`` picks one in ``[min, max]`` per request."""
+    min_timeout_seconds: int = 300
+    max_timeout_seconds: int = 600
+    read_slack_s: float = 15.0
+    """The client read timeout is ``timeoutSeconds + read_slack_s`` (a half-open stream)."""
+    connect_timeout_s: float = 10.0
+    request_timeout_s: float = 60.0
+    """Whole-request bound for one LIST page and for a watch's response headers."""
+    backoff_initial_s: float = 0.8
+    backoff_max_s: float = 30.0
+    backoff_reset_s: float = 120.0
+    """A failure this long after the previous one starts a new streak at ``backoff_initial_s``."""
+    backoff_jitter: float = 0.2
+    """Each delay is stretched by up to this fraction, at random."""
+    slow_retry_s: float = 60.0
+    """Delay after 401/403 (RBAC) and 404 (resource not served)."""
+    max_retry_after_s: float = 300.0
+    unreachable_after: int = 3
+    expected_end_fraction: float = 0.9
+    """A stream ending cleanly before this fraction of ``timeoutSeconds`` counts as a failure
+    (a server that accepts and closes at once must not be hammered)."""
+
+    def __post_init__(self) -> None:
+        if self.page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        if not 1 <= self.min_timeout_seconds <= self.max_timeout_seconds:
+            raise ValueError("need 1 <= min_timeout_seconds <= max_timeout_seconds")
+        if self.timeout_seconds is not None and self.timeout_seconds < 1:
+            raise ValueError("timeout_seconds must be at least 1")
+        if self.backoff_initial_s <= 0 or self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("need 0 < backoff_initial_s <= backoff_max_s")
+
+
+class Backoff:
+    """client-go's exponential backoff manager: ``initial`` doubling to ``maximum``, jittered,
+    reset when the previous failure is older than ``reset_after``."""
+
+    def __init__(self, settings: WatchSettings, rng: random.Random) -> None:
+        self._s = settings
+        self._rng = rng
+        self._current = settings.backoff_initial_s
+        self._last: float | None = None
+        self.attempt = 0
+
+    def next(self, now: float) -> tuple[float, bool]:
+        """The delay before the next attempt and whether this failure starts a new streak."""
+        new_streak = self._last is None or now - self._last >= self._s.backoff_reset_s
+        if new_streak:
+            self._current = self._s.backoff_initial_s
+            self.attempt = 0
+        self.attempt += 1
+        jitter = 1.0 + self._s.backoff_jitter * self._rng.random()
+        delay = min(self._s.backoff_max_s, self._current * jitter)
+        self._current = min(self._s.backoff_max_s, self._current * 2)
+        self._last = now
+        return delay, new_streak
+
+
+class _Gone(Exception):
+    """410: the resourceVersion (or continue token) is too old; relist."""
+
+
+@dataclass
+class _Failure(Exception):
+    """A failed request or stream, classified for the reconnect loop."""
+
+    reason: str
+    """``http``, ``stream_error``, ``connection``, ``timeout``, ``malformed``, ``closed_early``."""
+    status_code: int | None = None
+    message: str = ""
+    retry_after_s: float | None = None
+
+    @property
+    def connectivity(self) -> bool:
+        """Does this failure suggest the cluster is unreachable (vs. answering "no")?"""
+        if self.reason in ("connection", "timeout"):
+            return True
+        return self.status_code is not None and self.status_code >= 500
+
+
+@dataclass(slots=True)
+class _Health:
+    unreachable_after: int
+    on_change: OnReachability | None
+    failures: int = 0
+    reachable: bool = True
+
+    async def failed(self, reason: str) -> None:
+        self.failures += 1
+        if self.reachable and self.failures >= self.unreachable_after:
+            self.reachable = False
+            if self.on_change is not None:
+                await self.on_change(False, reason)
+
+    async def succeeded(self) -> None:
+        self.failures = 0
+        if not self.reachable:
+            self.reachable = True
+            if self.on_change is not None:
+                await self.on_change(True, "ok")
+
+
+@dataclass(slots=True)
+class _ScopeState:
+    scope: str | None
+    backoff: Backoff
+    rv: str | None = None
+    lists: int = 0
+    warned: bool = False
+    gone_without_progress: int = 0
+
+
+class ListWatch:
+    """List-then-watch one resource in one or more namespaces, forever.
+
+    ``call_for(namespace)`` returns the list call of a scope; ``resource`` names the resource in
+    logs (``events``, ``canaries``). ``listed`` is set once every scope finished its first LIST.
+
+        lw = ListWatch(lambda ns: partial(core.list_namespaced_event, ns), namespaces=["test"],
+                       field_selector="involvedObject.kind=Canary", resource="events")
+        await lw.run(on_event, on_listed)   # never returns
+    """
+
+    def __init__(
+        self,
+        call_for: CallFor,
+        *,
+        resource: str,
+        namespaces: Sequence[str] | None = None,
+        field_selector: str | None = None,
+        label_selector: str | None = None,
+        settings: WatchSettings | None = None,
+        clock: Clock | None = None,
+        log: FilteringBoundLogger | None = None,
+        listed: asyncio.Event | None = None,
+        on_reachability: OnReachability | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if namespaces is not None and not namespaces:
+            raise ValueError("namespaces must be None (all) or a non-empty list")
+        self._call_for = call_for
+        self.resource = resource
+        self._namespaces: tuple[str | None, ...] = (
+            (None,) if namespaces is None else tuple(dict.fromkeys(namespaces))
+        )
+        self._selectors: dict[str, str] = {}
+        if field_selector:
+            self._selectors["field_selector"] = field_selector
+        if label_selector:
+            self._selectors["label_selector"] = label_selector
+        self.settings = settings or WatchSettings()
+        self._clock: Clock = clock or SystemClock()
+        self._log: FilteringBoundLogger = log or structlog.get_logger(
+            component=f"source.watch.{resource}"
+        )
+        self.listed = listed if listed is not None else asyncio.Event()
+        self._listed_scopes: set[str | None] = set()
+        self._health = _Health(self.settings.unreachable_after, on_reachability)
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+
+    @property
+    def reachable(self) -> bool:
+        return self._health.reachable
+
+    async def run(self, on_event: OnEvent, on_listed: OnListed | None = None) -> Never:
+        """Run one reconnect loop per scope until cancelled; an error from a callback
+        propagates (it is a bug, not churn)."""
+        async with asyncio.TaskGroup() as group:
+            for scope in self._namespaces:
+                group.create_task(
+                    self._run_scope(scope, on_event, on_listed),
+                    name=f"watch:{self.resource}:{scope or '*'}",
+                )
+        raise AssertionError("watch loops never return")  # pragma: no cover
+
+    # -- layer 1: the reconnect loop ---------------------------------------------------------
+
+    async def _run_scope(
+        self, scope: str | None, on_event: OnEvent, on_listed: OnListed | None
+    ) -> Never:
+        state = _ScopeState(scope, Backoff(self.settings, self._rng))
+        log = self._log.bind(resource=self.resource, namespace=scope or "*")
+        while True:
+            try:
+                if state.rv is None:
+                    await self._list(state, on_event, on_listed, log)
+                await self._stream(state, on_event, log)
+            except _Gone as gone:
+                state.rv = None
+                state.gone_without_progress += 1
+                log.debug("watch_relisted", reason=str(gone))
+                if state.gone_without_progress > 1:
+                    await self._sleep(state.backoff.next(time.monotonic())[0])
+            except _Failure as failure:
+                await self._handle_failure(state, failure, log)
+
+    async def _handle_failure(
+        self, state: _ScopeState, failure: _Failure, log: FilteringBoundLogger
+    ) -> None:
+        s = self.settings
+        delay, new_streak = state.backoff.next(time.monotonic())
+        if new_streak:
+            state.warned = False
+        code = failure.status_code
+        fields: dict[str, Any] = {
+            "reason": failure.reason,
+            "status_code": code,
+            "message": failure.message[:300],
+            "attempt": state.backoff.attempt,
+        }
+        if code in (401, 403):
+            delay = max(delay, s.slow_retry_s)
+            if not state.warned:
+                log.error(
+                    "watch_forbidden",
+                    hint=f"check RBAC: the ServiceAccount needs get/list/watch on "
+                    f"{self.resource}; see reference/kubernetes-watch.md §4",
+                    delay_s=round(delay, 3),
+                    **fields,
+                )
+        elif code == 404:
+            delay = max(delay, s.slow_retry_s)
+            if not state.warned:
+                log.warning(
+                    "watch_resource_missing",
+                    hint=f"{self.resource} is not served (CRD not installed?)",
+                    delay_s=round(delay, 3),
+                    **fields,
+                )
+        else:
+            if code == 429 and failure.retry_after_s is not None:
+                delay = min(s.max_retry_after_s, max(0.0, failure.retry_after_s))
+            if not state.warned:
+                log.warning("watch_failed", delay_s=round(delay, 3), **fields)
+            else:
+                log.debug("watch_failed", delay_s=round(delay, 3), **fields)
+        state.warned = True
+        if failure.connectivity:
+            await self._health.failed(failure.reason)
+        await self._sleep(delay)
+
+    async def _sleep(self, delay: float) -> None:
+        await self._clock.sleep_until(self._clock.now() + timedelta(seconds=delay))
+
+    async def _succeeded(self, state: _ScopeState, log: FilteringBoundLogger) -> None:
+        if state.warned and state.backoff.attempt:
+            log.info("watch_recovered", attempts=state.backoff.attempt)
+            state.backoff.attempt = 0
+        await self._health.succeeded()
+
+    # -- layer 2: list -----------------------------------------------------------------------
+
+    async def _list(
+        self,
+        state: _ScopeState,
+        on_event: OnEvent,
+        on_listed: OnListed | None,
+        log: FilteringBoundLogger,
+    ) -> None:
+        call = self._call_for(state.scope)
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        list_rv = ""
+        while True:
+            kwargs: dict[str, Any] = {"limit": self.settings.page_size, **self._selectors}
+            if token:
+                kwargs["_continue"] = token
+            body = await self._request_json(call, kwargs)
+            metadata = _mapping(body.get("metadata"))
+            kind = body.get("kind")
+            api_version = body.get("apiVersion")
+            raw_items = body.get("items") or []
+            if not isinstance(raw_items, list):
+                raise _Failure("malformed", 200, "list items is not an array")
+            for item in raw_items:
+                if isinstance(item, dict):
+                    if isinstance(kind, str) and kind.endswith("List"):
+                        item.setdefault("kind", kind[: -len("List")])
+                    if isinstance(api_version, str):
+                        item.setdefault("apiVersion", api_version)
+                    items.append(item)
+            if not list_rv:
+                list_rv = str(metadata.get("resourceVersion") or "")
+            token = metadata.get("continue") or None
+            if not token:
+                break
+        if not list_rv:
+            raise _Failure("malformed", 200, "list has no metadata.resourceVersion")
+        await self._succeeded(state, log)
+        initial = state.lists == 0
+        state.lists += 1
+        for item in items:
+            await on_event(
+                WatchEvent("ADDED", item, initial=initial, relisted=not initial, scope=state.scope)
+            )
+        state.rv = list_rv
+        log.debug("watch_listed", items=len(items), resource_version=list_rv, initial=initial)
+        if on_listed is not None:
+            keys = frozenset(_key(item) for item in items)
+            await on_listed(Listed(state.scope, list_rv, keys, relist=not initial))
+        if state.scope not in self._listed_scopes:
+            self._listed_scopes.add(state.scope)
+            if len(self._listed_scopes) == len(self._namespaces):
+                self.listed.set()
+
+    async def _request_json(self, call: ListCall, kwargs: dict[str, Any]) -> dict[str, Any]:
+        s = self.settings
+        try:
+            async with asyncio.timeout(s.request_timeout_s):
+                resp = await call(
+                    **kwargs,
+                    _preload_content=False,
+                    _request_timeout=aiohttp.ClientTimeout(
+                        total=s.request_timeout_s, sock_connect=s.connect_timeout_s
+                    ),
+                )
+                try:
+                    if resp.status != 200:
+                        raise await _http_failure(resp)
+                    data = await resp.read()
+                finally:
+                    resp.release()
+        except (_Failure, _Gone):
+            raise
+        except TimeoutError as error:
+            raise _Failure("timeout", None, type(error).__name__) from None
+        except (aiohttp.ClientError, OSError) as error:
+            raise _Failure("connection", None, f"{type(error).__name__}: {error}") from None
+        try:
+            body = json.loads(data)
+        except ValueError:
+            raise _Failure("malformed", 200, "list body is not JSON") from None
+        if not isinstance(body, dict):
+            raise _Failure("malformed", 200, "list body is not an object")
+        return body
+
+    # -- layer 3: one watch stream -----------------------------------------------------------
+
+    def _timeout_seconds(self) -> int:
+        s = self.settings
+        if s.timeout_seconds is not None:
+            return s.timeout_seconds
+        return self._rng.randint(s.min_timeout_seconds, s.max_timeout_seconds)
+
+    async def _stream(
+        self, state: _ScopeState, on_event: OnEvent, log: FilteringBoundLogger
+    ) -> None:
+        """One WATCH from ``state.rv``; returns on the expected clean end, raises otherwise."""
+        s = self.settings
+        timeout_s = self._timeout_seconds()
+        read_timeout = timeout_s + s.read_slack_s
+        call = self._call_for(state.scope)
+        started = time.monotonic()
+        resp: Any = None
+        try:
+            async with asyncio.timeout(s.request_timeout_s):
+                resp = await call(
+                    watch=True,
+                    resource_version=state.rv,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=timeout_s,
+                    _preload_content=False,
+                    _request_timeout=(s.connect_timeout_s, read_timeout),
+                    **self._selectors,
+                )
+                if resp.status != 200:
+                    raise await _http_failure(resp)
+            await self._succeeded(state, log)
+            log.debug("watch_started", resource_version=state.rv, timeout_s=timeout_s)
+            async with (
+                asyncio.timeout(read_timeout + s.read_slack_s),
+                contextlib.aclosing(_lines(resp.content)) as lines,
+            ):
+                async for line in lines:
+                    await self._line(state, line, on_event)
+        except (_Failure, _Gone):
+            raise
+        except TimeoutError as error:
+            raise _Failure("timeout", None, type(error).__name__) from None
+        except (aiohttp.ClientError, OSError) as error:
+            raise _Failure("connection", None, f"{type(error).__name__}: {error}") from None
+        finally:
+            if resp is not None:
+                resp.close()
+        lasted = time.monotonic() - started
+        if lasted < s.expected_end_fraction * timeout_s:
+            raise _Failure("closed_early", 200, f"stream ended after {lasted:.1f}s of {timeout_s}s")
+        state.gone_without_progress = 0
+        log.debug("watch_expired", resource_version=state.rv, duration_s=round(lasted, 3))
+
+    async def _line(self, state: _ScopeState, line: bytes, on_event: OnEvent) -> None:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            raise _Failure("malformed", 200, "watch line is not JSON") from None
+        if not isinstance(event, dict):
+            raise _Failure("malformed", 200, "watch line is not an object")
+        kind, obj = event.get("type"), event.get("object")
+        if not isinstance(obj, dict):
+            raise _Failure("malformed", 200, f"watch {kind} event has no object")
+        if kind == "ERROR":
+            code = obj.get("code")
+            message = str(obj.get("message", ""))
+            if code == 410:
+                raise _Gone(message)
+            raise _Failure(
+                "stream_error",
+                code if isinstance(code, int) else None,
+                message,
+                _retry_after_details(obj),
+            )
+        rv = _mapping(obj.get("metadata")).get("resourceVersion")
+        if kind == "BOOKMARK":
+            if isinstance(rv, str) and rv:
+                state.rv = rv
+            return
+        if kind not in WATCH_TYPES:
+            self._log.debug("watch_event_skipped", type=str(kind)[:32], resource=self.resource)
+            return
+        await on_event(WatchEvent(str(kind), obj, scope=state.scope))
+        state.gone_without_progress = 0
+        if isinstance(rv, str) and rv:
+            state.rv = rv
+
+
+async def _lines(content: aiohttp.StreamReader) -> AsyncGenerator[bytes, None]:
+    """Newline-framed chunks of the body; a trailing partial line is a truncated stream.
+
+    Not ``readline()``: aiohttp caps a line at 128 KiB and big objects exist."""
+    buffer = bytearray()
+    while True:
+        chunk = await content.readany()
+        if not chunk:
+            break
+        buffer += chunk
+        while (end := buffer.find(b"\n")) >= 0:
+            line = bytes(buffer[:end])
+            del buffer[: end + 1]
+            if line.strip():
+                yield line
+    if bytes(buffer).strip():
+        raise _Failure("malformed", 200, "watch stream ended inside a JSON line")
+
+
+async def _http_failure(resp: Any) -> _Failure | _Gone:
+    """Classify a non-2xx answer from its Status body (or its bare code when not JSON)."""
+    status = int(resp.status)
+    try:
+        raw = await resp.content.read(_MAX_ERROR_BODY)
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        raw = b""
+    body: Any = None
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    message = ""
+    details_retry: float | None = None
+    if isinstance(body, dict):
+        message = str(body.get("message", ""))
+        details_retry = _retry_after_details(body)
+    else:
+        message = raw[:200].decode("utf-8", "replace")
+    if status == 410:
+        return _Gone(message or "410 Gone")
+    retry_after = _retry_after_header(resp.headers.get("Retry-After")) or details_retry
+    return _Failure("http", status, message, retry_after)
+
+
+def _retry_after_header(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP-date: rare from the apiserver; fall back to backoff
+
+
+def _retry_after_details(status: Mapping[str, Any]) -> float | None:
+    seconds = _mapping(status.get("details")).get("retryAfterSeconds")
+    if isinstance(seconds, int | float) and not isinstance(seconds, bool):
+        return max(0.0, float(seconds))
+    return None
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    meta = _mapping(obj.get("metadata"))
+    return (str(meta.get("namespace", "")), str(meta.get("name", "")))
