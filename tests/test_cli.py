@@ -112,10 +112,10 @@ def test_plugins_lists_the_builtin_sinks_with_their_distribution(
         assert "canarywatch_sinks." in line
 
 
-def test_demo_replays_the_bundled_day_through_the_console_sink() -> None:
+def test_demo_replay_plays_the_bundled_day_through_the_console_sink() -> None:
     # A real subprocess: the installed entry point, the packaged scenario, the real sink.
     done = subprocess.run(
-        [sys.executable, "-m", "canarywatch", "demo"],
+        [sys.executable, "-m", "canarywatch", "demo", "--replay"],
         capture_output=True,
         text=True,
         timeout=60,

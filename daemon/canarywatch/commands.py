@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import sys
@@ -91,8 +92,8 @@ async def replay_command(path: Path, *, config_path: Path | None, send: bool, st
     return EXIT_RUNTIME if failed else EXIT_OK
 
 
-async def demo_command(path: Path, *, config_path: Path | None, as_json: bool) -> int:
-    """Until the simulated cluster lands: the bundled day of Flagger activity, replayed."""
+async def replay_demo_command(path: Path, *, config_path: Path | None, as_json: bool) -> int:
+    """``demo --replay``: the bundled day of Flagger activity, replayed on virtual time."""
     config = _load(config_path)
     configure_logging(level="warning", stream=sys.stderr)
     observations = recording.read(path)
@@ -156,3 +157,75 @@ def _build_sinks(
 
 def _stats(stats: PipelineStats) -> Mapping[str, object]:
     return dataclasses.asdict(stats)
+
+
+async def run_command(config_path: Path) -> int:
+    """``canarywatch run``: the daemon, until SIGTERM/SIGINT."""
+    from canarywatch.app import App
+
+    config = load_config(config_path)
+    configure_logging(level=config.log.level, fmt=config.log.format)
+    await App(config, config_path=config_path).run()
+    return EXIT_OK
+
+
+async def demo_command(
+    *, config_path: Path | None, scenarios: list[str] | None, duration_s: float, port: int
+) -> int:
+    """``canarywatch demo``: the daemon against the built-in simulated cluster."""
+    from canarywatch.demo import run_demo
+
+    configure_logging(level="warning", stream=sys.stderr)
+    return await run_demo(
+        config_path=config_path, scenarios=scenarios, duration_s=duration_s, listen_port=port
+    )
+
+
+async def record_command(config_path: Path, output: Path, duration_s: float | None) -> int:
+    from canarywatch.record import record
+
+    config = load_config(config_path)
+    configure_logging(level=config.log.level, fmt=config.log.format, stream=sys.stderr)
+    count = await record(config, output, duration_s=duration_s)
+    print(f"recorded {count} observations to {output}", file=sys.stderr)
+    return EXIT_OK
+
+
+async def test_sink_command(config_path: Path, receiver: str, *, dry_run: bool) -> int:
+    from canarywatch.testsink import test_sink
+
+    config = load_config(config_path)
+    configure_logging(level="warning", stream=sys.stderr)
+    return await test_sink(config, receiver, dry_run=dry_run, out=sys.stdout)
+
+
+async def control_command(args: argparse.Namespace) -> int:
+    """``canarywatch silence|outbox ...``: talk to the running daemon's local API."""
+    from canarywatch.control_client import ControlClient, format_outbox, format_silences
+
+    token = args.token_file.read_text(encoding="utf-8").strip() if args.token_file else None
+    client = ControlClient(args.url, token=token)
+    if args.command == "silence":
+        if args.action == "add":
+            added = await client.add_silence(
+                args.matchers,
+                duration_s=args.duration,
+                created_by=args.created_by,
+                comment=args.comment,
+            )
+            print(f"silence {added['id']} added")
+        elif args.action == "list":
+            print(format_silences(await client.list_silences(include_expired=args.expired)))
+        else:
+            await client.expire_silence(args.id)
+            print(f"silence {args.id} expired")
+        return EXIT_OK
+    if args.action == "list":
+        print(format_outbox(await client.outbox_list(dead=args.dead)))
+    elif args.action == "retry":
+        await client.outbox_retry(args.id)
+        print(f"outbox item {args.id} queued again")
+    else:
+        await client.outbox_drop(args.id)
+        print(f"outbox item {args.id} dropped")
+    return EXIT_OK

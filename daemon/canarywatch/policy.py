@@ -7,6 +7,7 @@ resolutions are not sent.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import structlog
@@ -15,10 +16,13 @@ from canarywatch.config import Config, format_path, walk_route
 from canarywatch.config import RouteSpec as RouteConfig
 from canarywatch.matchers import parse_matchers
 from canarywatch.metrics import Metrics
+from canarywatch.normalise import Normaliser
 from canarywatch.pipeline import route as routing
 from canarywatch.pipeline.core import Pipeline
+from canarywatch.pipeline.correlate import Correlator
 from canarywatch.pipeline.inhibit import Inhibitor, InhibitRule
 from canarywatch.pipeline.route import Route, Router
+from canarywatch.pipeline.silence import Silencer
 from canarywatch.timeintervals import TimeInterval
 
 DEFAULT_RECEIVER = "default"
@@ -102,18 +106,53 @@ def build_inhibitor(config: Config | None) -> Inhibitor:
     )
 
 
+def label_hints(config: Config | None) -> dict[str, str]:
+    """Hint keys of the canaries source -> routing label names, from ``labels:``.
+
+    ``labels.canary_labels: [team]`` makes a Canary's ``team`` label the ``canary_team``
+    routing label; characters not allowed in label names become ``_``.
+    """
+    if config is None:
+        return {}
+    settings = config.labels
+    hints = {f"label:{key}": settings.prefix + _label_name(key) for key in settings.canary_labels}
+    hints.update(
+        {
+            f"annotation:{key}": settings.prefix + _label_name(key)
+            for key in settings.canary_annotations
+        }
+    )
+    return hints
+
+
+def _label_name(key: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_]", "_", key)
+
+
 def build_pipeline(
     config: Config | None,
     *,
     metrics: Metrics | None = None,
     log: structlog.typing.FilteringBoundLogger | None = None,
+    normaliser: Normaliser | None = None,
+    correlator: Correlator | None = None,
+    silencer: Silencer | None = None,
+    catch_up: bool = False,
 ) -> Pipeline:
+    """The pipeline for ``config`` (``None``: the built-in default policy).
+
+    ``catch_up`` applies the start-up catch-up window (the daemon); replay does not need it.
+    """
     return Pipeline(
         router=build_router(config),
         inhibitor=build_inhibitor(config),
+        normaliser=normaliser,
+        correlator=correlator or Correlator(label_hints=label_hints(config)),
+        silencer=silencer,
         metrics=metrics,
         log=log,
         cluster=config.cluster if config is not None else DEFAULT_CLUSTER,
+        catch_up_window_s=config.catch_up_window_s if (catch_up and config) else None,
     )
 
 

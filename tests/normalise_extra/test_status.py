@@ -397,11 +397,13 @@ def test_event_carries_status_facts_and_metadata_hints() -> None:
     assert event.observed_at == AT
     assert event.occurred_at == datetime(2026, 8, 4, 14, 8, tzinfo=UTC)
     assert event.phase is Phase.FAILED
-    assert event.weight == 0
+    assert event.weight is None  # weight is a fact of weight-advanced only
     assert event.failed_checks == 5
     assert event.target == "podinfo"
     assert event.reason == "failed-checks"
-    assert event.message == "Canary analysis failed, Deployment scaled to zero."
+    assert event.message == (
+        "Canary status: phase Failed: Canary analysis failed, Deployment scaled to zero."
+    )
     assert dict(event.hints) == {
         "spec": NEW_SPEC,
         "label:team": "payments",

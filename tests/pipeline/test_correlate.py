@@ -288,3 +288,41 @@ def test_a_rollout_approval_seen_after_the_new_revision_is_the_same_approval() -
         ("approved", "rollout"),
         ("revision-detected", ""),
     ]
+
+
+def test_every_outage_gets_its_own_recovery() -> None:
+    source = CanaryRef("canarywatch", "cluster-prod", "prod")
+    seq = [
+        Transition.CLUSTER_UNREACHABLE,
+        Transition.CLUSTER_UNREACHABLE,  # the other source of the same cluster says it too
+        Transition.CLUSTER_REACHABLE,
+        Transition.CLUSTER_REACHABLE,
+        Transition.CLUSTER_UNREACHABLE,
+        Transition.CLUSTER_REACHABLE,
+    ]
+    out = run([ev(t, i, canary=source, source=SourceName.SELF) for i, t in enumerate(seq)])
+    assert [e.transition for e in out] == [
+        Transition.CLUSTER_UNREACHABLE,
+        Transition.CLUSTER_REACHABLE,
+        Transition.CLUSTER_UNREACHABLE,
+        Transition.CLUSTER_REACHABLE,
+    ]
+
+
+def test_a_scraped_verdict_after_the_next_revision_belongs_to_the_previous_rollout() -> None:
+    metrics = SourceName.FLAGGER_METRICS
+    out = run(
+        [
+            ev(Transition.REVISION_DETECTED, 0),
+            ev(Transition.PROMOTED, 5),
+            ev(Transition.REVISION_DETECTED, 5.1),
+            ev(Transition.PROMOTED, 5.2, source=metrics),  # the scrape after the promotion
+            ev(Transition.ROLLED_BACK, 9, source=metrics),  # Events lost: still news
+        ]
+    )
+    assert names(out) == [
+        ("revision-detected", ""),
+        ("promoted", ""),
+        ("revision-detected", ""),
+        ("rolled-back", ""),
+    ]

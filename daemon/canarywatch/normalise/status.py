@@ -258,6 +258,29 @@ class CanaryStatusNormaliser:
             self._last.popitem(last=False)
 
 
+_CHECKS_MATTER = frozenset({Transition.HALTED, Transition.ROLLED_BACK, Transition.PROMOTION_FAILED})
+
+
+def _status_message(view: CanaryStatusView, found: StatusTransition) -> str:
+    """What the status change says, in words (the condition message only where it fits).
+
+    The ``Promoted`` condition keeps its message across weight and check changes, so it would
+    mislabel them ("New revision detected, ..." on a weight step): those get their own text.
+    """
+    t = found.transition
+    if t is Transition.WEIGHT_ADVANCED:
+        return f"Canary status: canaryWeight {view.canary_weight}"
+    if t is Transition.ITERATION_ADVANCED:
+        return f"Canary status: iterations {view.iterations}"
+    if t is Transition.HALTED:
+        return f"Canary status: failedChecks {view.failed_checks}"
+    if t is Transition.REVISION_DETECTED:
+        return f"Canary status: new lastAppliedSpec {view.last_applied_spec}".rstrip()
+    phase = view.phase.value if view.phase is not None else view.phase_text
+    text = f"Canary status: phase {phase}"
+    return f"{text}: {view.condition_message}" if view.condition_message else text
+
+
 def _event(obs: Observation, view: CanaryStatusView, found: StatusTransition) -> CanaryEvent:
     hints: dict[str, str] = {}
     if view.last_applied_spec:
@@ -273,9 +296,9 @@ def _event(obs: Observation, view: CanaryStatusView, found: StatusTransition) ->
         sources=(SourceName.CANARIES,),
         severity=TRANSITIONS[found.transition].severity,
         phase=view.phase,
-        weight=view.canary_weight,
-        failed_checks=view.failed_checks,
-        message=view.condition_message,
+        weight=view.canary_weight if found.transition is Transition.WEIGHT_ADVANCED else None,
+        failed_checks=view.failed_checks if found.transition in _CHECKS_MATTER else None,
+        message=_status_message(view, found),
         reason=found.reason,
         detail=found.detail,
         target=view.target,

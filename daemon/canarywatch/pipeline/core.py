@@ -26,6 +26,7 @@ from canarywatch.pipeline.correlate import Correlator
 from canarywatch.pipeline.group import Grouper
 from canarywatch.pipeline.inhibit import Inhibitor
 from canarywatch.pipeline.route import Router
+from canarywatch.pipeline.silence import Silencer
 
 _SUPPRESSED_EVENT = {
     "duplicate": "event_deduplicated",
@@ -56,6 +57,7 @@ class Pipeline:
         normaliser: Normaliser | None = None,
         correlator: Correlator | None = None,
         inhibitor: Inhibitor | None = None,
+        silencer: Silencer | None = None,
         metrics: Metrics | None = None,
         log: structlog.typing.FilteringBoundLogger | None = None,
         cluster: str = "",
@@ -68,6 +70,7 @@ class Pipeline:
         self.normaliser = normaliser or Normaliser()
         self.correlator = correlator or Correlator()
         self.inhibitor = inhibitor or Inhibitor()
+        self.silencer = silencer
         self.router = router
         self.grouper = grouper or Grouper()
         self.metrics = metrics
@@ -146,6 +149,9 @@ class Pipeline:
         firing = self.correlator.open_conditions(event.canary).values()
         if self.inhibitor.mutes(event, firing):
             self._suppress("inhibited", event)
+            return event
+        if self.silencer is not None and self.silencer.mutes(event, now) is not None:
+            self._suppress("silenced", event)
             return event
         self._route(event, now, NotificationStatus.FIRING)
         return event

@@ -121,7 +121,7 @@ class Correlator:
         if event.transition is Transition.REVISION_DETECTED:
             return self._revision_detected(state, event, now)
 
-        identity = self._identity(state, event)
+        identity = self._late_verdict(state, event) or self._identity(state, event)
         stored = state.seen.get(identity)
         if stored is not None:
             merged = _merge(stored, event)
@@ -150,6 +150,13 @@ class Correlator:
         this one would have. Events are stored whole (``state.codec``), hints and all.
         """
         return {canary_key(ref): _state_to_json(ref, st) for ref, st in self._canaries.items()}
+
+    def snapshot_canary(self, ref: CanaryRef) -> tuple[str, dict[str, JSONValue]] | None:
+        """One canary's state (``(key, state)``), to write through after it changed."""
+        state = self._canaries.get(ref)
+        if state is None:
+            return None
+        return canary_key(ref), _state_to_json(ref, state)
 
     @classmethod
     def restore(
@@ -218,6 +225,23 @@ class Correlator:
 
     # -- identity and conditions ------------------------------------------------------------
 
+    def _late_verdict(self, state: _CanaryState, event: CanaryEvent) -> Identity | None:
+        """A verdict from a scraped source that belongs to the rollout before the current one.
+
+        Metrics are scraped every few seconds and only say "a promotion/rollback happened":
+        when one arrives after the next revision started, and the previous rollout already
+        ended with that very verdict, it is that verdict seen late, not news.
+        """
+        if not (event.spec.ends_rollout and event.sources):
+            return None
+        if event.sources[0] is not SourceName.FLAGGER_METRICS or state.rollout.ended:
+            return None
+        previous = state.rollout.seq - 1
+        for identity in state.seen:
+            if identity[0] == previous and identity[1] is event.transition:
+                return identity
+        return None
+
     def _identity(self, state: _CanaryState, event: CanaryEvent) -> Identity:
         seq = state.rollout.seq
         spec = event.spec
@@ -242,6 +266,9 @@ class Correlator:
                 return (gate_seq, event.transition, event.detail, gate_open.episode)
             episode = state.gate_episodes.get(event.detail, 0)
             return (gate_seq, event.transition, event.detail, episode)
+        if event.transition in _CLOSES_SOURCE:
+            # A recovery belongs to the outage it ends: every outage gets its own recovery.
+            return (seq, event.transition, event.detail, state.episodes.get(Condition.SOURCE, 0))
         return (seq, event.transition, event.detail, 0)
 
     def _close_conditions(self, state: _CanaryState, event: CanaryEvent) -> tuple[CanaryEvent, ...]:

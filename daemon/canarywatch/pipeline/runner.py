@@ -43,8 +43,10 @@ class Runner:
         deliver: Deliver,
         intake: asyncio.Queue[IntakeItem] | None = None,
         log: structlog.typing.FilteringBoundLogger | None = None,
+        on_transitions: Callable[[list[CanaryEvent]], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self._on_transitions = on_transitions
         self.intake: asyncio.Queue[IntakeItem] = intake or asyncio.Queue(maxsize=INTAKE_SIZE)
         self._clock = clock
         self._deliver = deliver
@@ -71,10 +73,14 @@ class Runner:
                 await self._send(due)
                 self._log.info("pipeline_stopped", flushed=len(due))
                 return
+            new: list[CanaryEvent] = []
             if isinstance(item, Observation):
-                self.pipeline.observe(item, now)
+                new = self.pipeline.observe(item, now)
             elif isinstance(item, CanaryEvent):
-                self.pipeline.offer_event(item, now)
+                event = self.pipeline.offer_event(item, now)
+                new = [event] if event is not None else []
+            if new and self._on_transitions is not None:
+                self._on_transitions(new)
             await self._send(self.pipeline.due(now))
 
     async def _next_item(self) -> IntakeItem | None:

@@ -1,0 +1,566 @@
+"""The supervisor: build everything from a ``Config``, run it in one ``TaskGroup``, drain.
+
+Task names: ``source:<cluster>:kube_events``, ``source:<cluster>:canaries``,
+``source:flagger_metrics``, ``pipeline``, ``dispatch``, ``web``, ``leader``, ``watchdog``.
+A long-lived task that *returns* is a bug: it is logged as ``task_exited_unexpectedly`` and
+the group stops, so systemd (or the kubelet) restarts the process.
+
+Shutdown (SIGTERM/SIGINT, or ``App.stop()``): stop the sources, let the pipeline flush what is
+due, let dispatch drain for ``dispatch.drain_timeout``, count what is left as dropped
+(``reason="shutdown"``; it stays in the outbox and is delivered after the restart), snapshot
+state, exit 0. A second signal cancels at once. SIGHUP reloads the notification policy (routes,
+inhibit rules, time intervals, silences): a bad new file is rejected with a logged error and the
+running policy stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from prometheus_client import CollectorRegistry
+
+from canarywatch import policy
+from canarywatch.clock import Clock, SystemClock
+from canarywatch.config import Config, load_config
+from canarywatch.config.daemon_models import ClusterSettings
+from canarywatch.control_api import control_routes
+from canarywatch.delivery import DurableDelivery
+from canarywatch.dispatch import Dispatcher
+from canarywatch.errors import CanarywatchError, ConfigError
+from canarywatch.logs import get_logger
+from canarywatch.metrics import Metrics
+from canarywatch.model import (
+    TRANSITIONS,
+    CanaryEvent,
+    CanaryRef,
+    SourceName,
+    Transition,
+)
+from canarywatch.normalise import Normaliser
+from canarywatch.pipeline.correlate import Correlator
+from canarywatch.pipeline.runner import Runner
+from canarywatch.pipeline.silence import Silencer
+from canarywatch.sdnotify import SystemdNotifier, watchdog_interval_s, watchdog_loop
+from canarywatch.sinks import Sink, build_sink
+from canarywatch.sources.base import EmitEvent
+from canarywatch.sources.canaries import CanariesSource
+from canarywatch.sources.flagger_metrics import (
+    FlaggerMetricsSettings,
+    FlaggerMetricsSource,
+    MetricsMode,
+    MetricsTarget,
+)
+from canarywatch.sources.kube_events import KubeEventsSource
+from canarywatch.sources.kubeconfig import ClusterAccess, build_configuration
+from canarywatch.sources.leader import LeaderElector
+from canarywatch.sources.prom_query import BasicAuth, BearerAuth, TLSOptions
+from canarywatch.sources.watch import OnReachability
+from canarywatch.state import DB_FILENAME, SqliteStateStore, StateError, StateStore
+from canarywatch.web import Readiness, WebServer, build_app
+
+SELF_NAMESPACE = "canarywatch"
+"""The namespace of self-events' canary references (``canarywatch/cluster-prod``)."""
+
+
+@dataclass(slots=True)
+class Sources:
+    kube: list[tuple[str, KubeEventsSource | CanariesSource]] = field(default_factory=list)
+    canaries: list[CanariesSource] = field(default_factory=list)
+    metrics: FlaggerMetricsSource | None = None
+
+
+class App:
+    """One canarywatch daemon. ``run()`` returns after a graceful shutdown."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        clock: Clock | None = None,
+        state: StateStore | None = None,
+        notifier: SystemdNotifier | None = None,
+        listen: tuple[str, int] | None = None,
+    ) -> None:
+        self.config = config
+        self._config_path = config_path
+        self.clock: Clock = clock or SystemClock()
+        self._log = get_logger("app")
+        self.registry = CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self._state_override = state
+        self.state: StateStore | None = state
+        self._notifier = notifier or SystemdNotifier()
+        self._listen = listen or (config.server.host, config.server.port)
+        self._stopping = asyncio.Event()
+        self._stop_requests = 0
+        self.readiness = Readiness()
+        self.web: WebServer | None = None
+        self.runner: Runner | None = None
+        self.leader: LeaderElector | None = None
+        self.ready = asyncio.Event()
+        """Set once every source has listed and the web server is up (READY=1 is sent)."""
+
+    # -- public -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (what SIGTERM does)."""
+        self._stop_requests += 1
+        self._stopping.set()
+
+    @property
+    def port(self) -> int:
+        return self.web.port if self.web is not None else self._listen[1]
+
+    async def run(self) -> None:
+        config = self.config
+        log = self._log
+        state = self._open_state()
+        self.state = state
+        correlator = self._restore_correlator(state)
+        silencer = Silencer(state, config.silences, log=get_logger("stage.silence"))
+        sources = Sources()
+        normaliser = Normaliser(workload_to_canary=lambda ns, w: _lookup(sources.canaries, ns, w))
+        pipeline = policy.build_pipeline(
+            config,
+            catch_up=True,
+            metrics=self.metrics,
+            log=get_logger("pipeline"),
+            normaliser=normaliser,
+            correlator=correlator,
+            silencer=silencer,
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            http = await stack.enter_async_context(aiohttp.ClientSession())
+            sinks = await self._build_sinks(http, state)
+            for sink in sinks.values():
+                stack.push_async_callback(sink.aclose)
+            leader_ok = self._leader_predicate()
+            delivery = DurableDelivery(
+                state,
+                clock=self.clock,
+                metrics=self.metrics,
+                log=get_logger("delivery"),
+                is_leader=leader_ok,
+            )
+            dispatcher = Dispatcher(
+                sinks,
+                clock=self.clock,
+                metrics=self.metrics,
+                log=get_logger("dispatch"),
+                attempt_timeout_s=config.dispatch.attempt_timeout,
+                retry_budget_s=config.dispatch.retry_budget,
+                queue_size=config.dispatch.queue_size,
+                on_delivered=delivery.on_delivered,
+            )
+            delivery.attach(dispatcher)
+            runner = Runner(
+                pipeline,
+                clock=self.clock,
+                deliver=delivery.accept,
+                log=get_logger("pipeline.runner"),
+                on_transitions=lambda events: self._persist(state, correlator, events),
+            )
+            self.runner = runner
+            await build_sources(
+                config,
+                sources,
+                clock=self.clock,
+                http=http,
+                emit_event=runner.emit_event,
+                reachability=lambda cluster: self._reachability(cluster, runner),
+            )
+            await self._build_leader()
+            self._add_readiness(sources, sinks, state)
+            app = build_app(
+                registry=self.registry,
+                readiness=self.readiness,
+                token=config.server.token,
+                extra_routes=control_routes(state, silencer, clock=self.clock),
+            )
+            self.web = WebServer(app, *self._listen)
+            await self.web.start()
+            stack.push_async_callback(self.web.close)
+            log.info("daemon_started", listen=f"{self._listen[0]}:{self.web.port}")
+            await delivery.resume()
+            await self._supervise(sources, runner, dispatcher, delivery, list(sinks))
+            await dispatcher.aclose()  # what is still queued is counted as dropped (shutdown)
+            state.save_canary_states(correlator.snapshot())
+        self._notifier.status("stopped")
+        state.close()
+        log.info("drain_finished")
+
+    # -- construction -----------------------------------------------------------------------
+
+    def _open_state(self) -> StateStore:
+        if self._state_override is not None:
+            return self._state_override
+        path = Path(self.config.state.dir) / DB_FILENAME
+        return SqliteStateStore(path, clock=self.clock)
+
+    def _restore_correlator(self, state: StateStore) -> Correlator:
+        hints = policy.label_hints(self.config)
+        saved = state.load_canary_states()
+        try:
+            return Correlator.restore(saved, label_hints=hints)
+        except ValueError as exc:
+            # A state file from an incompatible version: start fresh rather than not at all;
+            # the notification log still prevents repeats.
+            self._log.error("state_restore_failed", error=str(exc))
+            return Correlator(label_hints=hints)
+
+    async def _build_sinks(self, http: aiohttp.ClientSession, state: StateStore) -> dict[str, Sink]:
+        sinks: dict[str, Sink] = {}
+        log = get_logger("sinks")
+        for index, (receiver, sink_name, options) in enumerate(policy.receivers(self.config)):
+            try:
+                sink = build_sink(
+                    sink_name, options, http=http, log=log, memory=state.sink_memory(receiver)
+                )
+            except ConfigError as exc:
+                raise self.config.error_at(("receivers", index, "sink"), exc.message) from None
+            await sink.check()
+            sinks[receiver] = sink
+        return sinks
+
+    async def _build_leader(self) -> None:
+        config = self.config
+        if not config.leader_election.enabled:
+            return
+        le = config.leader_election
+        wanted = le.cluster or config.clusters[0].name
+        lease_cluster = next(c for c in config.clusters if c.name == wanted)
+        self.leader = LeaderElector(
+            await build_configuration(_access(lease_cluster)),
+            name=le.lease_name,
+            namespace=le.lease_namespace,
+            identity=le.identity or _default_identity(),
+            lease_duration_s=le.lease_duration,
+            renew_deadline_s=le.renew_deadline,
+            retry_period_s=le.retry_period,
+            clock=self.clock,
+            log=get_logger("leader"),
+        )
+
+    def _reachability(self, cluster: str, runner: Runner) -> Callable[[bool, str], Awaitable[None]]:
+        async def changed(reachable: bool, reason: str) -> None:
+            transition = (
+                Transition.CLUSTER_REACHABLE if reachable else Transition.CLUSTER_UNREACHABLE
+            )
+            self.metrics.source_up.labels(source="kubernetes", cluster=cluster).set(
+                1 if reachable else 0
+            )
+            await runner.emit_event(
+                CanaryEvent(
+                    canary=CanaryRef(SELF_NAMESPACE, f"cluster-{cluster}", cluster),
+                    transition=transition,
+                    observed_at=self.clock.now(),
+                    sources=(SourceName.SELF,),
+                    severity=TRANSITIONS[transition].severity,
+                    message=(
+                        f"Kubernetes API of cluster {cluster} is reachable again"
+                        if reachable
+                        else f"Kubernetes API of cluster {cluster} is unreachable"
+                    ),
+                    reason=reason,
+                )
+            )
+
+        return changed
+
+    def _leader_predicate(self) -> Callable[[], bool]:
+        if not self.config.leader_election.enabled:
+            self.metrics.leader.set(1)
+            return lambda: True
+        return lambda: self.leader is not None and self.leader.is_leader
+
+    def _add_readiness(self, sources: Sources, sinks: dict[str, Sink], state: StateStore) -> None:
+        for cluster, source in sources.kube:
+            self.readiness.add(f"source:{cluster}:{source.name}", _listed_check(source.listed))
+        if sources.metrics is not None:
+            self.readiness.add("source:flagger_metrics", _listed_check(sources.metrics.listed))
+        for receiver, sink in sinks.items():
+            self.readiness.add(f"sink:{receiver}", _sink_check(sink))
+
+        def state_ok() -> tuple[bool, str]:
+            try:
+                self.metrics.state_size.set(state.size_bytes())
+            except StateError as exc:
+                return False, str(exc)
+            return True, "writable"
+
+        self.readiness.add("state", state_ok)
+
+    # -- running ----------------------------------------------------------------------------
+
+    def _persist(
+        self, state: StateStore, correlator: Correlator, events: list[CanaryEvent]
+    ) -> None:
+        """Write the changed canaries' correlation state through (a restart continues it)."""
+        for ref in {e.canary for e in events}:
+            snap = correlator.snapshot_canary(ref)
+            if snap is not None:
+                try:
+                    state.save_canary_state(*snap)
+                except StateError:
+                    self.metrics.state_errors.inc()
+                    self._log.exception("state_write_failed", canary=str(ref))
+
+    async def _supervise(
+        self,
+        sources: Sources,
+        runner: Runner,
+        dispatcher: Dispatcher,
+        delivery: DurableDelivery,
+        receivers: list[str],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._install_signals(loop)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                source_tasks: list[asyncio.Task[Any]] = []
+                for cluster, source in sources.kube:
+                    source_tasks.append(
+                        tg.create_task(
+                            self._guard(source.run(runner.emit)),
+                            name=f"source:{cluster}:{source.name}",
+                        )
+                    )
+                if sources.metrics is not None:
+                    source_tasks.append(
+                        tg.create_task(
+                            self._guard(sources.metrics.run(runner.emit)),
+                            name="source:flagger_metrics",
+                        )
+                    )
+                pipeline_task = tg.create_task(runner.run(), name="pipeline")
+                dispatch_task = tg.create_task(self._guard(dispatcher.run()), name="dispatch")
+                side_tasks = [
+                    tg.create_task(self._announce_ready(sources), name="ready"),
+                    tg.create_task(self._gauges(delivery, receivers), name="gauges"),
+                ]
+                if self.leader is not None:
+                    side_tasks.append(tg.create_task(self._guard(self.leader.run()), name="leader"))
+                interval = watchdog_interval_s()
+                if interval is not None:
+                    side_tasks.append(
+                        tg.create_task(
+                            watchdog_loop(self._notifier, healthy=lambda: True), name="watchdog"
+                        )
+                    )
+                await self._stopping.wait()
+                self._notifier.stopping()
+                self._log.info("shutdown_started")
+                for task in source_tasks + side_tasks:
+                    task.cancel()
+                await runner.stop()
+                await pipeline_task
+                left = await dispatcher.drain(self.config.dispatch.drain_timeout)
+                if left:
+                    self._log.warning("drain_incomplete", notifications=left)
+                dispatch_task.cancel()
+        finally:
+            self._remove_signals(loop)
+
+    async def _guard(self, coro: Coroutine[Any, Any, Any]) -> None:
+        await coro
+        self._log.error("task_exited_unexpectedly")
+        raise CanarywatchError("a long-lived task returned")
+
+    async def _announce_ready(self, sources: Sources) -> None:
+        waits = [s.listed.wait() for _, s in sources.kube]
+        if sources.metrics is not None:
+            waits.append(sources.metrics.listed.wait())
+        await asyncio.gather(*waits)
+        self.ready.set()
+        self._notifier.ready()
+        self._log.info("sources_listed", sources=len(waits))
+
+    async def _gauges(self, delivery: DurableDelivery, receivers: list[str]) -> None:
+        while True:
+            try:
+                delivery.update_gauges(receivers)
+            except StateError:
+                self.metrics.state_errors.inc()
+            await asyncio.sleep(5)
+
+    # -- signals and reload -----------------------------------------------------------------
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
+            loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
+            loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+
+    def _remove_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+
+    def _on_stop_signal(self) -> None:
+        if self._stopping.is_set():
+            self._log.warning("shutdown_forced")
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+            return
+        self.stop()
+
+    def _on_reload_signal(self) -> None:
+        self.reload()
+
+    def reload(self) -> bool:
+        """Re-read the config file and swap the notification policy; ``False`` if rejected."""
+        if self._config_path is None or self.runner is None:
+            return False
+        self._notifier.reloading()
+        try:
+            new = load_config(self._config_path)
+            router = policy.build_router(new)
+            inhibitor = policy.build_inhibitor(new)
+        except CanarywatchError as exc:
+            self._log.error("config_reload_rejected", error=str(exc))
+            self._notifier.ready()
+            return False
+        if {r.name for r in new.receivers} != {r.name for r in self.config.receivers}:
+            self._log.warning(
+                "config_reload_partial", detail="receiver changes take effect after a restart"
+            )
+        pipeline = self.runner.pipeline
+        pipeline.router = router
+        pipeline.inhibitor = inhibitor
+        if pipeline.silencer is not None:
+            pipeline.silencer.replace_config_silences(new.silences)
+        self.config = new
+        self._notifier.ready()
+        self._log.info("config_reloaded")
+        return True
+
+
+async def build_sources(
+    config: Config,
+    sources: Sources,
+    *,
+    clock: Clock,
+    http: aiohttp.ClientSession,
+    emit_event: EmitEvent,
+    reachability: Callable[[str], OnReachability] | None = None,
+) -> None:
+    """Every configured source, unstarted, into ``sources`` (``run`` and ``record`` share it)."""
+    for cluster in config.clusters:
+        configuration = await build_configuration(_access(cluster))
+        reach = reachability(cluster.name) if reachability else None
+        namespaces = list(cluster.namespaces) or None
+        if cluster.watch_events:
+            sources.kube.append(
+                (
+                    cluster.name,
+                    KubeEventsSource(
+                        configuration,
+                        cluster=cluster.name,
+                        namespaces=namespaces,
+                        api=cluster.events_api,
+                        clock=clock,
+                        log=get_logger("source.kube_events").bind(cluster=cluster.name),
+                        on_reachability=reach,
+                    ),
+                )
+            )
+        if cluster.watch_canaries:
+            canaries = CanariesSource(
+                configuration,
+                cluster=cluster.name,
+                namespaces=namespaces,
+                label_selector=cluster.canary_label_selector or None,
+                clock=clock,
+                log=get_logger("source.canaries").bind(cluster=cluster.name),
+                on_reachability=reach,
+            )
+            sources.kube.append((cluster.name, canaries))
+            sources.canaries.append(canaries)
+    metrics = config.metrics_source
+    if metrics.mode != "off":
+        default_cluster = config.clusters[0].name if config.clusters else config.cluster
+        auth: BearerAuth | BasicAuth | None = None
+        if metrics.bearer_token is not None:
+            auth = BearerAuth(metrics.bearer_token)
+        elif metrics.basic_auth is not None:
+            auth = BasicAuth(metrics.basic_auth.username, metrics.basic_auth.password)
+        settings = FlaggerMetricsSettings(
+            targets=tuple(
+                MetricsTarget(
+                    name=t.name,
+                    url=t.url,
+                    match=t.match,
+                    cluster=t.cluster or default_cluster,
+                )
+                for t in metrics.targets
+            ),
+            mode=MetricsMode(metrics.mode),
+            prometheus_url=metrics.prometheus_url,
+            auth=auth,
+            tls=TLSOptions(
+                ca_file=str(metrics.tls.ca_file) if metrics.tls.ca_file else None,
+                insecure_skip_verify=metrics.tls.insecure_skip_verify,
+                cert_file=str(metrics.tls.cert_file) if metrics.tls.cert_file else None,
+                key_file=str(metrics.tls.key_file) if metrics.tls.key_file else None,
+            ),
+            interval_s=metrics.interval,
+            timeout_s=metrics.timeout,
+            down_after=metrics.down_after,
+            up_after=metrics.up_after,
+        )
+        sources.metrics = FlaggerMetricsSource(
+            settings,
+            http=http,
+            clock=clock,
+            log=get_logger("source.flagger_metrics"),
+            emit_event=emit_event,
+        )
+
+
+def _listed_check(listed: asyncio.Event) -> Callable[[], tuple[bool, str]]:
+    def check() -> tuple[bool, str]:
+        return (True, "listed") if listed.is_set() else (False, "initial list in progress")
+
+    return check
+
+
+def _sink_check(sink: Sink) -> Callable[[], tuple[bool, str]]:
+    def check() -> tuple[bool, str]:
+        if getattr(sink, "healthy", True):
+            return True, "ok"
+        return False, "permanent delivery failure (webhook deleted or credentials revoked?)"
+
+    return check
+
+
+def _access(cluster: ClusterSettings) -> ClusterAccess:
+    return ClusterAccess(
+        mode=cluster.connection,
+        kubeconfig=str(cluster.kubeconfig) if cluster.kubeconfig else None,
+        context=cluster.context,
+        host=cluster.host,
+    )
+
+
+def _lookup(sources: list[CanariesSource], namespace: str, workload: str) -> str | None:
+    """Flagger's metrics name the target workload; the Canary that targets it, if known."""
+    for source in sources:
+        name = source.workload_to_canary(namespace, workload)
+        if name is not None:
+            return name
+    return None
+
+
+def _default_identity() -> str:
+    return os.environ.get("POD_NAME") or socket.gethostname()

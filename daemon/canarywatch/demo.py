@@ -1,0 +1,131 @@
+"""``canarywatch demo``: the real daemon against the built-in simulated cluster.
+
+It starts the simulated Kubernetes API server and a simulated Flagger (Events, Canary status and
+a Flagger-style ``/metrics``), runs the real daemon against them over HTTP with the real
+kubernetes_asyncio client, and plays the scenarios at an accelerated pace. Notifications go to
+the terminal (``console`` sink) unless a config file names other receivers. The daemon's
+``/metrics``, ``/healthz`` and ``/readyz`` are served while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from canarywatch.app import App
+from canarywatch.clock import SystemClock, VirtualClock
+from canarywatch.config import Config, load_config, parse_config
+from canarywatch.config.daemon_models import (
+    ClusterSettings,
+    MetricsSourceSettings,
+    MetricsTargetSpec,
+)
+from canarywatch.simulator import SimulatedApiServer, Store
+from canarywatch.simulator.flagger import FlaggerSimulator
+from canarywatch.simulator.metrics_server import FlaggerMetricsServer
+from canarywatch.simulator.scenarios import SCENARIOS, play_all, realtime_pace, virtual_pace
+
+DEMO_CLUSTER = "sim"
+TARGET_DURATION_S = 40.0
+"""How long the whole demo should take in wall time: the pace is derived from it."""
+
+
+async def flagger_seconds(names: Sequence[str]) -> float:
+    """How much Flagger time the chosen scenarios take (measured on a virtual clock)."""
+    clock = VirtualClock(SystemClock().now())
+    start = clock.now()
+    sim = FlaggerSimulator(Store(clock=clock), clock)
+    await play_all(sim, virtual_pace(clock), names=names)
+    return (clock.now() - start).total_seconds()
+
+
+def demo_config(base: Config | None, *, api_url: str, metrics_url: str, state_dir: Path) -> Config:
+    """The user's config (or the default policy) pointed at the simulated cluster."""
+    config = base if base is not None else parse_config("")
+    return dataclasses.replace(
+        config,
+        clusters=(ClusterSettings(name=DEMO_CLUSTER, connection="host", host=api_url),),
+        metrics_source=MetricsSourceSettings(
+            mode="scrape",
+            targets=(MetricsTargetSpec(name="flagger", url=metrics_url, cluster=DEMO_CLUSTER),),
+            interval="1s",
+            timeout="1s",
+        ),
+        state=config.state.model_copy(update={"dir": state_dir}),
+        catch_up_window_s=0.0,
+    )
+
+
+async def run_demo(
+    *,
+    config_path: Path | None = None,
+    scenarios: Sequence[str] | None = None,
+    duration_s: float = TARGET_DURATION_S,
+    listen_port: int = 9797,
+    out: TextIO = sys.stderr,
+) -> int:
+    names = list(scenarios) if scenarios else list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        print(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}", file=out)
+        return 2
+    base = load_config(config_path) if config_path is not None else None
+    speed = max(await flagger_seconds(names) / max(duration_s, 1.0), 1.0)
+    clock = SystemClock()
+    store = Store(clock=clock)
+    with tempfile.TemporaryDirectory(prefix="canarywatch-demo-") as state_dir:
+        async with SimulatedApiServer(store) as api:
+            sim = FlaggerSimulator(store, clock, cluster_name=DEMO_CLUSTER)
+            async with FlaggerMetricsServer(sim) as flagger:
+                config = demo_config(
+                    base,
+                    api_url=api.url,
+                    metrics_url=flagger.metrics_url,
+                    state_dir=Path(state_dir),
+                )
+                app = App(config, listen=("127.0.0.1", listen_port))
+                daemon = asyncio.create_task(app.run(), name="daemon")
+                try:
+                    async with asyncio.timeout(30):
+                        await _first(app.ready.wait(), daemon)
+                    print(
+                        f"canarywatch demo: simulated cluster at {api.url}, daemon at "
+                        f"http://127.0.0.1:{app.port}/metrics (/healthz, /readyz)\n"
+                        f"playing {len(names)} Flagger scenario(s) at {speed:.0f}x: "
+                        f"{', '.join(names)}\n",
+                        file=out,
+                    )
+                    started = time.monotonic()
+                    await _first(play_all(sim, realtime_pace(speed), names=names), daemon)
+                    await _first(asyncio.sleep(2.0), daemon)  # the last scrape and deliveries
+                    elapsed = time.monotonic() - started
+                finally:
+                    app.stop()
+                    await daemon
+                stats = app.runner.pipeline.stats if app.runner is not None else None
+                if stats is not None:
+                    suppressed = ", ".join(f"{k}={v}" for k, v in sorted(stats.suppressed.items()))
+                    print(
+                        f"\n{stats.observations} observations -> {stats.transitions} "
+                        f"transitions -> {stats.notifications} notifications in "
+                        f"{elapsed:.1f} s (suppressed: {suppressed or 'none'})",
+                        file=out,
+                    )
+    return 0
+
+
+async def _first(aw: Awaitable[object], daemon: asyncio.Task[None]) -> None:
+    """Await ``aw`` unless the daemon dies first (then re-raise its error)."""
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait({task, daemon}, return_when=asyncio.FIRST_COMPLETED)
+    if daemon in done and task not in done:
+        task.cancel()
+        daemon.result()
+        raise RuntimeError("the daemon stopped during the demo")
+    await task

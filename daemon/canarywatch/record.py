@@ -1,0 +1,86 @@
+"""``canarywatch record``: write what the sources see, in the recording format.
+
+The same sources as ``run`` (same config), but every observation goes to a file instead of the
+pipeline, so a user can attach a reproduction to a bug report and anyone can ``replay`` it.
+Self-events (cluster unreachable, metrics source down) are not observations and are not
+recorded; the raw failures behind them are in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+
+import aiohttp
+
+from canarywatch.app import Sources, build_sources
+from canarywatch.clock import Clock, SystemClock
+from canarywatch.config import Config
+from canarywatch.logs import get_logger
+from canarywatch.model import CanaryEvent, Observation
+from canarywatch.recording import RecordingWriter
+
+
+async def record(
+    config: Config,
+    output: Path,
+    *,
+    duration_s: float | None = None,
+    clock: Clock | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Record until ``duration_s`` passes, ``stop`` is set, or SIGINT/SIGTERM; returns count."""
+    clock = clock or SystemClock()
+    log = get_logger("record")
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    sources = Sources()
+
+    async def ignore_self_event(_: CanaryEvent) -> None:
+        return None
+
+    with output.open("a", encoding="utf-8") as stream:
+        writer = RecordingWriter(stream)
+
+        async def emit(obs: Observation) -> None:
+            writer.write(obs)
+
+        async with aiohttp.ClientSession() as http:
+            await build_sources(
+                config, sources, clock=clock, http=http, emit_event=ignore_self_event
+            )
+            tasks = [
+                asyncio.create_task(source.run(emit), name=f"source:{cluster}:{source.name}")
+                for cluster, source in sources.kube
+            ]
+            if sources.metrics is not None:
+                tasks.append(
+                    asyncio.create_task(sources.metrics.run(emit), name="source:flagger_metrics")
+                )
+            log.info("recording_started", output=str(output), sources=len(tasks))
+            try:
+                waiter = asyncio.ensure_future(stop.wait())
+                await asyncio.wait(
+                    [waiter, *tasks], timeout=duration_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                waiter.cancel()
+                for task in tasks:
+                    if task.done() and not task.cancelled():
+                        error = task.exception()
+                        if error is not None:
+                            raise error
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(signal.SIGINT)
+                    loop.remove_signal_handler(signal.SIGTERM)
+    log.info("recording_finished", output=str(output), observations=writer.count)
+    return writer.count
