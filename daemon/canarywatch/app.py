@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from kubernetes_asyncio import client as kube_client
 from prometheus_client import CollectorRegistry
 
 from canarywatch import policy
+from canarywatch.canary_metrics import CanaryStateMetrics
 from canarywatch.clock import Clock, SystemClock
 from canarywatch.config import Config, load_config
 from canarywatch.config.daemon_models import ClusterSettings
@@ -36,7 +38,9 @@ from canarywatch.control_api import control_routes
 from canarywatch.delivery import DurableDelivery
 from canarywatch.dispatch import Dispatcher
 from canarywatch.errors import CanarywatchError, ConfigError
+from canarywatch.live import LiveState, live_routes
 from canarywatch.logs import get_logger
+from canarywatch.low_traffic import LowTrafficChecker
 from canarywatch.metrics import Metrics
 from canarywatch.model import (
     TRANSITIONS,
@@ -59,12 +63,14 @@ from canarywatch.sources.flagger_metrics import (
     MetricsMode,
     MetricsTarget,
 )
+from canarywatch.sources.flagger_webhook import webhook_rejected_counter, webhook_routes
 from canarywatch.sources.kube_events import KubeEventsSource
 from canarywatch.sources.kubeconfig import ClusterAccess, build_configuration
 from canarywatch.sources.leader import LeaderElector
 from canarywatch.sources.prom_query import BasicAuth, BearerAuth, TLSOptions
 from canarywatch.sources.watch import OnReachability
 from canarywatch.state import DB_FILENAME, SqliteStateStore, StateError, StateStore
+from canarywatch.state.configmap import ConfigMapNotificationLog
 from canarywatch.web import Readiness, WebServer, build_app
 
 SELF_NAMESPACE = "canarywatch"
@@ -107,6 +113,9 @@ class App:
         self.web: WebServer | None = None
         self.runner: Runner | None = None
         self.leader: LeaderElector | None = None
+        self.live = LiveState()
+        self.canary_metrics = CanaryStateMetrics(self.registry)
+        self.low_traffic: LowTrafficChecker | None = None
         self.ready = asyncio.Event()
         """Set once every source has listed and the web server is up (READY=1 is sent)."""
 
@@ -145,12 +154,15 @@ class App:
             for sink in sinks.values():
                 stack.push_async_callback(sink.aclose)
             leader_ok = self._leader_predicate()
+            shared_log = await self._shared_log(stack)
             delivery = DurableDelivery(
                 state,
                 clock=self.clock,
                 metrics=self.metrics,
                 log=get_logger("delivery"),
                 is_leader=leader_ok,
+                shared_log=shared_log,
+                held_window_s=max(config.catch_up_window_s, config.leader_election.lease_duration),
             )
             dispatcher = Dispatcher(
                 sinks,
@@ -168,9 +180,19 @@ class App:
                 clock=self.clock,
                 deliver=delivery.accept,
                 log=get_logger("pipeline.runner"),
-                on_transitions=lambda events: self._persist(state, correlator, events),
+                on_transitions=lambda events: self._on_transitions(state, correlator, events),
             )
             self.runner = runner
+            if config.low_traffic.enabled:
+                self.low_traffic = LowTrafficChecker(
+                    config.low_traffic,
+                    http=http,
+                    clock=self.clock,
+                    log=get_logger("low_traffic"),
+                    emit_event=runner.emit_event,
+                    registry=self.registry,
+                )
+            runner.hold_live_until(self.ready)
             await build_sources(
                 config,
                 sources,
@@ -179,17 +201,29 @@ class App:
                 emit_event=runner.emit_event,
                 reachability=lambda cluster: self._reachability(cluster, runner),
             )
-            await self._build_leader()
+            await self._build_leader(delivery)
             self._add_readiness(sources, sinks, state)
+            routes = control_routes(state, silencer, clock=self.clock)
+            routes += live_routes(self.live, clock=self.clock)
+            if config.webhook_intake.enabled:
+                routes += webhook_routes(
+                    runner.emit,
+                    config.webhook_intake,
+                    clock=self.clock,
+                    rejected=webhook_rejected_counter(self.registry),
+                    log=get_logger("source.flagger_webhook"),
+                    default_cluster=config.clusters[0].name if config.clusters else config.cluster,
+                )
             app = build_app(
                 registry=self.registry,
                 readiness=self.readiness,
                 token=config.server.token,
-                extra_routes=control_routes(state, silencer, clock=self.clock),
+                extra_routes=routes,
             )
             self.web = WebServer(app, *self._listen)
             await self.web.start()
             stack.push_async_callback(self.web.close)
+            stack.callback(self.live.close)  # ends open tail streams before the server waits
             log.info("daemon_started", listen=f"{self._listen[0]}:{self.web.port}")
             await delivery.resume()
             await self._supervise(sources, runner, dispatcher, delivery, list(sinks))
@@ -232,21 +266,51 @@ class App:
             sinks[receiver] = sink
         return sinks
 
-    async def _build_leader(self) -> None:
+    def _lease_cluster(self) -> ClusterSettings:
+        config = self.config
+        wanted = config.leader_election.cluster or config.clusters[0].name
+        return next(c for c in config.clusters if c.name == wanted)
+
+    async def _shared_log(
+        self, stack: contextlib.AsyncExitStack
+    ) -> ConfigMapNotificationLog | None:
+        """With leader election, the ConfigMap that tells a new leader what was sent."""
+        le = self.config.leader_election
+        if not le.enabled:
+            return None
+        configuration = await build_configuration(_access(self._lease_cluster()))
+        api_client = await stack.enter_async_context(kube_client.ApiClient(configuration))
+        return ConfigMapNotificationLog(
+            api_client,
+            namespace=le.lease_namespace,
+            name=f"{le.lease_name}-nflog",
+            retention_s=max(3600.0, 2 * self.config.catch_up_window_s),
+            log=get_logger("state.configmap"),
+        )
+
+    async def _build_leader(self, delivery: DurableDelivery) -> None:
         config = self.config
         if not config.leader_election.enabled:
             return
         le = config.leader_election
-        wanted = le.cluster or config.clusters[0].name
-        lease_cluster = next(c for c in config.clusters if c.name == wanted)
+
+        async def started() -> None:
+            self.metrics.leader.set(1)
+            await delivery.take_over()
+
+        async def stopped() -> None:
+            self.metrics.leader.set(0)
+
         self.leader = LeaderElector(
-            await build_configuration(_access(lease_cluster)),
+            await build_configuration(_access(self._lease_cluster())),
             name=le.lease_name,
             namespace=le.lease_namespace,
             identity=le.identity or _default_identity(),
             lease_duration_s=le.lease_duration,
             renew_deadline_s=le.renew_deadline,
             retry_period_s=le.retry_period,
+            on_started_leading=started,
+            on_stopped_leading=stopped,
             clock=self.clock,
             log=get_logger("leader"),
         )
@@ -302,6 +366,16 @@ class App:
 
     # -- running ----------------------------------------------------------------------------
 
+    def _on_transitions(
+        self, state: StateStore, correlator: Correlator, events: list[CanaryEvent]
+    ) -> None:
+        """Every new transition: persist its canary, update the views and the live state."""
+        self._persist(state, correlator, events)
+        self.canary_metrics.observe_all(events)
+        self.live.on_transitions(events)
+        if self.low_traffic is not None:
+            self.low_traffic.on_transitions(events)
+
     def _persist(
         self, state: StateStore, correlator: Correlator, events: list[CanaryEvent]
     ) -> None:
@@ -350,6 +424,10 @@ class App:
                 ]
                 if self.leader is not None:
                     side_tasks.append(tg.create_task(self._guard(self.leader.run()), name="leader"))
+                if self.low_traffic is not None:
+                    side_tasks.append(
+                        tg.create_task(self._guard(self.low_traffic.run()), name="low_traffic")
+                    )
                 interval = watchdog_interval_s()
                 if interval is not None:
                     side_tasks.append(

@@ -92,10 +92,19 @@ def _parser() -> argparse.ArgumentParser:
         "test-sink", help="send a sample rollback notification through one receiver"
     )
     test_sink.add_argument("receiver", help="receiver name from the config")
-    test_sink.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    test_sink.add_argument("--config", type=Path, help="config file (default: built-in)")
     test_sink.add_argument(
         "--dry-run", action="store_true", help="print the rendered payload instead of sending"
     )
+
+    tail = sub.add_parser("tail", help="live view of the running daemon: canaries and transitions")
+    tail.add_argument("--url", default="http://127.0.0.1:9797", help="the daemon's HTTP address")
+    tail.add_argument("--token-file", type=Path, help="file holding the API token")
+    tail.add_argument("--once", action="store_true", help="print a snapshot and exit")
+    tail.add_argument(
+        "--interval", type=_duration, default=1.0, help="redraw interval (default 1s)"
+    )
+    tail.add_argument("--color", action=argparse.BooleanOptionalAction, default=None)
 
     for name, help_text in (
         ("silence", "add, list or expire silences of the running daemon"),
@@ -200,6 +209,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(
             commands.test_sink_command(args.config, args.receiver, dry_run=args.dry_run)
         )
+    if command == "tail":
+        return asyncio.run(commands.tail_command(args))
     if command in ("silence", "outbox"):
         return asyncio.run(commands.control_command(args))
     raise AssertionError(f"unhandled command {command}")  # argparse guarantees a known one

@@ -191,10 +191,11 @@ async def record_command(config_path: Path, output: Path, duration_s: float | No
     return EXIT_OK
 
 
-async def test_sink_command(config_path: Path, receiver: str, *, dry_run: bool) -> int:
+async def test_sink_command(config_path: Path | None, receiver: str, *, dry_run: bool) -> int:
+    from canarywatch.config import parse_config
     from canarywatch.testsink import test_sink
 
-    config = load_config(config_path)
+    config = load_config(config_path) if config_path is not None else parse_config("")
     configure_logging(level="warning", stream=sys.stderr)
     return await test_sink(config, receiver, dry_run=dry_run, out=sys.stdout)
 
@@ -229,3 +230,18 @@ async def control_command(args: argparse.Namespace) -> int:
         await client.outbox_drop(args.id)
         print(f"outbox item {args.id} dropped")
     return EXIT_OK
+
+
+async def tail_command(args: argparse.Namespace) -> int:
+    """``canarywatch tail``: the live terminal view of a running daemon."""
+    from canarywatch.tail import tail
+
+    token = args.token_file.read_text(encoding="utf-8").strip() if args.token_file else None
+    return await tail(
+        args.url,
+        token=token,
+        once=args.once,
+        out=sys.stdout,
+        interval_s=max(args.interval, 0.1),
+        color=args.color,
+    )

@@ -21,11 +21,7 @@ from typing import TextIO
 from canarywatch.app import App
 from canarywatch.clock import SystemClock, VirtualClock
 from canarywatch.config import Config, load_config, parse_config
-from canarywatch.config.daemon_models import (
-    ClusterSettings,
-    MetricsSourceSettings,
-    MetricsTargetSpec,
-)
+from canarywatch.config.daemon_models import ClusterSettings, MetricsSourceSettings
 from canarywatch.simulator import SimulatedApiServer, Store
 from canarywatch.simulator.flagger import FlaggerSimulator
 from canarywatch.simulator.metrics_server import FlaggerMetricsServer
@@ -51,11 +47,13 @@ def demo_config(base: Config | None, *, api_url: str, metrics_url: str, state_di
     return dataclasses.replace(
         config,
         clusters=(ClusterSettings(name=DEMO_CLUSTER, connection="host", host=api_url),),
-        metrics_source=MetricsSourceSettings(
-            mode="scrape",
-            targets=(MetricsTargetSpec(name="flagger", url=metrics_url, cluster=DEMO_CLUSTER),),
-            interval="1s",
-            timeout="1s",
+        metrics_source=MetricsSourceSettings.model_validate(
+            {
+                "mode": "scrape",
+                "targets": [{"name": "flagger", "url": metrics_url, "cluster": DEMO_CLUSTER}],
+                "interval": "1s",
+                "timeout": "1s",
+            }
         ),
         state=config.state.model_copy(update={"dir": state_dir}),
         catch_up_window_s=0.0,

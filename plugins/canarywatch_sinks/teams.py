@@ -86,7 +86,8 @@ CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 _LEGACY_HOSTS = ("webhook.office.com", "outlook.office.com")
 _LEGACY_PATHS = ("/webhookb2/", "/incomingwebhook/")
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-_AT_TAG = re.compile(r"</?\s*at\b[^>]*>", re.IGNORECASE)
+_AT_TAG = re.compile(r"<\s*/?\s*at\b[^>]*(?:>|$)", re.IGNORECASE)
+"""An ``<at>`` mention tag, or what is left of one where the text was cut."""
 
 _COLORS: Mapping[Severity, str] = {
     Severity.CRITICAL: "Attention",
@@ -159,7 +160,12 @@ _NEXT_SLOT: dict[str, float] = {}
 def _text(value: str, limit: int) -> str:
     """Untrusted text for a card: one line, no control characters, no ``<at>`` tags, capped."""
     head = value[: 2 * limit + 64]  # cleaning only shrinks text: skip work on what is cut anyway
-    text = clean_text(_AT_TAG.sub("", clean_text(head)))
+    text = clean_text(head)
+    while True:  # removing a tag or a control sequence can join the pieces of another
+        cleaned = clean_text(_AT_TAG.sub("", text))
+        if cleaned == text:
+            break
+        text = cleaned
     if len(head) < len(value) and len(text) <= limit:
         text = text[: limit - 1].rstrip() + "…"
     return truncate(text, limit)

@@ -100,7 +100,9 @@ def test_manual_gate_stream() -> None:
     assert gate.canary == CanaryRef("test", "frontend", CLUSTER)
     assert gate.sources == (SourceName.KUBERNETES_EVENTS,)
     assert gate.observed_at == AT
-    assert gate.hints == {"canary_uid": "1c4e9a70-8f2d-4b6e-9d13-7a5f0c2b8e64"}
+    assert gate.hints["canary_uid"] == "1c4e9a70-8f2d-4b6e-9d13-7a5f0c2b8e64"
+    # The occurrence key: the Event's uid, its count, and a checksum of its message.
+    assert gate.hints["occurrence"].startswith("4c3bfe85-4b85-43ec-84b6-fbc811eb64c8#1#")
 
 
 def test_rollback_stream_uses_last_timestamp_of_recreated_events() -> None:

@@ -326,3 +326,24 @@ def test_a_scraped_verdict_after_the_next_revision_belongs_to_the_previous_rollo
         ("revision-detected", ""),
         ("rolled-back", ""),
     ]
+
+
+def test_a_step_reported_after_the_verdict_is_not_news() -> None:
+    out = run(
+        [
+            ev(Transition.REVISION_DETECTED, 0),
+            ev(Transition.HALTED, 1),
+            ev(Transition.ROLLED_BACK, 5),
+            ev(Transition.HALTED, 5.01, source=ST),  # the status stream, lagging behind
+            ev(Transition.WEIGHT_ADVANCED, 5.02, detail="20", source=ST),
+            ev(Transition.REVISION_DETECTED, 30),
+            ev(Transition.HALTED, 31),
+        ]
+    )
+    assert names(out) == [
+        ("revision-detected", ""),
+        ("halted", ""),
+        ("rolled-back", ""),
+        ("revision-detected", ""),
+        ("halted", ""),
+    ]

@@ -204,7 +204,7 @@ async def test_lease_lock_leader_election_acquires_and_renews(
             # A second candidate sees a live lease held by someone else.
             rival = leaderelection.LeaderElection(config("pod-b"))
             assert await rival.try_acquire_or_renew() is False
-            while api.store.get("leases", "ops", "canarywatch") == lease:  # noqa: ASYNC110
+            while api.store.get("leases", "ops", "canarywatch") == lease:
                 await asyncio.sleep(0.1)  # polling the store: the leader renews through PUT
     finally:
         election.cancel()

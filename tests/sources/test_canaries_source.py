@@ -34,7 +34,7 @@ FAST = WatchSettings(
 
 async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
     async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 - polling shared state across components
+        while not predicate():
             await asyncio.sleep(0.01)
 
 

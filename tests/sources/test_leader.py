@@ -19,7 +19,7 @@ LEASE, RENEW, RETRY = 3.0, 2.0, 1.0
 
 async def until(predicate: Callable[[], bool], within: float) -> None:
     async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 - polling shared state across components
+        while not predicate():
             await asyncio.sleep(0.02)
 
 

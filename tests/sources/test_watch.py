@@ -94,7 +94,7 @@ class Collector:
 async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
     """Poll ``predicate`` (state lives in the server and the collector; no event to await)."""
     async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 - polling shared state across components
+        while not predicate():
             await asyncio.sleep(0.01)
 
 

@@ -219,6 +219,8 @@ class _Resolver:
             metrics_source=spec.metrics_source,
             dispatch=spec.dispatch,
             labels=spec.labels,
+            webhook_intake=spec.webhook_intake,
+            low_traffic=spec.low_traffic,
             source=self._source,
         )
 
@@ -237,6 +239,17 @@ class _Resolver:
             )
         if spec.leader_election.enabled and not spec.clusters:
             self._fail(("leader_election", "enabled"), "leader election needs a configured cluster")
+        intake = spec.webhook_intake
+        if intake.cluster is not None and intake.cluster not in known:
+            self._fail(
+                ("webhook_intake", "cluster"), f"no cluster named {intake.cluster!r} is configured"
+            )
+        if intake.enabled and intake.secret is None and not spec.server.loopback:
+            self._fail(
+                ("webhook_intake", "secret"),
+                "the webhook endpoint listens beyond loopback: set a shared secret "
+                "({env: NAME} or {file: PATH}) and add ?token=... to Flagger's webhook URL",
+            )
         metrics = spec.metrics_source
         for index, target in enumerate(metrics.targets):
             if target.cluster is not None and target.cluster not in known:

@@ -34,6 +34,8 @@ from canarywatch.config.fields import (
     SecretField,
     check_label_name,
 )
+from canarywatch.config.low_traffic_models import LowTrafficSettings
+from canarywatch.config.webhook_models import WebhookIntakeSettings
 
 _MODEL = ConfigDict(frozen=True, extra="forbid")
 
@@ -377,4 +379,12 @@ class ConfigFile(BaseModel):
     )
     labels: LabelSettings = Field(
         default_factory=LabelSettings, description="Canary labels/annotations to route on."
+    )
+    low_traffic: LowTrafficSettings = Field(
+        default_factory=LowTrafficSettings,
+        description="Warn when a canary was promoted after serving too few requests.",
+    )
+    webhook_intake: WebhookIntakeSettings = Field(
+        default_factory=WebhookIntakeSettings,
+        description="Flagger's event webhook (POST /v1/flagger/events).",
     )

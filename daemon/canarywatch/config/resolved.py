@@ -21,6 +21,7 @@ from canarywatch.config.daemon_models import (
     LeaderElectionSettings,
     MetricsSourceSettings,
 )
+from canarywatch.config.low_traffic_models import LowTrafficSettings
 from canarywatch.config.models import (
     InhibitRule,
     LogSettings,
@@ -30,6 +31,7 @@ from canarywatch.config.models import (
     Silence,
     StateSettings,
 )
+from canarywatch.config.webhook_models import WebhookIntakeSettings
 from canarywatch.errors import ConfigError
 from canarywatch.timeintervals import TimeInterval
 
@@ -101,6 +103,8 @@ class Config:
     metrics_source: MetricsSourceSettings = field(default_factory=MetricsSourceSettings)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     labels: LabelSettings = field(default_factory=LabelSettings)
+    webhook_intake: WebhookIntakeSettings = field(default_factory=WebhookIntakeSettings)
+    low_traffic: LowTrafficSettings = field(default_factory=LowTrafficSettings)
     source: SourceMap = field(default_factory=SourceMap, repr=False, compare=False)
 
     def receiver(self, name: str) -> Receiver:

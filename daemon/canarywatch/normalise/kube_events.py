@@ -19,6 +19,7 @@ identity rules (``pipeline.correlate``) absorb that.
 
 from __future__ import annotations
 
+import zlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -223,6 +224,10 @@ class KubeEventNormaliser:
                 Outcome.UNKNOWN, note=f"unknown {kind} message: {safe_excerpt(view.message)}"
             )
         hints = {"canary_uid": view.canary_uid} if view.canary_uid else {}
+        # Which occurrence of which Event this is: lets the correlator recognise the same
+        # occurrence re-delivered by the initial list after a restart (its memory survives
+        # restarts, this normaliser's does not).
+        hints["occurrence"] = f"{view.key}#{view.count}#{zlib.crc32(view.message.encode())}"
         event = to_event(
             match,
             canary=view.canary,

@@ -36,11 +36,25 @@ from canarywatch.state.codec import decode_event, encode_event, exact_time
 Identity = tuple[int, Transition, str, int]
 """(rollout sequence, transition, detail, episode) within one canary."""
 
+MAX_OCCURRENCES = 512
+"""Occurrence keys remembered per canary (a rollout produces a few dozen)."""
+
 REVISION_MERGE_WINDOW = timedelta(minutes=5)
 """How far apart two sources' ``revision-detected`` may be and still be one rollout start."""
 
 _CLOSES_ANALYSIS = frozenset(
     {Transition.WEIGHT_ADVANCED, Transition.ITERATION_ADVANCED, Transition.PROMOTING}
+)
+_ONLY_DURING_A_ROLLOUT = frozenset(
+    {
+        Transition.ANALYSIS_STARTED,
+        Transition.WEIGHT_ADVANCED,
+        Transition.ITERATION_ADVANCED,
+        Transition.HALTED,
+        Transition.NO_TRAFFIC,
+        Transition.PROMOTING,
+        Transition.FINALISING,
+    }
 )
 _CLOSES_SOURCE = {
     Transition.METRICS_SOURCE_RECOVERED: Transition.METRICS_SOURCE_DOWN,
@@ -95,6 +109,8 @@ class _CanaryState:
     seen: dict[Identity, CanaryEvent] = field(default_factory=dict)
     target: str = ""
     facts: dict[str, str] = field(default_factory=dict)
+    occurrences: dict[str, None] = field(default_factory=dict)
+    """Recent source occurrence keys (an Event's uid and count), oldest first, bounded."""
 
 
 class Correlator:
@@ -112,6 +128,14 @@ class Correlator:
 
     def __call__(self, event: CanaryEvent, now: datetime) -> Correlation:
         state = self._canaries.setdefault(event.canary, _CanaryState())
+        occurrence = event.hints.get("occurrence")
+        if occurrence is not None:
+            if occurrence in state.occurrences:
+                # The very same Event occurrence again (re-listed after a restart).
+                return Correlation()
+            state.occurrences[occurrence] = None
+            while len(state.occurrences) > MAX_OCCURRENCES:
+                del state.occurrences[next(iter(state.occurrences))]
         if event.target:
             state.target = event.target
         for key, value in event.hints.items():
@@ -120,6 +144,11 @@ class Correlator:
 
         if event.transition is Transition.REVISION_DETECTED:
             return self._revision_detected(state, event, now)
+        if state.rollout.ended and event.transition in _ONLY_DURING_A_ROLLOUT:
+            # A slower stream reporting a step of the rollout that already ended (a status
+            # write queued behind the verdict): not news. A new analysis always begins with a
+            # new revision, which reopens these.
+            return Correlation()
 
         identity = self._late_verdict(state, event) or self._identity(state, event)
         stored = state.seen.get(identity)
@@ -382,6 +411,7 @@ def _state_to_json(ref: CanaryRef, state: _CanaryState) -> dict[str, JSONValue]:
         ],
         "target": state.target,
         "facts": [[k, v] for k, v in state.facts.items()],
+        "occurrences": list(state.occurrences),
     }
 
 
@@ -412,6 +442,7 @@ def _state_from_json(data: JSONValue) -> tuple[CanaryRef, _CanaryState]:
         seen=seen,
         target=str(data["target"]),
         facts={str(k): str(v) for k, v in data["facts"]},
+        occurrences=dict.fromkeys(str(k) for k in data.get("occurrences", [])),
     )
     return ref, state
 

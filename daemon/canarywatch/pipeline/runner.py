@@ -28,7 +28,12 @@ class StopIntake:
     """Also flush groups still waiting (``group_wait``) instead of leaving them unsent."""
 
 
-IntakeItem = Observation | CanaryEvent | StopIntake
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    """Put on the intake when every source has listed: release the held live items."""
+
+
+IntakeItem = Observation | CanaryEvent | StopIntake | _Listed
 Deliver = Callable[[Notification], Awaitable[None]]
 
 INTAKE_SIZE: Final = 10_000
@@ -47,10 +52,27 @@ class Runner:
     ) -> None:
         self.pipeline = pipeline
         self._on_transitions = on_transitions
+        self._listed: asyncio.Event | None = None
+        self._held: list[Observation] = []
         self.intake: asyncio.Queue[IntakeItem] = intake or asyncio.Queue(maxsize=INTAKE_SIZE)
         self._clock = clock
         self._deliver = deliver
         self._log = log or structlog.get_logger().bind(component="pipeline.runner")
+
+    def hold_live_until(self, listed: asyncio.Event) -> None:
+        """Process every source's initial list before any live change.
+
+        Sources list concurrently: without this, a live Canary status change could be
+        processed before an older Event from the Events' initial list, and the older Event
+        would then look like news that closes (and reopens) a condition.
+        """
+        self._listed = listed
+
+        async def release() -> None:
+            await listed.wait()
+            await self.intake.put(_Listed())
+
+        self._release = asyncio.ensure_future(release())
 
     async def emit(self, obs: Observation) -> None:
         """What sources call: waits when the intake is full (backpressure)."""
@@ -74,7 +96,13 @@ class Runner:
                 self._log.info("pipeline_stopped", flushed=len(due))
                 return
             new: list[CanaryEvent] = []
-            if isinstance(item, Observation):
+            if isinstance(item, _Listed):
+                held, self._held = self._held, []
+                for obs in held:
+                    new.extend(self.pipeline.observe(obs, now))
+            elif isinstance(item, Observation):
+                if self._holding(item):
+                    continue
                 new = self.pipeline.observe(item, now)
             elif isinstance(item, CanaryEvent):
                 event = self.pipeline.offer_event(item, now)
@@ -82,6 +110,16 @@ class Runner:
             if new and self._on_transitions is not None:
                 self._on_transitions(new)
             await self._send(self.pipeline.due(now))
+
+    def _holding(self, obs: Observation) -> bool:
+        if self._listed is None or self._listed.is_set():
+            return False
+        if isinstance(obs.data, dict) and obs.data.get("initial") is True:
+            return False
+        if len(self._held) >= INTAKE_SIZE:
+            return False  # bounded: past this, process in arrival order rather than hold
+        self._held.append(obs)
+        return True
 
     async def _next_item(self) -> IntakeItem | None:
         """The next intake item, or ``None`` after firing the group timers that came due."""

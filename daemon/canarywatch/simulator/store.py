@@ -39,9 +39,11 @@ _STORAGE: Mapping[str, tuple[str, str, bool]] = {
     "events": ("Event", "v1", False),
     "canaries": ("Canary", "flagger.app/v1beta1", True),
     "leases": ("Lease", "coordination.k8s.io/v1", False),
+    "configmaps": ("ConfigMap", "v1", False),
 }
 RESOURCES: frozenset[str] = frozenset(_STORAGE)
-"""The storage resources the simulator knows: ``events``, ``canaries``, ``leases``."""
+"""The storage resources the simulator knows: ``events``, ``canaries``, ``leases``,
+``configmaps`` (the HA notification log)."""
 
 
 def format_time(when: datetime) -> str:

@@ -1,0 +1,474 @@
+"""What the daemon shows ``canarywatch tail``: every canary's current state and recent transitions.
+
+``LiveState.observe`` is called (synchronously, from the pipeline runner's ``on_transitions``
+callback) with every *new* transition. It keeps, per canary, the phase, the canary weight, the
+failed checks, the last transition and when it happened, and the rollout; and a bounded ring of
+the last ``history`` transitions, each with a sequence number (``seq``, from 1, per daemon
+process; ``instance`` tells two processes apart).
+
+A transition does not always say the phase or the weight (an Event's text implies some, the
+Canary status says more), so the state fills the gaps from what the transition means:
+``promoted`` is ``Succeeded`` at 0 %, ``rolled-back`` is ``Failed`` at 0 %, and so on. Self-events
+(``cluster-unreachable``, ``metrics-source-down``) go into the transition log, not the canary
+table.
+
+HTTP (``live_routes``; under ``/api/`` so ``server.token`` guards them when set):
+
+- ``GET /api/v1/canaries`` -> JSON list of canary rows (``age_s`` by the daemon's clock).
+- ``GET /api/v1/transitions?after=<seq>&limit=<n>&last=<n>`` -> JSON list of transition records
+  ``{seq, at, canary, transition, severity, phase, weight, reason, message, ...}`` with
+  ``seq > after``, oldest first: at most ``limit`` (paging forward), or only the newest ``last``.
+- ``GET /api/v1/transitions/stream?after=<seq>&instance=<id>&backlog=<n>`` -> newline-delimited
+  JSON, long-lived. Lines, each an object with ``type``:
+
+  1. ``hello`` ``{instance, at, seq, oldest_seq, heartbeat_s}``: the daemon's identity and clock;
+  2. ``canaries`` ``{at, canaries: [row, ...]}``: the whole table;
+  3. ``transition`` ``{transition: record, canary: row | null}`` for the backlog (records after
+     ``after``; when ``instance`` names another process, or ``after`` is absent, the last
+     ``backlog``), then live, each with the canary's updated row;
+  4. ``heartbeat`` ``{at}`` every ``heartbeat_s`` of silence;
+  5. ``overflow`` (a client too slow to keep up: reconnect with ``after``) or ``bye``
+     (shutdown), then the stream ends.
+
+A subscriber's queue is bounded: a stuck client is cut off, never the pipeline slowed down.
+Call ``LiveState.close()`` before stopping the web server so open streams end at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from aiohttp import web
+
+from canarywatch.clock import Clock
+from canarywatch.jsonout import format_time
+from canarywatch.model import CanaryEvent, CanaryRef, Phase, Severity, SourceName, Transition
+
+__all__ = [
+    "CANARIES_PATH",
+    "STREAM_PATH",
+    "TRANSITIONS_PATH",
+    "CanaryRow",
+    "LiveState",
+    "TransitionRecord",
+    "live_routes",
+]
+
+CANARIES_PATH: Final = "/api/v1/canaries"
+TRANSITIONS_PATH: Final = "/api/v1/transitions"
+STREAM_PATH: Final = "/api/v1/transitions/stream"
+
+DEFAULT_HISTORY: Final = 500
+DEFAULT_SUBSCRIBER_QUEUE: Final = 1000
+DEFAULT_HEARTBEAT_S: Final = 5.0
+DEFAULT_BACKLOG: Final = 50
+MAX_LIMIT: Final = 10_000
+NDJSON: Final = "application/x-ndjson"
+
+_IMPLIED_PHASE: Final[Mapping[Transition, Phase]] = {
+    Transition.INITIALIZED: Phase.INITIALIZED,
+    Transition.REVISION_DETECTED: Phase.PROGRESSING,
+    Transition.ANALYSIS_STARTED: Phase.PROGRESSING,
+    Transition.WEIGHT_ADVANCED: Phase.PROGRESSING,
+    Transition.ITERATION_ADVANCED: Phase.PROGRESSING,
+    Transition.HALTED: Phase.PROGRESSING,
+    Transition.NO_TRAFFIC: Phase.PROGRESSING,
+    Transition.APPROVED: Phase.PROGRESSING,
+    Transition.PROMOTING: Phase.PROMOTING,
+    Transition.FINALISING: Phase.FINALISING,
+    Transition.PROMOTED: Phase.SUCCEEDED,
+    Transition.LOW_TRAFFIC_PROMOTION: Phase.SUCCEEDED,
+    Transition.ROLLED_BACK: Phase.FAILED,
+    Transition.PROMOTION_FAILED: Phase.FAILED,
+    Transition.TERMINATED: Phase.TERMINATED,
+}
+_GATE_PHASE: Final[Mapping[str, Phase]] = {
+    "rollout": Phase.WAITING,
+    "promotion": Phase.WAITING_PROMOTION,
+    "traffic": Phase.PROGRESSING,
+}
+_ZERO_WEIGHT: Final = frozenset(
+    {
+        Transition.INITIALIZED,
+        Transition.REVISION_DETECTED,
+        Transition.FINALISING,
+        Transition.PROMOTED,
+        Transition.LOW_TRAFFIC_PROMOTION,
+        Transition.ROLLED_BACK,
+        Transition.PROMOTION_FAILED,
+        Transition.TERMINATED,
+    }
+)
+"""All traffic is on the primary after these (a new revision starts from 0 %)."""
+_RESET_CHECKS: Final = frozenset(
+    {Transition.INITIALIZED, Transition.REVISION_DETECTED, Transition.PROMOTED}
+)
+_FAILED_CHECK: Final = frozenset({Transition.HALTED, Transition.NO_TRAFFIC})
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryRow:
+    """One canary as ``tail`` shows it."""
+
+    canary: CanaryRef
+    phase: Phase | None
+    weight: int | None
+    failed_checks: int
+    last_transition: Transition
+    detail: str
+    severity: Severity
+    last_at: datetime
+    message: str
+    reason: str
+    rollout: str
+    target: str
+    transitions: int
+    """How many transitions of this canary this daemon process has seen."""
+
+    def to_json(self, now: datetime | None = None) -> dict[str, object]:
+        row: dict[str, object] = {
+            "canary": str(self.canary),
+            "cluster": self.canary.cluster,
+            "namespace": self.canary.namespace,
+            "name": self.canary.name,
+            "phase": self.phase.value if self.phase is not None else None,
+            "weight": self.weight,
+            "failed_checks": self.failed_checks,
+            "last_transition": self.last_transition.value,
+            "detail": self.detail,
+            "severity": self.severity.value,
+            "last_transition_at": format_time(self.last_at),
+            "message": self.message,
+            "reason": self.reason,
+            "rollout": self.rollout,
+            "target": self.target,
+            "transitions": self.transitions,
+        }
+        if now is not None:
+            row["age_s"] = round(max((now - self.last_at).total_seconds(), 0.0), 3)
+        return row
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionRecord:
+    seq: int
+    event: CanaryEvent
+
+    def to_json(self) -> dict[str, object]:
+        ev = self.event
+        return {
+            "seq": self.seq,
+            "at": format_time(ev.observed_at),
+            "occurred_at": format_time(ev.occurred_at) if ev.occurred_at is not None else None,
+            "canary": str(ev.canary),
+            "cluster": ev.canary.cluster,
+            "namespace": ev.canary.namespace,
+            "name": ev.canary.name,
+            "transition": ev.transition.value,
+            "detail": ev.detail,
+            "severity": ev.severity.value,
+            "phase": ev.phase.value if ev.phase is not None else None,
+            "weight": ev.weight,
+            "failed_checks": ev.failed_checks,
+            "reason": ev.reason,
+            "message": ev.message,
+            "rollout": ev.rollout,
+            "sources": [s.value for s in ev.sources],
+        }
+
+
+def _line(obj: Mapping[str, object]) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+class StreamSubscriber:
+    """One open stream: a bounded queue of encoded lines; ``None`` ends the stream."""
+
+    __slots__ = ("ended", "overflowed", "queue")
+
+    def __init__(self, size: int) -> None:
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=size + 1)
+        self.overflowed = False
+        self.ended = False
+
+    def offer(self, line: bytes) -> None:
+        if self.ended:
+            return
+        if self.queue.qsize() >= self.queue.maxsize - 1:
+            self.overflowed = True
+            self.end()
+            return
+        self.queue.put_nowait(line)
+
+    def end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self.queue.put_nowait(None)  # the slot kept free for it
+
+
+class LiveState:
+    """Per-canary state and the last ``history`` transitions; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        history: int = DEFAULT_HISTORY,
+        subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE,
+    ) -> None:
+        if history < 1 or subscriber_queue < 1:
+            raise ValueError("history and subscriber_queue must be positive")
+        self.instance = uuid.uuid4().hex[:12]
+        self._rows: dict[CanaryRef, CanaryRow] = {}
+        self._ring: deque[TransitionRecord] = deque(maxlen=history)
+        self._seq = 0
+        self._queue_size = subscriber_queue
+        self._subscribers: set[StreamSubscriber] = set()
+        self._closed = False
+
+    # -- feeding ----------------------------------------------------------------------------
+
+    def observe(self, event: CanaryEvent) -> None:
+        """Record one new transition (sync, never blocks: called from the pipeline runner)."""
+        self._seq += 1
+        record = TransitionRecord(self._seq, event)
+        self._ring.append(record)
+        row = None if _is_self_event(event) else self._update_row(event)
+        if self._subscribers:
+            line = _line(
+                {
+                    "type": "transition",
+                    "transition": record.to_json(),
+                    "canary": row.to_json() if row is not None else None,
+                }
+            )
+            for sub in list(self._subscribers):
+                sub.offer(line)
+
+    def on_transitions(self, events: Iterable[CanaryEvent]) -> None:
+        """``Runner(on_transitions=...)``-shaped: ``observe`` each."""
+        for event in events:
+            self.observe(event)
+
+    def close(self) -> None:
+        """End every open stream (``bye``) and refuse new ones: call before the web server stops."""
+        self._closed = True
+        for sub in list(self._subscribers):
+            sub.offer(_line({"type": "bye"}))
+            sub.end()
+
+    def _update_row(self, event: CanaryEvent) -> CanaryRow:
+        old = self._rows.get(event.canary)
+        t = event.transition
+        phase = event.phase or _implied_phase(event) or (old.phase if old else None)
+        if event.weight is not None:
+            weight: int | None = event.weight
+        elif t in _ZERO_WEIGHT:
+            weight = 0
+        else:
+            weight = old.weight if old else None
+        checks = old.failed_checks if old else 0
+        if event.failed_checks is not None:
+            checks = event.failed_checks
+        elif t in _RESET_CHECKS:
+            checks = 0
+        elif t in _FAILED_CHECK:
+            checks += 1
+        row = CanaryRow(
+            canary=event.canary,
+            phase=phase,
+            weight=weight,
+            failed_checks=checks,
+            last_transition=t,
+            detail=event.detail,
+            severity=event.severity,
+            last_at=event.occurred_at or event.observed_at,
+            message=event.message,
+            reason=event.reason,
+            rollout=event.rollout or (old.rollout if old else ""),
+            target=event.target or (old.target if old else ""),
+            transitions=(old.transitions if old else 0) + 1,
+        )
+        self._rows[event.canary] = row
+        return row
+
+    # -- reading ----------------------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    @property
+    def oldest_seq(self) -> int:
+        """The oldest ``seq`` still held (``last_seq + 1`` when none is)."""
+        return self._ring[0].seq if self._ring else self._seq + 1
+
+    def canaries(self) -> list[CanaryRow]:
+        return [self._rows[ref] for ref in sorted(self._rows, key=_order)]
+
+    def row(self, canary: CanaryRef) -> CanaryRow | None:
+        return self._rows.get(canary)
+
+    def transitions(
+        self, *, after: int = 0, limit: int | None = None, last: int | None = None
+    ) -> list[TransitionRecord]:
+        """Records with ``seq > after``, oldest first; the first ``limit`` or the last ``last``."""
+        found = [r for r in self._ring if r.seq > after]
+        if last is not None:
+            found = found[-last:] if last > 0 else []
+        if limit is not None:
+            found = found[:limit]
+        return found
+
+    # -- streaming --------------------------------------------------------------------------
+
+    def subscribe(self) -> StreamSubscriber:
+        """A new stream subscriber (the stream route's; ``unsubscribe`` when done)."""
+        sub = StreamSubscriber(self._queue_size)
+        if self._closed:
+            sub.offer(_line({"type": "bye"}))
+            sub.end()
+        else:
+            self._subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: StreamSubscriber) -> None:
+        self._subscribers.discard(sub)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+
+def _order(ref: CanaryRef) -> tuple[str, str, str]:
+    return (ref.cluster, ref.namespace, ref.name)
+
+
+def _is_self_event(event: CanaryEvent) -> bool:
+    return bool(event.sources) and event.sources[0] is SourceName.SELF
+
+
+def _implied_phase(event: CanaryEvent) -> Phase | None:
+    if event.transition is Transition.AWAITING_APPROVAL:
+        return _GATE_PHASE.get(event.detail, Phase.WAITING)
+    return _IMPLIED_PHASE.get(event.transition)
+
+
+# -- HTTP ---------------------------------------------------------------------------------------
+
+
+class _BadQuery(Exception):
+    pass
+
+
+def _int_param(request: web.Request, name: str, *, default: int | None) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _BadQuery(f"{name} must be an integer") from None
+    if value < 0:
+        raise _BadQuery(f"{name} must not be negative")
+    return min(value, MAX_LIMIT) if name != "after" else value
+
+
+def _bad(reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=400)
+
+
+def live_routes(
+    state: LiveState, *, clock: Clock, heartbeat_s: float = DEFAULT_HEARTBEAT_S
+) -> list[web.RouteDef]:
+    """The routes for ``web.build_app(extra_routes=...)``; see the module docstring."""
+
+    async def canaries(_: web.Request) -> web.Response:
+        now = clock.now()
+        return web.json_response([row.to_json(now) for row in state.canaries()])
+
+    async def transitions(request: web.Request) -> web.Response:
+        try:
+            after = _int_param(request, "after", default=0) or 0
+            limit = _int_param(request, "limit", default=None)
+            last = _int_param(request, "last", default=None)
+        except _BadQuery as exc:
+            return _bad(str(exc))
+        records = state.transitions(after=after, limit=limit, last=last)
+        return web.json_response([r.to_json() for r in records])
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        try:
+            after = _int_param(request, "after", default=None)
+            backlog = _int_param(request, "backlog", default=DEFAULT_BACKLOG)
+        except _BadQuery as exc:
+            return _bad(str(exc))
+        instance = request.query.get("instance")
+        # Subscribe and snapshot in one step (no await in between): nothing missed, nothing twice.
+        sub = state.subscribe()
+        now = clock.now()
+        if after is None or (instance is not None and instance != state.instance):
+            records = state.transitions(last=backlog)
+        else:
+            records = state.transitions(after=after)
+        head = [
+            _line(
+                {
+                    "type": "hello",
+                    "instance": state.instance,
+                    "at": format_time(now),
+                    "seq": state.last_seq,
+                    "oldest_seq": state.oldest_seq,
+                    "heartbeat_s": heartbeat_s,
+                }
+            ),
+            _line(
+                {
+                    "type": "canaries",
+                    "at": format_time(now),
+                    "canaries": [row.to_json() for row in state.canaries()],
+                }
+            ),
+        ]
+        # The backlog's canaries are in the table above: its transitions carry no row.
+        head += [
+            _line({"type": "transition", "transition": r.to_json(), "canary": None})
+            for r in records
+        ]
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": NDJSON,
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        try:
+            await response.prepare(request)
+            await response.write(b"".join(head))
+            while True:
+                try:
+                    line = await asyncio.wait_for(sub.queue.get(), heartbeat_s)
+                except TimeoutError:
+                    line = _line({"type": "heartbeat", "at": format_time(clock.now())})
+                if line is None:
+                    if sub.overflowed:
+                        await response.write(_line({"type": "overflow"}))
+                    break
+                await response.write(line)
+        except ConnectionResetError:
+            pass  # the client went away
+        finally:
+            state.unsubscribe(sub)
+        return response
+
+    return [
+        web.get(CANARIES_PATH, canaries),
+        web.get(TRANSITIONS_PATH, transitions),
+        web.get(STREAM_PATH, stream),
+    ]
