@@ -37,7 +37,7 @@ from canarywatch.config.daemon_models import ClusterSettings
 from canarywatch.control_api import control_routes
 from canarywatch.delivery import DurableDelivery
 from canarywatch.dispatch import Dispatcher
-from canarywatch.errors import CanarywatchError, ConfigError
+from canarywatch.errors import CanarywatchError, ConfigError, DeliveryError
 from canarywatch.live import LiveState, live_routes
 from canarywatch.logs import get_logger
 from canarywatch.low_traffic import LowTrafficChecker
@@ -420,8 +420,16 @@ class App:
                 dispatch_task = tg.create_task(self._guard(dispatcher.run()), name="dispatch")
                 side_tasks = [
                     tg.create_task(self._announce_ready(sources), name="ready"),
-                    tg.create_task(self._gauges(delivery, receivers), name="gauges"),
+                    tg.create_task(self._housekeeping(delivery, receivers), name="gauges"),
                 ]
+                for receiver, sink in dispatcher.sinks.items():
+                    if callable(getattr(sink, "heartbeat", None)):
+                        side_tasks.append(
+                            tg.create_task(
+                                self._heartbeat(receiver, sink, delivery),
+                                name=f"heartbeat:{receiver}",
+                            )
+                        )
                 if self.leader is not None:
                     side_tasks.append(tg.create_task(self._guard(self.leader.run()), name="leader"))
                 if self.low_traffic is not None:
@@ -463,13 +471,41 @@ class App:
         self._notifier.ready()
         self._log.info("sources_listed", sources=len(waits))
 
-    async def _gauges(self, delivery: DurableDelivery, receivers: list[str]) -> None:
+    async def _housekeeping(self, delivery: DurableDelivery, receivers: list[str]) -> None:
+        """Gauges every few seconds; state retention (GC) every ten minutes."""
+        assert self.state is not None  # noqa: S101 - set before the tasks start
+        tick = 0
         while True:
             try:
                 delivery.update_gauges(receivers)
+                if tick % 120 == 0:
+                    removed = self.state.gc(
+                        self.clock.now(), retention_s=self.config.state.retention
+                    )
+                    if removed:
+                        self._log.info("state_compacted", rows=removed)
             except StateError:
                 self.metrics.state_errors.inc()
+                self._log.exception("state_maintenance_failed")
+            tick += 1
             await asyncio.sleep(5)
+
+    async def _heartbeat(self, receiver: str, sink: Sink, delivery: DurableDelivery) -> None:
+        """Re-push what still fires to sinks whose far side expires it (Alertmanager)."""
+        interval = float(getattr(sink, "resend_interval_s", 60.0))
+        heartbeat = getattr(sink, "heartbeat")  # noqa: B009 - checked callable by the caller
+        while True:
+            await asyncio.sleep(interval)
+            if not self._leader_predicate()():
+                continue
+            firing = delivery.firing.firing(receiver)
+            if not firing:
+                continue
+            try:
+                async with asyncio.timeout(self.config.dispatch.attempt_timeout):
+                    await heartbeat(firing, self.clock.now())
+            except (DeliveryError, TimeoutError) as exc:
+                self._log.warning("heartbeat_failed", receiver=receiver, error=str(exc))
 
     # -- signals and reload -----------------------------------------------------------------
 

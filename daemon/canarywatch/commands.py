@@ -40,7 +40,7 @@ def check_config_command(path: Path) -> int:
     routes = sum(1 for _ in policy.build_route(config.route).walk()) if config.receivers else 0
     print(
         f"{path}: ok ({len(config.receivers)} receivers, {routes} routes, "
-        f"{len(config.inhibit_rules)} inhibit rules, {len(config.silences)} silences)"
+        f"{len(policy.build_inhibitor(config))} inhibit rules, {len(config.silences)} silences)"
     )
     return EXIT_OK
 

@@ -25,9 +25,32 @@ from canarywatch.clock import Clock
 from canarywatch.dispatch import Dispatcher
 from canarywatch.identity import fingerprint
 from canarywatch.metrics import Metrics
-from canarywatch.model import DeliveryOutcome, Notification
+from canarywatch.model import DeliveryOutcome, Notification, NotificationStatus
 from canarywatch.state import StateStore
 from canarywatch.state.configmap import ConfigMapNotificationLog, entry_key
+
+
+class FiringTracker:
+    """Per receiver, the delivered notifications whose conditions still fire.
+
+    Sinks that keep state on the far side (Alertmanager: an alert expires at ``endsAt``) need
+    the still-firing set re-pushed on a heartbeat; a resolved notification removes its events.
+    """
+
+    def __init__(self) -> None:
+        self._firing: dict[str, dict[str, Notification]] = {}
+
+    def delivered(self, n: Notification) -> None:
+        per = self._firing.setdefault(n.receiver, {})
+        for event in n.events:
+            key = fingerprint(event)
+            if n.status is NotificationStatus.RESOLVED:
+                per.pop(key, None)
+            elif event.spec.opens is not None:
+                per[key] = dataclasses.replace(n, events=(event,))
+
+    def firing(self, receiver: str) -> list[Notification]:
+        return list(self._firing.get(receiver, {}).values())
 
 
 class DurableDelivery:
@@ -48,6 +71,7 @@ class DurableDelivery:
         self._log = log.bind(component="delivery")
         self._is_leader = is_leader
         self._outbox_ids: dict[int, int] = {}
+        self.firing = FiringTracker()
         self._shared_log = shared_log
         self._held: list[tuple[int, Notification]] = []
         self._held_window = timedelta(seconds=held_window_s)
@@ -58,6 +82,10 @@ class DurableDelivery:
 
     async def accept(self, n: Notification) -> None:
         """Take a notification from the pipeline: dedup, persist, queue."""
+        if n.repeat:  # a repeat_interval re-send: the log has these events, by design
+            item = self._store.outbox_put(n.receiver, n, self._clock.now())
+            await self._queue_or_hold(n, item)
+            return
         fresh = tuple(
             e for e in n.events if self._store.sent(n.receiver, fingerprint(e), n.status) is None
         )
@@ -133,6 +161,7 @@ class DurableDelivery:
         if outcome.ok:
             now = self._clock.now()
             self._store.outbox_done(item, now)
+            self.firing.delivered(n)
             if self._shared_log is not None:
                 try:
                     await self._shared_log.record(

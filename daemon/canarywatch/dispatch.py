@@ -96,6 +96,11 @@ class Dispatcher:
         for receiver, sink in self._sinks.items():
             metrics.declare_receiver(receiver, sink.name)
 
+    @property
+    def sinks(self) -> Mapping[str, Sink]:
+        """Receiver name -> its sink instance."""
+        return self._sinks
+
     # --- intake --------------------------------------------------------------------------------
 
     async def submit(self, n: Notification) -> None:

@@ -71,8 +71,11 @@ def event_to_json(ev: CanaryEvent) -> dict[str, object]:
 
 
 def notification_to_json(n: Notification) -> dict[str, object]:
-    """One notification: when, to whom, firing/resolved, its group and its events in order."""
-    return {
+    """One notification: when, to whom, firing/resolved, its group and its events in order.
+
+    ``"repeat": true`` is added only to a ``repeat_interval`` re-send of still-firing events.
+    """
+    out: dict[str, object] = {
         "at": format_time(n.created_at),
         "receiver": n.receiver,
         "status": n.status.value,
@@ -80,6 +83,9 @@ def notification_to_json(n: Notification) -> dict[str, object]:
         "group_key": n.group_key,
         "events": [event_to_json(ev) for ev in n.events],
     }
+    if n.repeat:
+        out["repeat"] = True
+    return out
 
 
 # --- decoding: the inverse of the two functions above ----------------------------------------
@@ -209,6 +215,7 @@ def notification_from_json(d: JSONValue) -> Notification:
         group_labels=_str_map(_field(obj, "group", w), f"{w}.group"),
         events=tuple(event_from_json(ev) for ev in events),
         created_at=_time(_field(obj, "at", w), f"{w}.at"),
+        repeat=obj.get("repeat") is True,
     )
 
 

@@ -295,6 +295,9 @@ class Notification:
     group_labels: Mapping[str, str]
     events: tuple[CanaryEvent, ...]
     created_at: datetime
+    repeat: bool = False
+    """A ``repeat_interval`` re-send of still-firing events (delivered even though the
+    notification log has them: that is the point of a repeat)."""
 
 
 class DeliveryReason(enum.StrEnum):

@@ -91,9 +91,20 @@ def build_router(config: Config | None) -> Router:
     )
 
 
+DEFAULT_INHIBIT_RULES: tuple[InhibitRule, ...] = (
+    InhibitRule(
+        source_matchers=parse_matchers(['transition=~"rolled-back|promotion-failed"']),
+        target_matchers=parse_matchers(['transition=~"halted|no-traffic|weight-advanced"']),
+        equal=("cluster", "namespace", "canary", "rollout"),
+    ),
+)
+"""Shipped when the config has no ``inhibit_rules``: a rollout's verdict mutes its own steps
+and warnings still waiting in a group (with ``group_wait`` > 0; sent ones cannot be unsent)."""
+
+
 def build_inhibitor(config: Config | None) -> Inhibitor:
-    if config is None:
-        return Inhibitor()
+    if config is None or config.inhibit_rules is None:
+        return Inhibitor(DEFAULT_INHIBIT_RULES)
     return Inhibitor(
         [
             InhibitRule(

@@ -17,7 +17,7 @@ from canarywatch.pipeline.core import Pipeline
 from canarywatch.recording import in_time_order
 
 DRAIN_HORIZON = timedelta(days=1)
-"""After the recording ends, timers are followed this far (repeat notifications stop there)."""
+"""After the recording ends, waiting groups are flushed at their deadlines up to this far."""
 
 
 def replay(
@@ -36,7 +36,15 @@ def replay(
         clock.advance_to(obs.at)
         pipeline.observe(obs, clock.now())
         yield from pipeline.due(clock.now())
-    yield from _fire_timers_until(pipeline, clock, clock.now() + DRAIN_HORIZON)
+    # After the last line: the timers of groups still waiting fire (at their own deadlines);
+    # repeats of still-firing groups are not followed beyond that.
+    limit = clock.now() + DRAIN_HORIZON
+    while len(pipeline.grouper) > 0:
+        deadline = pipeline.next_deadline()
+        if deadline is None or deadline > limit:
+            break
+        clock.advance_to(deadline)
+        yield from pipeline.due(clock.now())
     yield from pipeline.flush_all(clock.now())
 
 

@@ -353,8 +353,14 @@ class ConfigFile(BaseModel):
     time_intervals: tuple[TimeIntervalSet, ...] = Field(
         default=(), description="Named time intervals for mute/active routes."
     )
-    inhibit_rules: tuple[InhibitRule, ...] = Field(
-        default=(), description="Rules muting events while related events fire."
+    inhibit_rules: tuple[InhibitRule, ...] | None = Field(
+        default=None,
+        description=(
+            "Rules muting events while related events fire. Omitted: the shipped defaults "
+            "(a rollback mutes its own rollout's pending halted/no-traffic/weight-advanced); "
+            "`[]`: none."
+        ),
+        json_schema_extra={"doc_default": "shipped defaults"},
     )
     silences: tuple[Silence, ...] = Field(default=(), description="Silences declared in config.")
     state: StateSettings = Field(default_factory=StateSettings, description="Local state.")

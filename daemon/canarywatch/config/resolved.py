@@ -92,7 +92,8 @@ class Config:
         default_factory=lambda: MappingProxyType({})
     )
     """Named time intervals, parsed; a name covers a moment when any of its intervals does."""
-    inhibit_rules: tuple[InhibitRule, ...] = ()
+    inhibit_rules: tuple[InhibitRule, ...] | None = None
+    """``None``: not configured, the shipped defaults apply (``policy.DEFAULT_INHIBIT_RULES``)."""
     silences: tuple[Silence, ...] = ()
     state: StateSettings = field(default_factory=StateSettings)
     server: ServerSettings = field(default_factory=ServerSettings)

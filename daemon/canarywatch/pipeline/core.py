@@ -6,6 +6,7 @@ async runner drive exactly the same code; only the runner knows about queues and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from canarywatch.identity import fingerprint
 from canarywatch.metrics import Metrics
 from canarywatch.model import (
     CanaryEvent,
@@ -20,10 +22,11 @@ from canarywatch.model import (
     NotificationStatus,
     Observation,
     Outcome,
+    SourceName,
 )
 from canarywatch.normalise import Normaliser
-from canarywatch.pipeline.correlate import Correlator
-from canarywatch.pipeline.group import Grouper
+from canarywatch.pipeline.correlate import ONLY_DURING_A_ROLLOUT, Correlator
+from canarywatch.pipeline.group import Grouper, group_key_for
 from canarywatch.pipeline.inhibit import Inhibitor
 from canarywatch.pipeline.route import Router
 from canarywatch.pipeline.silence import Silencer
@@ -75,6 +78,7 @@ class Pipeline:
         self.grouper = grouper or Grouper()
         self.metrics = metrics
         self.stats = PipelineStats()
+        self._warned_versions: set[str] = set()
         self._log = log or structlog.get_logger().bind(component="pipeline")
 
     # -- intake -----------------------------------------------------------------------------
@@ -94,6 +98,8 @@ class Pipeline:
             self._count_outcome(obs, normalised_outcome)
             return []
         self._count_outcome(obs, normalised.outcome)
+        if obs.source is SourceName.FLAGGER_METRICS:
+            self._warn_unknown_version()
         if normalised.outcome in (Outcome.UNKNOWN, Outcome.MALFORMED):
             self._log.info(
                 "observation_unrecognised",
@@ -108,6 +114,18 @@ class Pipeline:
             if event is not None:
                 new.append(event)
         return new
+
+    def _warn_unknown_version(self) -> None:
+        """Once per version: Flagger reports a version the decoding tables do not know."""
+        version = self.normaliser.metrics.unknown_version
+        if version is not None and version not in self._warned_versions:
+            self._warned_versions.add(version)
+            self._log.warning(
+                "flagger_version_unknown",
+                version=version,
+                detail="decoding with the newest known table; status values outside it are "
+                "counted as unknown, never guessed",
+            )
 
     def _stale_before(self, obs: Observation, now: datetime) -> datetime | None:
         """For an item of a source's initial list: the cut-off of the catch-up window."""
@@ -159,11 +177,24 @@ class Pipeline:
     def _route(self, event: CanaryEvent, now: datetime, status: NotificationStatus) -> None:
         routed = self.router.route(event, now, status)
         if status is NotificationStatus.RESOLVED:
+            self._stop_repeating(event, now)
             routed = [r for r in routed if r.route.send_resolved]
         elif not routed:
             self._suppress("muted", event)
         for item in routed:
             self.grouper.offer(item, now)
+            if status is NotificationStatus.FIRING and event.spec.opens is not None:
+                # Firing until its condition closes: repeat_interval re-sends it meanwhile.
+                key = group_key_for(item)
+                self.grouper.mark_firing(key, (*self.grouper.firing(key), event))
+
+    def _stop_repeating(self, opener: CanaryEvent, now: datetime) -> None:
+        gone = fingerprint(opener)
+        for item in self.router.route(opener, now, NotificationStatus.FIRING):
+            key = group_key_for(item)
+            still = tuple(e for e in self.grouper.firing(key) if fingerprint(e) != gone)
+            with contextlib.suppress(KeyError):
+                self.grouper.mark_firing(key, still)
 
     # -- output -----------------------------------------------------------------------------
 
@@ -173,11 +204,37 @@ class Pipeline:
     def flush_all(self, now: datetime) -> list[Notification]:
         return self._emit(self.grouper.flush_all(now))
 
+    def _still_news(self, n: Notification) -> Notification | None:
+        """Re-check a group's pending events at flush, as Alertmanager does.
+
+        While a group waited (``group_wait``/``group_interval`` > 0), its canary may have been
+        rolled back (inhibit rules mute the steps) or moved on to a newer rollout (which
+        supersedes the older one's steps still pending; its gates and verdict stay news).
+        """
+        if n.status is not NotificationStatus.FIRING or n.repeat:
+            return n
+        kept: list[CanaryEvent] = []
+        for event in n.events:
+            firing = self.correlator.open_conditions(event.canary).values()
+            current = self.correlator.current_rollout(event.canary)
+            if self.inhibitor.mutes(event, firing) or (
+                current is not None
+                and event.rollout
+                and event.rollout != current
+                and event.transition in ONLY_DURING_A_ROLLOUT
+            ):
+                self._suppress("inhibited", event)
+            else:
+                kept.append(event)
+        if not kept:
+            return None
+        return n if len(kept) == len(n.events) else dataclasses.replace(n, events=tuple(kept))
+
     def next_deadline(self) -> datetime | None:
         return self.grouper.next_deadline()
 
     def _emit(self, notifications: Iterable[Notification]) -> list[Notification]:
-        out = list(notifications)
+        out = [n for n in (self._still_news(n) for n in notifications) if n is not None]
         for n in out:
             self.stats.notifications += 1
             if self.metrics:

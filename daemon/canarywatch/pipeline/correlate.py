@@ -45,7 +45,7 @@ REVISION_MERGE_WINDOW = timedelta(minutes=5)
 _CLOSES_ANALYSIS = frozenset(
     {Transition.WEIGHT_ADVANCED, Transition.ITERATION_ADVANCED, Transition.PROMOTING}
 )
-_ONLY_DURING_A_ROLLOUT = frozenset(
+ONLY_DURING_A_ROLLOUT = frozenset(
     {
         Transition.ANALYSIS_STARTED,
         Transition.WEIGHT_ADVANCED,
@@ -144,7 +144,7 @@ class Correlator:
 
         if event.transition is Transition.REVISION_DETECTED:
             return self._revision_detected(state, event, now)
-        if state.rollout.ended and event.transition in _ONLY_DURING_A_ROLLOUT:
+        if state.rollout.ended and event.transition in ONLY_DURING_A_ROLLOUT:
             # A slower stream reporting a step of the rollout that already ended (a status
             # write queued behind the verdict): not news. A new analysis always begins with a
             # new revision, which reopens these.
@@ -165,6 +165,11 @@ class Correlator:
     def open_conditions(self, canary: CanaryRef) -> Mapping[Condition, CanaryEvent]:
         state = self._canaries.get(canary)
         return dict(state.open) if state else {}
+
+    def current_rollout(self, canary: CanaryRef) -> str | None:
+        """The id of the canary's current rollout (``None`` for a canary never seen)."""
+        state = self._canaries.get(canary)
+        return state.rollout.label if state else None
 
     def canaries(self) -> Iterable[CanaryRef]:
         return self._canaries.keys()

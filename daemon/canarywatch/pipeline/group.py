@@ -175,7 +175,7 @@ class Grouper:
         return min(deadlines, default=None)
 
     def _notification(
-        self, group: _Group, events: tuple[CanaryEvent, ...], now: datetime
+        self, group: _Group, events: tuple[CanaryEvent, ...], now: datetime, *, repeat: bool = False
     ) -> Notification:
         return Notification(
             receiver=group.receiver,
@@ -184,6 +184,7 @@ class Grouper:
             group_labels=group.labels,
             events=events,
             created_at=now,
+            repeat=repeat,
         )
 
     def _flush(
@@ -205,7 +206,7 @@ class Grouper:
                 group.pending = []
                 group.deadline = None
             else:
-                out.append(self._notification(group, group.firing, now))
+                out.append(self._notification(group, group.firing, now, repeat=True))
             group.last_flush = now
         self._collect(now)
         return out

@@ -32,6 +32,9 @@ class Inhibitor:
     def __bool__(self) -> bool:
         return bool(self._rules)
 
+    def __len__(self) -> int:
+        return len(self._rules)
+
     def mutes(self, target: CanaryEvent, firing: Iterable[CanaryEvent]) -> bool:
         """Whether any rule mutes ``target`` given the currently firing events."""
         if not self._rules:
