@@ -37,3 +37,19 @@ def test_readme_names_the_two_commands() -> None:
     text = README.read_text(encoding="utf-8")
     assert "make demo" in text
     assert "make test" in text
+
+
+def test_metrics_reference_lists_every_exported_metric() -> None:
+    from canarywatch.app import App
+    from canarywatch.config import parse_config
+    from canarywatch.sources.flagger_webhook import webhook_rejected_counter
+
+    registry = App(parse_config("")).registry
+    webhook_rejected_counter(registry)
+    text = README.read_text(encoding="utf-8")
+    missing = []
+    for family in registry.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        if f"`{name}`" not in text:
+            missing.append(name)
+    assert missing == [], f"README metrics table lacks: {missing}"
