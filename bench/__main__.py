@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from canarywatch.logs import configure_logging
 
-BENCHMARKS = ["throughput"]
+BENCHMARKS = ["throughput", "latency", "storm", "scale", "versus_alert_rule"]
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,271 @@
+"""A sink down for ten minutes of virtual time, a 429 storm, and a neighbour that must not care.
+
+Dispatch and durable delivery (outbox + notification log in a real SQLite file) are driven on a
+``VirtualClock`` with ``run_in_virtual_time``: the clock jumps to the next backoff deadline
+whenever nothing else can run, so ten minutes of retries take milliseconds and every timing
+assertion is about virtual time, never the wall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
+from tests.fakes.webhook_receiver import run_webhook_receiver
+from tests.resilience import SOAK
+
+from canarywatch.clock import VirtualClock
+from canarywatch.delivery import DurableDelivery
+from canarywatch.dispatch import Dispatcher
+from canarywatch.identity import fingerprint
+from canarywatch.metrics import Metrics
+from canarywatch.model import DeliveryReason, Notification, NotificationStatus, Transition
+from canarywatch.sinks import DeliveryError, Payload, Sink, build_sink
+from canarywatch.state import SqliteStateStore
+from canarywatch.testing import T0, RecordingSink, make_event, make_notification
+from canarywatch.testing import run_in_virtual_time as in_virtual_time
+
+OUTAGE = timedelta(minutes=10)
+CANARIES = ("test/podinfo", "shop/checkout", "test/frontend", "team-a/api")
+STEPS: tuple[tuple[Transition, str], ...] = (
+    (Transition.REVISION_DETECTED, ""),
+    (Transition.ANALYSIS_STARTED, ""),
+    (Transition.WEIGHT_ADVANCED, "10"),
+    (Transition.WEIGHT_ADVANCED, "20"),
+    (Transition.HALTED, ""),
+    (Transition.ROLLED_BACK, ""),
+)
+
+
+class OutageSink(RecordingSink):
+    """A ``RecordingSink`` that answers 503 to every attempt before ``until`` (virtual time)."""
+
+    def __init__(self, name: str, *, clock: VirtualClock, until: datetime) -> None:
+        super().__init__(name, clock=clock)
+        self.until = until
+        self.failed_attempts = 0
+
+    async def deliver(self, payload: Payload) -> None:
+        assert self.clock is not None
+        if self.clock.now() < self.until:
+            self.attempts += 1
+            self.attempted_at.append(self.clock.now())
+            self.failed_attempts += 1
+            raise DeliveryError(DeliveryReason.HTTP_5XX, retryable=True, status_code=503)
+        await super().deliver(payload)
+
+
+def build(
+    sinks: Mapping[str, Sink], clock: VirtualClock, store: SqliteStateStore, **kw: Any
+) -> tuple[Dispatcher, DurableDelivery, CollectorRegistry]:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    delivery = DurableDelivery(store, clock=clock, metrics=metrics, log=structlog.get_logger())
+    dispatcher = Dispatcher(
+        sinks,
+        clock=clock,
+        metrics=metrics,
+        log=structlog.get_logger(),
+        rng=random.Random(3),
+        on_delivered=delivery.on_delivered,
+        **{"retry_budget_s": 3600.0, "backoff_initial_s": 1.0, "backoff_max_s": 60.0, **kw},
+    )
+    delivery.attach(dispatcher)
+    return dispatcher, delivery, registry
+
+
+def rollout_notifications(receiver: str, rounds: int = 1) -> list[Notification]:
+    """Each canary's rollback, interleaved across canaries, one event per notification."""
+    out = []
+    for r in range(rounds):
+        for step, (transition, detail) in enumerate(STEPS):
+            for canary in CANARIES:
+                event = make_event(
+                    transition,
+                    canary=canary,
+                    at=T0 + timedelta(seconds=step),
+                    detail=detail,
+                    rollout=str(r + 1),
+                )
+                out.append(make_notification(event, receiver=receiver))
+    return out
+
+
+def per_canary(payloads: list[Payload]) -> dict[str, list[tuple[str, str, str]]]:
+    seen: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+    for payload in payloads:
+        assert isinstance(payload, dict)
+        for event in payload["events"]:
+            seen[event["canary"]].append((event["rollout"], event["transition"], event["detail"]))
+    return seen
+
+
+async def test_ten_minute_outage_delivers_everything_in_order(tmp_path: Path) -> None:
+    clock = VirtualClock(T0)
+    dead = OutageSink("dead", clock=clock, until=T0 + OUTAGE)
+    healthy = RecordingSink("healthy", clock=clock)
+    rounds = 3 if SOAK else 1
+    with SqliteStateStore(tmp_path / "state.db", clock=clock) as store:
+        dispatcher, delivery, registry = build({"dead": dead, "healthy": healthy}, clock, store)
+        to_dead = rollout_notifications("dead", rounds)
+        to_healthy = rollout_notifications("healthy", rounds)
+
+        async def scenario() -> None:
+            async with dispatcher:
+                for a, b in zip(to_dead, to_healthy, strict=True):
+                    await delivery.accept(a)
+                    await delivery.accept(b)
+                async with asyncio.timeout(30):  # wall-clock bound on the whole run
+                    await healthy.wait_for(len(to_healthy))
+                    await dead.wait_for(len(to_dead))
+
+        await in_virtual_time(clock, scenario(), max_steps=1_000_000)
+
+        # Every notification delivered, none twice, in order per canary.
+        assert len(dead.payloads) == len(to_dead)
+        assert len(healthy.payloads) == len(to_healthy)
+        want = per_canary([RecordingSink().render(n) for n in to_dead])
+        assert per_canary(dead.payloads) == want
+        assert per_canary(healthy.payloads) == per_canary(
+            [RecordingSink().render(n) for n in to_healthy]
+        )
+        # The outage really lasted ten minutes and was retried, not given up on.
+        assert dead.failed_attempts > 5
+        assert max(dead.attempted_at) >= T0 + OUTAGE
+        # The dead sink did not hold the healthy one back: everything it had was delivered at
+        # once, while the dead sink was still failing, and at the first attempt.
+        assert healthy.attempts == len(to_healthy)
+        assert max(healthy.attempted_at) < T0 + timedelta(minutes=1)
+        # Record after success: the outbox is empty and the notification log knows each one.
+        assert store.outbox_depth("dead") == 0
+        assert store.outbox_depth("healthy") == 0
+        assert store.outbox_dead_letters() == []
+        for n in to_dead:
+            for event in n.events:
+                assert store.sent("dead", fingerprint(event), NotificationStatus.FIRING)
+        dropped = registry.get_sample_value(
+            "canarywatch_events_dropped_total", {"stage": "dispatch", "reason": "overflow"}
+        )
+        assert not dropped
+
+
+async def test_outage_longer_than_the_queue_drops_the_oldest_and_counts_it(
+    tmp_path: Path,
+) -> None:
+    """A bounded queue: what does not fit is dropped (oldest first) and counted, never lost
+    silently; it stays in the outbox, so a restart delivers it (``resume``)."""
+    clock = VirtualClock(T0)
+    dead = OutageSink("dead", clock=clock, until=T0 + OUTAGE)
+    with SqliteStateStore(tmp_path / "state.db", clock=clock) as store:
+        dispatcher, delivery, registry = build({"dead": dead}, clock, store, queue_size=5)
+        notifications = rollout_notifications("dead")
+
+        async def scenario() -> None:
+            async with dispatcher:
+                await delivery.accept(notifications[0])
+                async with asyncio.timeout(30):
+                    await dead.wait_for_attempts(1)  # the first one is in flight, retrying
+                for n in notifications[1:]:
+                    await delivery.accept(n)
+                async with asyncio.timeout(30):
+                    await dead.wait_for(6)  # the one in flight + the five queued
+                    await asyncio.sleep(0.05)
+
+        with capture_logs() as logs:
+            await in_virtual_time(clock, scenario(), max_steps=1_000_000)
+        dropped = registry.get_sample_value(
+            "canarywatch_events_dropped_total", {"stage": "dispatch", "reason": "overflow"}
+        )
+        assert dropped == len(notifications) - 6
+        assert [e for e in logs if e["event"] == "notification_dropped"]
+        # The dropped ones are still pending in the outbox: a restart re-queues them.
+        assert store.outbox_depth("dead") == len(notifications) - 6
+
+        again = OutageSink("dead", clock=clock, until=T0)
+        dispatcher2, delivery2, _ = build({"dead": again}, clock, store, queue_size=100)
+
+        async def restart() -> None:
+            async with dispatcher2:
+                resumed = await delivery2.resume()
+                assert resumed == len(notifications) - 6
+                async with asyncio.timeout(30):
+                    await again.wait_for(resumed)
+
+        await in_virtual_time(clock, restart(), max_steps=1_000_000)
+        assert store.outbox_depth("dead") == 0
+        delivered = per_canary(dead.payloads + again.payloads)
+        assert sum(len(v) for v in delivered.values()) == len(notifications)
+
+
+async def test_429_storm_is_respected(tmp_path: Path) -> None:
+    """Every 429 carries ``Retry-After: 120``: no attempt comes sooner than that."""
+    clock = VirtualClock(T0)
+    limited = RecordingSink("limited", clock=clock)
+    storm = 8 if SOAK else 4
+    limited.fail_next(
+        storm,
+        DeliveryError(
+            DeliveryReason.RATE_LIMITED, retryable=True, status_code=429, retry_after_s=120.0
+        ),
+    )
+    other = RecordingSink("other", clock=clock)
+    with SqliteStateStore(tmp_path / "state.db", clock=clock) as store:
+        dispatcher, delivery, _ = build({"limited": limited, "other": other}, clock, store)
+        first = rollout_notifications("limited")[:3]
+        side = rollout_notifications("other")[:3]
+
+        async def scenario() -> None:
+            async with dispatcher:
+                for n in first + side:
+                    await delivery.accept(n)
+                async with asyncio.timeout(30):
+                    await limited.wait_for(len(first))
+                    await other.wait_for(len(side))
+
+        await in_virtual_time(clock, scenario(), max_steps=1_000_000)
+    gaps = [
+        (b - a).total_seconds()
+        for a, b in zip(limited.attempted_at, limited.attempted_at[1:], strict=False)
+    ]
+    assert limited.attempts == storm + len(first)
+    assert all(gap >= 120.0 for gap in gaps[:storm]), gaps
+    assert max(other.attempted_at) == T0  # the storm on one receiver delays no other
+
+
+async def test_429_retry_after_over_http(tmp_path: Path) -> None:
+    """The real ``webhook`` sink against a local receiver answering 429 + ``Retry-After: 90``
+    three times: the dispatcher waits at least 90 s (virtual) before each retry."""
+    clock = VirtualClock(T0)
+    async with run_webhook_receiver(path="/") as receiver, aiohttp.ClientSession() as http:
+        for _ in range(3):
+            receiver.script(429, {"Retry-After": "90"})
+        sink = build_sink(
+            "webhook", {"url": receiver.url, "timeout_s": 5}, http=http, log=structlog.get_logger()
+        )
+        with SqliteStateStore(tmp_path / "state.db", clock=clock) as store:
+            dispatcher, delivery, _ = build({"hook": sink}, clock, store)
+            n = rollout_notifications("hook")[0]
+
+            async def scenario() -> None:
+                async with dispatcher:
+                    await delivery.accept(n)
+                    async with asyncio.timeout(30):
+                        while store.outbox_depth("hook"):
+                            await asyncio.sleep(0.01)
+
+            with capture_logs() as logs:
+                await in_virtual_time(clock, scenario(), max_steps=1_000_000)
+    assert len(receiver.requests) == 4
+    assert clock.now() - T0 >= timedelta(seconds=270)
+    sent = [e for e in logs if e["event"] == "notification_sent"]
+    assert len(sent) == 1
+    assert sent[0]["attempts"] == 4
