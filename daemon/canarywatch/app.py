@@ -114,6 +114,8 @@ class App:
         self.runner: Runner | None = None
         self.leader: LeaderElector | None = None
         self.live = LiveState()
+        self._dirty: set[CanaryRef] = set()
+        self._state_error: str | None = None
         self.canary_metrics = CanaryStateMetrics(self.registry)
         self.low_traffic: LowTrafficChecker | None = None
         self.ready = asyncio.Event()
@@ -356,6 +358,8 @@ class App:
             self.readiness.add(f"sink:{receiver}", _sink_check(sink))
 
         def state_ok() -> tuple[bool, str]:
+            if self._state_error is not None:
+                return False, self._state_error
             try:
                 self.metrics.state_size.set(state.size_bytes())
             except StateError as exc:
@@ -369,25 +373,41 @@ class App:
     def _on_transitions(
         self, state: StateStore, correlator: Correlator, events: list[CanaryEvent]
     ) -> None:
-        """Every new transition: persist its canary, update the views and the live state."""
-        self._persist(state, correlator, events)
-        self.canary_metrics.observe_all(events)
-        self.live.on_transitions(events)
-        if self.low_traffic is not None:
-            self.low_traffic.on_transitions(events)
+        """After each intake batch (its notifications already in the outbox): update the views
+        and write the changed canaries' correlation state through."""
+        if events:
+            self.canary_metrics.observe_all(events)
+            self.live.on_transitions(events)
+            if self.low_traffic is not None:
+                self.low_traffic.on_transitions(events)
+        self._dirty.update(e.canary for e in events)
+        if self._dirty:
+            self._persist(state, correlator)
 
-    def _persist(
-        self, state: StateStore, correlator: Correlator, events: list[CanaryEvent]
-    ) -> None:
-        """Write the changed canaries' correlation state through (a restart continues it)."""
-        for ref in {e.canary for e in events}:
+    def _persist(self, state: StateStore, correlator: Correlator) -> None:
+        """One transaction for every changed canary whose events are no longer waiting in a
+        group: "seen" is written only once what was seen is in the outbox (a canary whose
+        events still wait for ``group_wait`` stays dirty until they are flushed)."""
+        assert self.runner is not None  # noqa: S101 - called from the runner
+        ready = self._dirty - self.runner.pipeline.grouper.pending_canaries()
+        snapshots = {}
+        for ref in ready:
             snap = correlator.snapshot_canary(ref)
             if snap is not None:
-                try:
-                    state.save_canary_state(*snap)
-                except StateError:
-                    self.metrics.state_errors.inc()
-                    self._log.exception("state_write_failed", canary=str(ref))
+                snapshots[snap[0]] = snap[1]
+        if not snapshots:
+            return
+        try:
+            state.save_canary_states(snapshots)
+        except StateError as exc:
+            # The notifications are safe in the outbox; a restart would re-announce these
+            # canaries' transitions and the notification log would drop the repeats.
+            self.metrics.state_errors.inc()
+            self._state_error = str(exc)
+            self._log.error("state_write_failed", error=str(exc), canaries=len(snapshots))
+            return
+        self._state_error = None
+        self._dirty -= ready
 
     async def _supervise(
         self,
@@ -448,7 +468,7 @@ class App:
                 self._log.info("shutdown_started")
                 for task in source_tasks + side_tasks:
                     task.cancel()
-                await runner.stop()
+                await runner.stop(flush_all=True)  # nothing pending is left behind
                 await pipeline_task
                 left = await dispatcher.drain(self.config.dispatch.drain_timeout)
                 if left:

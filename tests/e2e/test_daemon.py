@@ -260,9 +260,12 @@ async def test_leader_failover_no_gap_no_duplicate(tmp_path: Path) -> None:
                         ("test/podinfo", "rolled-back", ""): 1,
                     }
                 )
-                async with asyncio.timeout(15):
-                    while want - (notified(out_a) + notified(out_b)):
-                        await asyncio.sleep(0.1)
+                try:
+                    async with asyncio.timeout(15):
+                        while want - (notified(out_a) + notified(out_b)):
+                            await asyncio.sleep(0.1)
+                except TimeoutError:
+                    pytest.fail(f"a={notified(out_a)} b={notified(out_b)} want={want}")
                 await asyncio.sleep(1.5)
     assert notified(out_a) + notified(out_b) == want
     assert notified(out_b)[("test/podinfo", "rolled-back", "")] == 1

@@ -23,7 +23,15 @@ def load_yaml(text: str, *, filename: str) -> tuple[object, dict[Loc, int]]:
     Raises ``ConfigError`` for syntax errors (without echoing the offending source line,
     which could hold a secret) and for duplicate keys.
     """
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader checks every character when it is built: a control character raises here.
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError(
+            f"invalid YAML: unacceptable character #x{exc.character:04x} "
+            f"(control characters are not allowed) at position {exc.position}",
+            file=filename,
+        ) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -36,6 +44,12 @@ def load_yaml(text: str, *, filename: str) -> tuple[object, dict[Loc, int]]:
         raise ConfigError(
             "invalid YAML: " + ", ".join(parts or ["cannot parse"]),
             line=mark.line + 1 if mark is not None else None,
+            file=filename,
+        ) from None
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError(
+            f"invalid YAML: unacceptable character #x{exc.character:04x} at position "
+            f"{exc.position}",
             file=filename,
         ) from None
     except yaml.YAMLError:

@@ -36,8 +36,9 @@ from canarywatch.state.codec import decode_event, encode_event, exact_time
 Identity = tuple[int, Transition, str, int]
 """(rollout sequence, transition, detail, episode) within one canary."""
 
-MAX_OCCURRENCES = 512
-"""Occurrence keys remembered per canary (a rollout produces a few dozen)."""
+MAX_OCCURRENCES = 128
+"""Occurrence keys remembered per canary: enough for the Events a relist can re-deliver
+(Kubernetes keeps Events for an hour; a rollout produces a few dozen)."""
 
 REVISION_MERGE_WINDOW = timedelta(minutes=5)
 """How far apart two sources' ``revision-detected`` may be and still be one rollout start."""

@@ -38,6 +38,7 @@ from types import MappingProxyType
 from canarywatch.matchers import format_label_set
 from canarywatch.model import (
     CanaryEvent,
+    CanaryRef,
     Notification,
     NotificationStatus,
     Routed,
@@ -168,6 +169,10 @@ class Grouper:
     def firing(self, key: str) -> tuple[CanaryEvent, ...]:
         group = self._groups.get(key)
         return group.firing if group is not None else ()
+
+    def pending_canaries(self) -> set[CanaryRef]:
+        """Canaries with events still waiting in a group (not yet handed to dispatch)."""
+        return {e.canary for g in self._groups.values() for e in g.pending}
 
     def next_deadline(self) -> datetime | None:
         """The earliest moment ``due`` has something to return."""

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
 import structlog
@@ -37,6 +38,8 @@ IntakeItem = Observation | CanaryEvent | StopIntake | _Listed
 Deliver = Callable[[Notification], Awaitable[None]]
 
 INTAKE_SIZE: Final = 10_000
+BATCH: Final = 500
+"""Intake items processed before their notifications are sent and their state written."""
 
 
 class Runner:
@@ -86,30 +89,57 @@ class Runner:
         await self.intake.put(StopIntake(flush_all=flush_all))
 
     async def run(self) -> None:
-        """Process intake until a ``StopIntake`` arrives; then flush and return."""
+        """Process intake until a ``StopIntake`` arrives; then flush and return.
+
+        Items are taken in batches (what is already queued, up to ``BATCH``): the due
+        notifications of a batch are handed to dispatch first, and only then are its new
+        transitions reported (``on_transitions``: the daemon persists correlation state
+        there). So state that says "seen" is never written before what was seen is safely in
+        the outbox, and a busy start-up writes state once per batch, not once per event.
+        """
         while True:
-            item = await self._next_item()
+            first = await self._next_item()
+            batch = [first]
+            while len(batch) < BATCH and not self.intake.empty():
+                batch.append(self.intake.get_nowait())
             now = self._clock.now()
-            if isinstance(item, StopIntake):
-                due = self.pipeline.flush_all(now) if item.flush_all else self.pipeline.due(now)
-                await self._send(due)
+            new: list[CanaryEvent] = []
+            due: list[Notification] = []
+            stop: StopIntake | None = None
+            for item in batch:
+                if isinstance(item, StopIntake):
+                    stop = item
+                    break
+                new.extend(self._process(item, now))
+                # Each item's due groups flush as of that item, exactly as without batching
+                # (a later item of the batch must not change what an earlier one sends).
+                due.extend(self.pipeline.due(now))
+            if stop is not None:
+                due.extend(
+                    self.pipeline.flush_all(now) if stop.flush_all else self.pipeline.due(now)
+                )
+            await self._send(due)
+            if self._on_transitions is not None:
+                self._on_transitions(new)
+            if stop is not None:
                 self._log.info("pipeline_stopped", flushed=len(due))
                 return
+
+    def _process(self, item: IntakeItem | None, now: datetime) -> list[CanaryEvent]:
+        if isinstance(item, _Listed):
+            held, self._held = self._held, []
             new: list[CanaryEvent] = []
-            if isinstance(item, _Listed):
-                held, self._held = self._held, []
-                for obs in held:
-                    new.extend(self.pipeline.observe(obs, now))
-            elif isinstance(item, Observation):
-                if self._holding(item):
-                    continue
-                new = self.pipeline.observe(item, now)
-            elif isinstance(item, CanaryEvent):
-                event = self.pipeline.offer_event(item, now)
-                new = [event] if event is not None else []
-            if new and self._on_transitions is not None:
-                self._on_transitions(new)
-            await self._send(self.pipeline.due(now))
+            for obs in held:
+                new.extend(self.pipeline.observe(obs, now))
+            return new
+        if isinstance(item, Observation):
+            if self._holding(item):
+                return []
+            return self.pipeline.observe(item, now)
+        if isinstance(item, CanaryEvent):
+            event = self.pipeline.offer_event(item, now)
+            return [event] if event is not None else []
+        return []
 
     def _holding(self, obs: Observation) -> bool:
         if self._listed is None or self._listed.is_set():
