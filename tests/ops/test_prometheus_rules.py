@@ -28,7 +28,7 @@ CANARY_STATE_METRICS = frozenset(
         "canarywatch_canary_last_transition_timestamp_seconds",
     }
 )
-"""Announced by the metrics issue; not all exported yet (see test_grafana.py's xfail)."""
+"""The canary-state series (``canarywatch.canary_metrics``) the rules and dashboard build on."""
 
 _SUFFIXES = {
     "counter": ("_total",),
