@@ -575,21 +575,24 @@ class SimulatedApiServer:
             elif rv is not None:
                 await self._wait_for_rv(rv)
                 snapshot_rv = self.store.resource_version
-        objects = self.store.snapshot(view.storage, snapshot_rv, target.namespace)
-        keys = [(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects]
-        rendered = [view.render(o, in_list=True) for o in objects]
-        chosen = [
-            (key, obj)
-            for key, obj in zip(keys, rendered, strict=True)
-            if (start is None or key > start) and selection.matches(obj)
-        ]
+        candidates = self.store.snapshot_view(
+            view.storage, snapshot_rv, target.namespace, after=start
+        )
+        wanted = limit + 1 if limit is not None and limit > 0 else None
+        chosen: list[tuple[tuple[str, str], Obj]] = []
+        for key, stored in candidates:  # render (copy) only up to one item past the page
+            obj = view.render(stored, in_list=True)
+            if selection.matches(obj):
+                chosen.append((key, obj))
+                if wanted is not None and len(chosen) >= wanted:
+                    break
         metadata: Obj = {"resourceVersion": str(snapshot_rv)}
         if limit is not None and limit > 0 and len(chosen) > limit:
-            remaining = len(chosen) - limit
             chosen = chosen[:limit]
             metadata["continue"] = encode_continue(snapshot_rv, chosen[-1][0])
             if not query.get("labelSelector") and not query.get("fieldSelector"):
-                metadata["remainingItemCount"] = remaining
+                # Unfiltered: every candidate after this page counts (no rendering needed).
+                metadata["remainingItemCount"] = len(candidates) - limit
         return {
             "kind": f"{view.kind}List",
             "apiVersion": view.api_version,

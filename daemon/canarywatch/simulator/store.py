@@ -214,6 +214,21 @@ class Store:
 
     def snapshot(self, resource: str, rv: int, namespace: str | None = None) -> list[Obj]:
         """The objects as they were at revision ``rv``, in key order; 410 if compacted."""
+        return [copy.deepcopy(obj) for _, obj in self.snapshot_view(resource, rv, namespace)]
+
+    def snapshot_view(
+        self,
+        resource: str,
+        rv: int,
+        namespace: str | None = None,
+        *,
+        after: Key | None = None,
+    ) -> list[tuple[Key, Obj]]:
+        """Like ``snapshot`` but without copying, from the first key past ``after``.
+
+        The objects are the store's own: read them, never change them. A paged list serves
+        one page per request, so it must not copy the whole collection every time.
+        """
         if rv < self._compacted_rv:
             raise expired(f"too old resource version: {rv} ({self._compacted_rv})")
         state = dict(self._objects[_known(resource)])
@@ -228,7 +243,9 @@ class Store:
             else:
                 state[key] = change.previous
         return [
-            copy.deepcopy(state[k]) for k in sorted(state) if namespace is None or k[0] == namespace
+            (k, state[k])
+            for k in sorted(state)
+            if (namespace is None or k[0] == namespace) and (after is None or k > after)
         ]
 
     def changes_since(self, resource: str, rv: int) -> list[Change]:
