@@ -20,7 +20,7 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -440,7 +440,9 @@ class App:
                 dispatch_task = tg.create_task(self._guard(dispatcher.run()), name="dispatch")
                 side_tasks = [
                     tg.create_task(self._announce_ready(sources), name="ready"),
-                    tg.create_task(self._housekeeping(delivery, receivers), name="gauges"),
+                    tg.create_task(
+                        self._housekeeping(delivery, dispatcher.sinks), name="housekeeping"
+                    ),
                 ]
                 for receiver, sink in dispatcher.sinks.items():
                     if callable(getattr(sink, "heartbeat", None)):
@@ -491,13 +493,16 @@ class App:
         self._notifier.ready()
         self._log.info("sources_listed", sources=len(waits))
 
-    async def _housekeeping(self, delivery: DurableDelivery, receivers: list[str]) -> None:
+    async def _housekeeping(self, delivery: DurableDelivery, sinks: Mapping[str, Sink]) -> None:
         """Gauges every few seconds; state retention (GC) every ten minutes."""
         assert self.state is not None  # noqa: S101 - set before the tasks start
         tick = 0
         while True:
+            for receiver, sink in sinks.items():
+                healthy = bool(getattr(sink, "healthy", True))
+                self.metrics.sink_up.labels(receiver=receiver, sink=sink.name).set(int(healthy))
             try:
-                delivery.update_gauges(receivers)
+                delivery.update_gauges(list(sinks))
                 if tick % 120 == 0:
                     removed = self.state.gc(
                         self.clock.now(), retention_s=self.config.state.retention

@@ -141,6 +141,12 @@ class Metrics:
             ["source", "cluster"],
             registry=registry,
         )
+        self.sink_up = Gauge(
+            "canarywatch_sink_up",
+            "0 once a receiver's sink failed permanently (webhook deleted, credentials revoked).",
+            ["receiver", "sink"],
+            registry=registry,
+        )
         self.leader = Gauge(
             "canarywatch_leader",
             "1 while this replica holds the lease (or leader election is off), else 0.",

@@ -9,6 +9,7 @@ are two streams), so notifications are compared as multisets; each must appear e
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
@@ -291,3 +292,92 @@ async def test_sighup_reload_rejects_a_bad_config_and_keeps_the_old(
         finally:
             app.stop()
             await task
+
+
+async def test_an_unreachable_cluster_is_one_self_event_and_blocks_no_other(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out.jsonl"
+    async with simulated_cluster() as cluster:
+        dead = daemon_config(
+            cluster,
+            out,
+            tmp_path / "state",
+            metrics=False,
+            extra="",
+        )
+        # A second cluster whose API server does not answer (nothing listens on the port).
+        clusters = (
+            *dead.clusters,
+            type(dead.clusters[0])(name="gone", connection="host", host="http://127.0.0.1:9"),
+        )
+        config = dataclasses.replace(dead, clusters=clusters)
+        app = App(config, listen=("127.0.0.1", 0))
+        task = asyncio.create_task(app.run())
+        try:
+            c = cluster.sim.create_canary("test", "podinfo", analysis=PODINFO_ANALYSIS)
+            async with asyncio.timeout(20):
+                while app.runner is None:
+                    await asyncio.sleep(0.02)
+            c.new_revision("ccc333")
+            want = Counter(
+                {
+                    ("test/podinfo", "revision-detected", ""): 1,
+                    ("canarywatch/cluster-gone", "cluster-unreachable", ""): 1,
+                }
+            )
+            got = await settle(out, want, timeout_s=20)
+        finally:
+            app.stop()
+            await task
+    assert got == want
+
+
+async def test_record_then_replay_gives_what_the_daemon_sent(tmp_path: Path) -> None:
+    from canarywatch import policy, recording
+    from canarywatch.record import record
+    from canarywatch.replay import replay
+
+    rec = tmp_path / "bug.jsonl"
+    async with simulated_cluster() as cluster:
+        config = daemon_config(cluster, tmp_path / "out.jsonl", tmp_path / "state")
+        stop = asyncio.Event()
+        recorder = asyncio.create_task(record(config, rec, stop=stop))
+        await asyncio.sleep(1.0)  # the sources list and start watching
+        await play_all(cluster.sim, realtime_pace(SPEED), names=["rollback_failed_checks"])
+        await asyncio.sleep(1.5)
+        stop.set()
+        count = await recorder
+    observations = recording.read(rec)
+    assert count == len(observations) > 0
+    assert {o.source.value for o in observations} >= {"kubernetes-events", "canaries"}
+    replayed: Seen = Counter()
+    for n in replay(observations, policy.build_pipeline(config)):
+        for e in n.events:
+            replayed[(str(e.canary), e.transition.value, e.detail)] += 1
+    assert replayed == expected(["rollback_failed_checks"])
+
+
+async def test_tail_once_shows_the_running_daemons_canaries(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    async with simulated_cluster() as cluster:
+        config = daemon_config(cluster, tmp_path / "out.jsonl", tmp_path / "state")
+        async with running(config) as app:
+            await play_all(cluster.sim, realtime_pace(SPEED), names=["rollback_failed_checks"])
+            await settle(tmp_path / "out.jsonl", expected(["rollback_failed_checks"]))
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "canarywatch", "tail", "--once",
+                 "--url", f"http://127.0.0.1:{app.port}"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "test/podinfo" in done.stdout
+    assert "rolled-back" in done.stdout
+    assert "Failed" in done.stdout
+    assert "\x1b[" not in done.stdout  # not a terminal: plain text

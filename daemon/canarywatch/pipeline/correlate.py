@@ -18,6 +18,7 @@ from a slower source must not close a condition that was opened after the origin
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -36,7 +37,7 @@ from canarywatch.state.codec import decode_event, encode_event, exact_time
 Identity = tuple[int, Transition, str, int]
 """(rollout sequence, transition, detail, episode) within one canary."""
 
-MAX_OCCURRENCES = 128
+MAX_OCCURRENCES = 64
 """Occurrence keys remembered per canary: enough for the Events a relist can re-deliver
 (Kubernetes keeps Events for an hour; a rollout produces a few dozen)."""
 
@@ -110,8 +111,9 @@ class _CanaryState:
     seen: dict[Identity, CanaryEvent] = field(default_factory=dict)
     target: str = ""
     facts: dict[str, str] = field(default_factory=dict)
-    occurrences: dict[str, None] = field(default_factory=dict)
-    """Recent source occurrence keys (an Event's uid and count), oldest first, bounded."""
+    occurrences: dict[int, None] = field(default_factory=dict)
+    """Digests of recent source occurrence keys (an Event's uid and count), oldest first,
+    bounded: 64-bit integers rather than the keys, so a fleet of canaries stays small."""
 
 
 class Correlator:
@@ -129,8 +131,9 @@ class Correlator:
 
     def __call__(self, event: CanaryEvent, now: datetime) -> Correlation:
         state = self._canaries.setdefault(event.canary, _CanaryState())
-        occurrence = event.hints.get("occurrence")
-        if occurrence is not None:
+        occurrence_key = event.hints.get("occurrence")
+        if occurrence_key is not None:
+            occurrence = _digest(occurrence_key)
             if occurrence in state.occurrences:
                 # The very same Event occurrence again (re-listed after a restart).
                 return Correlation()
@@ -448,9 +451,15 @@ def _state_from_json(data: JSONValue) -> tuple[CanaryRef, _CanaryState]:
         seen=seen,
         target=str(data["target"]),
         facts={str(k): str(v) for k, v in data["facts"]},
-        occurrences=dict.fromkeys(str(k) for k in data.get("occurrences", [])),
+        occurrences=dict.fromkeys(
+            k for k in data.get("occurrences", []) if isinstance(k, int)
+        ),
     )
     return ref, state
+
+
+def _digest(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
 
 
 def _from_status(event: CanaryEvent) -> bool:
