@@ -108,7 +108,10 @@ class _CanaryState:
     gate_episodes: dict[str, int] = field(default_factory=dict)
     gate_rollouts: dict[str, int] = field(default_factory=dict)
     """The rollout each gate's latest episode was opened in."""
-    seen: dict[Identity, CanaryEvent] = field(default_factory=dict)
+    seen: dict[Identity, CanaryEvent | tuple[SourceName, ...]] = field(default_factory=dict)
+    """Identities already notified. The event itself is kept where a repeat can add to it
+    (condition openers, verdicts); one-shot steps keep only the sources that reported them,
+    so a fleet of canaries stays small."""
     target: str = ""
     facts: dict[str, str] = field(default_factory=dict)
     occurrences: dict[int, None] = field(default_factory=dict)
@@ -155,8 +158,12 @@ class Correlator:
             return Correlation()
 
         identity = self._late_verdict(state, event) or self._identity(state, event)
-        stored = state.seen.get(identity)
-        if stored is not None:
+        if identity in state.seen:
+            stored = state.seen[identity]
+            if isinstance(stored, tuple):
+                sources = _union(stored, event.sources)
+                state.seen[identity] = sources
+                return Correlation(duplicate_of=dataclasses.replace(event, sources=sources))
             merged = _merge(stored, event)
             state.seen[identity] = merged
             self._refresh_open(state, merged)
@@ -242,9 +249,10 @@ class Correlator:
             identity: Identity = (current.seq, event.transition, "", 0)
             stored = state.seen.get(identity)
             if stored is not None:
-                merged = _merge(stored, event)
-                state.seen[identity] = merged
-                return Correlation(duplicate_of=merged)
+                known = stored if isinstance(stored, tuple) else stored.sources
+                sources = _union(known, event.sources)
+                state.seen[identity] = sources
+                return Correlation(duplicate_of=dataclasses.replace(event, sources=sources))
             # Started by another transition's implicit evidence; first explicit sighting.
             return Correlation(new=self._finish(state, event, identity))
 
@@ -354,7 +362,8 @@ class Correlator:
             target=event.target or state.target,
         )
         finished = dataclasses.replace(finished, labels=self._labels(state, finished))
-        state.seen[identity] = finished
+        keep = event.spec.opens is not None or event.spec.ends_rollout
+        state.seen[identity] = finished if keep else finished.sources
         opens = event.spec.opens
         if opens is not None and opens not in state.open:
             state.open[opens] = finished
@@ -415,7 +424,13 @@ def _state_to_json(ref: CanaryRef, state: _CanaryState) -> dict[str, JSONValue]:
         "gate_episodes": [[gate, n] for gate, n in state.gate_episodes.items()],
         "gate_rollouts": [[gate, n] for gate, n in state.gate_rollouts.items()],
         "seen": [
-            [seq, transition.value, detail, episode, encode_event(ev)]
+            [
+                seq,
+                transition.value,
+                detail,
+                episode,
+                [src.value for src in ev] if isinstance(ev, tuple) else encode_event(ev),
+            ]
             for (seq, transition, detail, episode), ev in state.seen.items()
         ],
         "target": state.target,
@@ -439,9 +454,10 @@ def _state_from_json(data: JSONValue) -> tuple[CanaryRef, _CanaryState]:
         revision_sources={SourceName(src) for src in r["revision_sources"]},
         label=str(r["label"]),
     )
-    seen: dict[Identity, CanaryEvent] = {}
+    seen: dict[Identity, CanaryEvent | tuple[SourceName, ...]] = {}
     for seq, transition, detail, episode, ev in data["seen"]:
-        seen[(int(seq), Transition(transition), str(detail), int(episode))] = decode_event(ev)
+        key = (int(seq), Transition(transition), str(detail), int(episode))
+        seen[key] = tuple(SourceName(v) for v in ev) if isinstance(ev, list) else decode_event(ev)
     state = _CanaryState(
         rollout=rollout,
         episodes={Condition(cond): int(n) for cond, n in data["episodes"]},
@@ -451,11 +467,13 @@ def _state_from_json(data: JSONValue) -> tuple[CanaryRef, _CanaryState]:
         seen=seen,
         target=str(data["target"]),
         facts={str(k): str(v) for k, v in data["facts"]},
-        occurrences=dict.fromkeys(
-            k for k in data.get("occurrences", []) if isinstance(k, int)
-        ),
+        occurrences=dict.fromkeys(k for k in data.get("occurrences", []) if isinstance(k, int)),
     )
     return ref, state
+
+
+def _union(known: tuple[SourceName, ...], more: tuple[SourceName, ...]) -> tuple[SourceName, ...]:
+    return known + tuple(s for s in more if s not in known)
 
 
 def _digest(key: str) -> int:
