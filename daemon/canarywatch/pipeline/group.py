@@ -29,6 +29,7 @@ arrival. Options (timings) are those of the latest event offered to the group.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -113,10 +114,28 @@ class Grouper:
 
     def __init__(self) -> None:
         self._groups: dict[str, _Group] = {}
+        self._heap: list[tuple[datetime, str]] = []
+        """``(deadline, group key)`` entries; stale ones (the group's deadline moved, or the
+        group is gone) are skipped when they surface. Keeps ``due``/``next_deadline`` cheap
+        with thousands of firing groups."""
+        self._pending = 0
+        self._idle_candidates: set[str] = set()
+        """Groups that flushed with nothing firing: the only ones that can become idle."""
 
     def __len__(self) -> int:
         """Events offered and not yet flushed."""
-        return sum(len(g.pending) for g in self._groups.values())
+        return self._pending
+
+    def _schedule(self, group: _Group) -> None:
+        deadline = group.next_deadline()
+        if deadline is not None:
+            heapq.heappush(self._heap, (deadline, group.key))
+
+    def _live(self, deadline: datetime, key: str) -> _Group | None:
+        group = self._groups.get(key)
+        if group is None or group.next_deadline() != deadline:
+            return None
+        return group
 
     @property
     def group_count(self) -> int:
@@ -146,6 +165,8 @@ class Grouper:
             group.deadline = max(now, last + timedelta(seconds=routed.route.group_interval_s))
         group.options = routed.route
         group.pending.append(routed.event)
+        self._pending += 1
+        self._schedule(group)
 
     def mark_firing(self, key: str, events: Sequence[CanaryEvent]) -> None:
         """Set the events of group ``key`` that are still firing (replacing earlier marks).
@@ -153,7 +174,11 @@ class Grouper:
         Call it right after offering the event that opened the condition: the group exists then.
         Raises ``KeyError`` for a group that does not exist.
         """
-        self._groups[key].firing = tuple(events)
+        group = self._groups[key]
+        group.firing = tuple(events)
+        self._schedule(group)
+        if not group.firing and group.last_flush is not None:
+            self._idle_candidates.add(key)
 
     def mark_resolved(self, key: str, events: Iterable[CanaryEvent] | None = None) -> None:
         """Stop repeating ``events`` (all of them when ``None``); unknown keys are ignored."""
@@ -162,9 +187,11 @@ class Grouper:
             return
         if events is None:
             group.firing = ()
-            return
-        gone = list(events)
-        group.firing = tuple(e for e in group.firing if e not in gone)
+        else:
+            gone = list(events)
+            group.firing = tuple(e for e in group.firing if e not in gone)
+        if not group.firing and group.last_flush is not None:
+            self._idle_candidates.add(key)
 
     def firing(self, key: str) -> tuple[CanaryEvent, ...]:
         group = self._groups.get(key)
@@ -176,8 +203,12 @@ class Grouper:
 
     def next_deadline(self) -> datetime | None:
         """The earliest moment ``due`` has something to return."""
-        deadlines = [d for g in self._groups.values() if (d := g.next_deadline()) is not None]
-        return min(deadlines, default=None)
+        while self._heap:
+            deadline, key = self._heap[0]
+            if self._live(deadline, key) is not None:
+                return deadline
+            heapq.heappop(self._heap)
+        return None
 
     def _notification(
         self, group: _Group, events: tuple[CanaryEvent, ...], now: datetime, *, repeat: bool = False
@@ -208,21 +239,39 @@ class Grouper:
         for _, _, group in ready:
             if group.pending:
                 out.extend(self._notification(group, batch, now) for batch in group.batches())
+                self._pending -= len(group.pending)
                 group.pending = []
                 group.deadline = None
             else:
                 out.append(self._notification(group, group.firing, now, repeat=True))
             group.last_flush = now
+            self._schedule(group)
+            if not group.firing:
+                self._idle_candidates.add(group.key)
         self._collect(now)
         return out
 
     def _collect(self, now: datetime) -> None:
-        for key in [k for k, g in self._groups.items() if g.idle(now)]:
-            del self._groups[key]
+        for key in list(self._idle_candidates):
+            group = self._groups.get(key)
+            if group is None or group.pending or group.firing:
+                self._idle_candidates.discard(key)  # re-added at its next flush
+            elif group.idle(now):
+                del self._groups[key]
+                self._idle_candidates.discard(key)
 
     def due(self, now: datetime) -> list[Notification]:
         """Flush every group whose deadline is at or before ``now`` (new events or a repeat)."""
-        return self._flush(list(self._groups.values()), now, repeats=True)
+        ready: dict[str, _Group] = {}
+        while self._heap and self._heap[0][0] <= now:
+            deadline, key = heapq.heappop(self._heap)
+            group = self._live(deadline, key)
+            if group is not None:
+                ready[key] = group
+        if not ready:
+            self._collect(now)
+            return []
+        return self._flush(list(ready.values()), now, repeats=True)
 
     def flush_all(self, now: datetime) -> list[Notification]:
         """Flush every pending event regardless of deadlines (shutdown, end of a replay)."""
