@@ -57,6 +57,7 @@ from canarywatch.sdnotify import SystemdNotifier, watchdog_interval_s, watchdog_
 from canarywatch.sinks import Sink, build_sink
 from canarywatch.sources.base import EmitEvent
 from canarywatch.sources.canaries import CanariesSource
+from canarywatch.sources.flagger_discovery import discover_flagger_targets
 from canarywatch.sources.flagger_metrics import (
     FlaggerMetricsSettings,
     FlaggerMetricsSource,
@@ -634,16 +635,32 @@ async def build_sources(
             auth = BearerAuth(metrics.bearer_token)
         elif metrics.basic_auth is not None:
             auth = BasicAuth(metrics.basic_auth.username, metrics.basic_auth.password)
+        targets = [
+            MetricsTarget(
+                name=t.name, url=t.url, match=t.match, cluster=t.cluster or default_cluster
+            )
+            for t in metrics.targets
+        ]
+        if metrics.mode == "scrape" and metrics.discover:
+            for cluster in config.clusters:
+                try:
+                    targets += await discover_flagger_targets(
+                        await build_configuration(_access(cluster)),
+                        cluster=cluster.name,
+                        label_selector=metrics.discover_selector,
+                        log=get_logger("source.flagger_discovery"),
+                    )
+                except (kube_client.ApiException, aiohttp.ClientError, TimeoutError) as exc:
+                    get_logger("source.flagger_discovery").warning(
+                        "flagger_discovery_failed", cluster=cluster.name, error=type(exc).__name__
+                    )
+        if not targets:
+            get_logger("source.flagger_metrics").warning(
+                "metrics_source_without_targets", detail="nothing discovered, nothing configured"
+            )
+            return
         settings = FlaggerMetricsSettings(
-            targets=tuple(
-                MetricsTarget(
-                    name=t.name,
-                    url=t.url,
-                    match=t.match,
-                    cluster=t.cluster or default_cluster,
-                )
-                for t in metrics.targets
-            ),
+            targets=tuple(targets),
             mode=MetricsMode(metrics.mode),
             prometheus_url=metrics.prometheus_url,
             auth=auth,

@@ -443,6 +443,8 @@ _RESOURCES = {
     "lease": (("coordination.k8s.io", "leases"),),
     # the notification log shared between leaders (canarywatch.state.configmap)
     "config_map": (("", "configmaps"),),
+    # Flagger's Service, for metrics_source.discover (canarywatch.sources.flagger_discovery)
+    "service": (("", "services"),),
 }
 _NAMESPACED = {"leases", "configmaps"}
 """Only in the daemon's namespace (a Role), and get/update only on the objects it owns."""

@@ -144,6 +144,17 @@ class MetricsSourceSettings(BaseModel):
     targets: tuple[MetricsTargetSpec, ...] = Field(
         default=(), description="Flagger instances (one per cluster)."
     )
+    discover: bool = Field(
+        default=False,
+        description=(
+            "Scrape mode, in-cluster: find Flagger from its Service (label "
+            "`discover_selector`) in every cluster at start-up, in addition to `targets`."
+        ),
+    )
+    discover_selector: str = Field(
+        default="app.kubernetes.io/name=flagger",
+        description="Label selector of Flagger's Service for `discover`.",
+    )
     prometheus_url: str = Field(default="", description="Prometheus base URL (prometheus mode).")
     bearer_token: SecretField | None = Field(
         default=None, description="Bearer token for Prometheus."

@@ -261,8 +261,11 @@ class _Resolver:
                 self._fail(("metrics_source", "targets", index, "url"), "scrape mode needs a url")
         if metrics.mode == "prometheus" and not metrics.prometheus_url:
             self._fail(("metrics_source", "prometheus_url"), "prometheus mode needs a URL")
-        if metrics.mode != "off" and not metrics.targets:
+        discovering = metrics.mode == "scrape" and metrics.discover
+        if metrics.mode != "off" and not metrics.targets and not discovering:
             self._fail(("metrics_source", "targets"), f"{metrics.mode} mode needs targets")
+        if metrics.discover and not spec.clusters:
+            self._fail(("metrics_source", "discover"), "discovery needs a configured cluster")
 
     def _time_intervals(
         self, specs: tuple[TimeIntervalSet, ...]

@@ -143,6 +143,7 @@ VIEWS: Final[tuple[View, ...]] = (
     View("flagger.app", "v1beta1", "canaries", "Canary", "canaries", CUSTOM_RESOURCE_FIELDS, True),
     View("coordination.k8s.io", "v1", "leases", "Lease", "leases", METADATA_FIELDS),
     View("", "v1", "configmaps", "ConfigMap", "configmaps", METADATA_FIELDS),
+    View("", "v1", "services", "Service", "services", METADATA_FIELDS),
 )
 _BY_PATH: Final = {(v.group, v.version, v.plural): v for v in VIEWS}
 

@@ -40,6 +40,7 @@ _STORAGE: Mapping[str, tuple[str, str, bool]] = {
     "canaries": ("Canary", "flagger.app/v1beta1", True),
     "leases": ("Lease", "coordination.k8s.io/v1", False),
     "configmaps": ("ConfigMap", "v1", False),
+    "services": ("Service", "v1", False),
 }
 RESOURCES: frozenset[str] = frozenset(_STORAGE)
 """The storage resources the simulator knows: ``events``, ``canaries``, ``leases``,
