@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-import signal
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 from tests.helpers.binaries import require_binary
+from tests.helpers.process import stop, wait_ready
 
 _LISTENING = re.compile(r'msg="Listening on" address=127\.0\.0\.1:(\d+)')
 _STOP_TIMEOUT_S = 10.0
@@ -59,10 +58,12 @@ async def run_prometheus(
         running = RunningPrometheus(
             url=f"http://127.0.0.1:{port}", port=port, pid=process.pid, log_path=log_path
         )
-        await _wait_ready(process, running, ready_timeout_s)
+        await wait_ready(
+            process, running.url, running.log_text, ready_timeout_s, PrometheusStartError
+        )
         yield running
     finally:
-        await _stop(process)
+        await stop(process)
 
 
 def _check_and_start(
@@ -112,31 +113,3 @@ async def _wait_for_port(process: subprocess.Popen[bytes], log_path: Path, timeo
             if process.poll() is not None:
                 raise PrometheusStartError(f"prometheus exited early:\n{text[-2000:]}")
             await asyncio.sleep(0.05)
-
-
-async def _wait_ready(
-    process: subprocess.Popen[bytes], running: RunningPrometheus, timeout_s: float
-) -> None:
-    async with aiohttp.ClientSession() as http, asyncio.timeout(timeout_s):
-        while True:
-            if process.poll() is not None:
-                log = await asyncio.to_thread(running.log_text)
-                raise PrometheusStartError(f"prometheus exited:\n{log[-2000:]}")
-            try:
-                async with http.get(f"{running.url}/-/ready") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-
-
-async def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        await asyncio.to_thread(process.wait, _STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        await asyncio.to_thread(process.wait)
