@@ -599,7 +599,15 @@ async def build_sources(
     for cluster in config.clusters:
         configuration = await build_configuration(_access(cluster))
         reach = reachability(cluster.name) if reachability else None
-        namespaces = list(cluster.namespaces) or None
+        namespaces = await _namespaces(cluster, configuration)
+        if namespaces == []:
+            get_logger("app").warning(
+                "cluster_without_namespaces",
+                cluster=cluster.name,
+                selector=cluster.namespace_selector,
+                detail="the namespace selector matches no namespace: nothing is watched there",
+            )
+            continue
         if cluster.watch_events:
             sources.kube.append(
                 (
@@ -698,6 +706,20 @@ def _sink_check(sink: Sink) -> Callable[[], tuple[bool, str]]:
         return False, "permanent delivery failure (webhook deleted or credentials revoked?)"
 
     return check
+
+
+async def _namespaces(
+    cluster: ClusterSettings, configuration: kube_client.Configuration
+) -> list[str] | None:
+    """The namespaces to watch: ``None`` for all; the list plus what the selector matches."""
+    if not cluster.namespace_selector:
+        return list(cluster.namespaces) or None
+    async with kube_client.ApiClient(configuration) as api_client:
+        found = await kube_client.CoreV1Api(api_client).list_namespace(
+            label_selector=cluster.namespace_selector, _request_timeout=10
+        )
+    selected = {ns.metadata.name for ns in found.items}
+    return sorted(selected | set(cluster.namespaces))
 
 
 def _access(cluster: ClusterSettings) -> ClusterAccess:

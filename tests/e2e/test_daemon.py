@@ -381,3 +381,26 @@ async def test_tail_once_shows_the_running_daemons_canaries(tmp_path: Path) -> N
     assert "rolled-back" in done.stdout
     assert "Failed" in done.stdout
     assert "\x1b[" not in done.stdout  # not a terminal: plain text
+
+
+async def test_a_namespace_selector_limits_what_is_watched(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    async with simulated_cluster() as cluster:
+        cluster.api.store.create(
+            "namespaces", {"metadata": {"name": "test", "labels": {"canarywatch": "on"}}}
+        )
+        cluster.api.store.create("namespaces", {"metadata": {"name": "shop", "labels": {}}})
+        base = daemon_config(cluster, out, tmp_path / "state", metrics=False)
+        selected = dataclasses.replace(
+            base,
+            clusters=(
+                base.clusters[0].model_copy(update={"namespace_selector": "canarywatch=on"}),
+            ),
+        )
+        watched = cluster.sim.create_canary("test", "podinfo", analysis=PODINFO_ANALYSIS)
+        ignored = cluster.sim.create_canary("shop", "checkout", analysis=PODINFO_ANALYSIS)
+        async with running(selected):
+            watched.new_revision("ddd444")
+            ignored.new_revision("eee555")
+            got = await settle(out, Counter({("test/podinfo", "revision-detected", ""): 1}))
+    assert got == Counter({("test/podinfo", "revision-detected", ""): 1})

@@ -424,10 +424,11 @@ Permission = tuple[str, str, str, str | None]
 
 _CALL = re.compile(
     r"\b(list|read|create|replace|patch|delete)_"
-    r"(?:(?:namespaced|cluster)_([a-z_]+?)|([a-z_]+?)_for_all_namespaces)\b"
+    r"(?:(?:namespaced|cluster)_([a-z_]+?)|([a-z_]+?)_for_all_namespaces|(namespace))\b"
 )
 """A generated Kubernetes client method (``list_namespaced_event``, ``replace_namespaced_lease``,
-``list_event_for_all_namespaces``), called or passed around (``partial(api.list_...)``)."""
+``list_event_for_all_namespaces``, and the cluster-scoped ``list_namespace``), called or passed
+around (``partial(api.list_...)``)."""
 _VERBS = {
     "list": ("list", "watch"),  # every list call is also made with watch=True
     "read": ("get",),
@@ -445,6 +446,8 @@ _RESOURCES = {
     "config_map": (("", "configmaps"),),
     # Flagger's Service, for metrics_source.discover (canarywatch.sources.flagger_discovery)
     "service": (("", "services"),),
+    # namespaces matching clusters[].namespace_selector (canarywatch.app)
+    "namespace": (("", "namespaces"),),
 }
 _NAMESPACED = {"leases", "configmaps"}
 """Only in the daemon's namespace (a Role), and get/update only on the objects it owns."""
@@ -466,7 +469,7 @@ def api_call_sites() -> list[tuple[str, str, str]]:
     sites = []
     for path in files:
         for match in _CALL.finditer(path.read_text(encoding="utf-8")):
-            sites.append((path.name, match[1], match[2] or match[3]))
+            sites.append((path.name, match[1], match[2] or match[3] or match[4]))
     return sites
 
 

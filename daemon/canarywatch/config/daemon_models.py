@@ -47,7 +47,14 @@ class ClusterSettings(BaseModel):
     )
     host: str | None = Field(default=None, description="API server URL for `connection: host`.")
     namespaces: tuple[Name, ...] = Field(
-        default=(), description="Namespaces to watch; empty means all namespaces."
+        default=(), description="Namespaces to watch; empty (and no selector) means all."
+    )
+    namespace_selector: str = Field(
+        default="",
+        description=(
+            "Label selector of namespaces to watch (e.g. `canarywatch.io/watch=true`), "
+            "resolved at start-up and added to `namespaces`."
+        ),
     )
     canary_label_selector: str = Field(
         default="", description="Label selector limiting which Canaries are followed."

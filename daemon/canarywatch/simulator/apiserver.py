@@ -144,6 +144,7 @@ VIEWS: Final[tuple[View, ...]] = (
     View("coordination.k8s.io", "v1", "leases", "Lease", "leases", METADATA_FIELDS),
     View("", "v1", "configmaps", "ConfigMap", "configmaps", METADATA_FIELDS),
     View("", "v1", "services", "Service", "services", METADATA_FIELDS),
+    View("", "v1", "namespaces", "Namespace", "namespaces", METADATA_FIELDS),
 )
 _BY_PATH: Final = {(v.group, v.version, v.plural): v for v in VIEWS}
 

@@ -41,8 +41,11 @@ _STORAGE: Mapping[str, tuple[str, str, bool]] = {
     "leases": ("Lease", "coordination.k8s.io/v1", False),
     "configmaps": ("ConfigMap", "v1", False),
     "services": ("Service", "v1", False),
+    "namespaces": ("Namespace", "v1", False),
 }
 RESOURCES: frozenset[str] = frozenset(_STORAGE)
+CLUSTER_SCOPED: frozenset[str] = frozenset({"namespaces"})
+"""Resources without a namespace (their key is ``("", name)``)."""
 """The storage resources the simulator knows: ``events``, ``canaries``, ``leases``,
 ``configmaps`` (the HA notification log)."""
 
@@ -301,14 +304,14 @@ class Store:
                 "is required",
                 {"kind": resource, "causes": [_cause("FieldValueRequired", "metadata.name")]},
             )
-        if not meta.get("namespace"):
+        if not meta.get("namespace") and resource not in CLUSTER_SCOPED:
             raise ApiError(
                 422,
                 "Invalid",
                 f'{kind} "{name}" is invalid: metadata.namespace: Required value',
                 {"name": name, "kind": resource},
             )
-        key = (meta["namespace"], name)
+        key = (meta.get("namespace", ""), name)
         if key in self._objects[resource]:
             details: dict[str, Any] = {"name": name, "kind": resource}
             if custom:
