@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
-import os
 import re
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +18,7 @@ import structlog
 from structlog.testing import capture_logs
 from tests.fakes.webhook_receiver import WebhookReceiver, run_webhook_receiver
 from tests.helpers.alertmanager import RunningAlertmanager, run_alertmanager
+from tests.sinks.golden import assert_golden_json
 
 from canarywatch.model import Notification, NotificationStatus, Phase, Transition
 from canarywatch.secrets import Secret
@@ -27,21 +26,11 @@ from canarywatch.sinks import DeliveryError, DeliveryReason, SinkLoadError, vali
 from canarywatch.testing import T0, check_sink_contract, make_event, make_notification
 from canarywatch_sinks.alertmanager import AlertmanagerSink, alertname
 
-GOLDEN = Path(__file__).parent / "golden"
-UPDATE = os.environ.get("CANARYWATCH_UPDATE_GOLDEN") == "1"
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 LINKS = {
     "dashboard_url": "https://grafana.example/d/canary?var-ns={namespace}&var-canary={canary}",
     "runbook_url": "https://runbooks.example/canary/{transition}",
 }
-
-
-def assert_golden(name: str, payload: object) -> None:
-    text = json.dumps(payload, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
-    path = GOLDEN / name
-    if UPDATE:
-        path.write_text(text, encoding="utf-8")
-    assert text == path.read_text(encoding="utf-8"), f"{name} differs; review, then regenerate"
 
 
 def parse_time(text: str) -> datetime:
@@ -95,7 +84,7 @@ async def make_sink() -> AsyncIterator[Callable[..., AlertmanagerSink]]:
 
 async def test_render_golden(make_sink: Callable[..., AlertmanagerSink]) -> None:
     sink = make_sink(links=LINKS)
-    assert_golden("alertmanager_rollback_firing.json", sink.render(rollback()))
+    assert_golden_json("alertmanager_rollback_firing.json", sink.render(rollback()))
     advanced = make_notification(
         make_event(
             Transition.WEIGHT_ADVANCED, rollout="2", weight=10, at=T0 - timedelta(minutes=1)
@@ -108,13 +97,13 @@ async def test_render_golden(make_sink: Callable[..., AlertmanagerSink]) -> None
         ),
     )
     rendered = sink.render(advanced)
-    assert_golden("alertmanager_weight_advanced.json", rendered)
+    assert_golden_json("alertmanager_weight_advanced.json", rendered)
     assert isinstance(rendered, list)
     assert len(rendered) == 1
     assert "30%" in rendered[0]["annotations"]["description"]
     done = rollback(status=NotificationStatus.RESOLVED, created_at=T0 + timedelta(minutes=4))
     resolved = sink.render(done)
-    assert_golden("alertmanager_resolved.json", resolved)
+    assert_golden_json("alertmanager_resolved.json", resolved)
     assert isinstance(resolved, list)
     assert resolved[0]["endsAt"] == "2025-01-02T14:12:02Z"
 

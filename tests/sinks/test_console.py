@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
-from pathlib import Path
 
 import aiohttp
 import pytest
 import structlog
+from tests.sinks.golden import assert_golden_text
 
 from canarywatch.model import Notification, NotificationStatus, Phase, Transition
 from canarywatch.sinks import DeliveryError, DeliveryReason
 from canarywatch.testing import T0, check_sink_contract, make_event, make_notification
 from canarywatch_sinks.console import ConsoleSink, weight_bar
-
-GOLDEN = Path(__file__).parent / "golden"
-UPDATE = os.environ.get("CANARYWATCH_UPDATE_GOLDEN") == "1"
-
-
-def assert_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if UPDATE:
-        path.write_text(text, encoding="utf-8")
-    assert text == path.read_text(encoding="utf-8"), f"{name} differs; review, then regenerate"
 
 
 def rollout_story() -> Notification:
@@ -115,7 +104,7 @@ def test_weight_bar() -> None:
 async def test_render_golden_plain(make_sink: Callable[..., ConsoleSink]) -> None:
     sink = make_sink(color="never")
     text = sink.render(rollout_story())
-    assert_golden("console_rollout.txt", text)
+    assert_golden_text("console_rollout.txt", text)
     assert "\x1b" not in text
 
 
@@ -124,9 +113,9 @@ async def test_render_golden_resolved_and_colored(make_sink: Callable[..., Conso
         make_event(Transition.PROMOTED, rollout="3", message="Promotion completed! podinfo.test"),
         status=NotificationStatus.RESOLVED,
     )
-    assert_golden("console_resolved_plain.txt", make_sink(color="never").render(n))
+    assert_golden_text("console_resolved_plain.txt", make_sink(color="never").render(n))
     colored = make_sink(color="always").render(n)
-    assert_golden("console_resolved_color.txt", colored)
+    assert_golden_text("console_resolved_color.txt", colored)
     assert "\x1b[1;32mRESOLVED\x1b[0m" in colored
 
 

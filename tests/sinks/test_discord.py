@@ -4,13 +4,11 @@ bucket pacing, hostile text and secrets."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 from tests.fakes.discord import FakeDiscord, message_problem, pings
+from tests.sinks.golden import assert_golden_json
 
 from canarywatch.model import Notification, NotificationStatus, Phase, Transition
 from canarywatch.secrets import Secret
@@ -34,22 +33,12 @@ from canarywatch.testing import T0, check_sink_contract, make_event, make_notifi
 from canarywatch_sinks.discord import DiscordSink
 from canarywatch_sinks.escaping import ZWSP
 
-GOLDEN = Path(__file__).parent / "golden"
-UPDATE = os.environ.get("CANARYWATCH_UPDATE_GOLDEN") == "1"
 LINKS = {
     "dashboard_url": "https://grafana.example/d/canary?var-ns={namespace}&var-canary={canary}",
     "runbook_url": "https://runbooks.example/flagger/{transition}",
 }
 S = timedelta(seconds=1)
 KEY = "message:/test/podinfo@2"
-
-
-def assert_golden(name: str, payload: object) -> None:
-    text = json.dumps(payload, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
-    path = GOLDEN / name
-    if UPDATE:
-        path.write_text(text, encoding="utf-8")
-    assert text == path.read_text(encoding="utf-8"), f"{name} differs; review, then regenerate"
 
 
 def step(transition: Transition, at: timedelta, **fields: Any) -> Notification:
@@ -193,7 +182,7 @@ async def test_render_golden(
     discord: SinkFactory, name: str, make: Callable[[], Notification]
 ) -> None:
     payload = discord(links=LINKS, username="canarywatch").render(make())
-    assert_golden(f"discord_{name}.json", payload)
+    assert_golden_json(f"discord_{name}.json", payload)
     assert isinstance(payload, dict)
     assert message_problem(payload["message"]) is None
     assert payload["message"]["allowed_mentions"] == {"parse": []}

@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
 import structlog
+from tests.sinks.golden import assert_golden_text
 
 from canarywatch.jsonout import notification_to_json
 from canarywatch.model import Notification, NotificationStatus, Phase, SourceName, Transition
 from canarywatch.sinks import DeliveryError, DeliveryReason
 from canarywatch.testing import T0, check_sink_contract, make_event, make_notification
 from canarywatch_sinks.jsonl import JsonlSink
-
-GOLDEN = Path(__file__).parent / "golden"
-UPDATE = os.environ.get("CANARYWATCH_UPDATE_GOLDEN") == "1"
-
-
-def assert_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if UPDATE:
-        path.write_text(text, encoding="utf-8")
-    assert text == path.read_text(encoding="utf-8"), f"{name} differs; review, then regenerate"
 
 
 def notifications() -> list[Notification]:
@@ -60,7 +50,7 @@ async def test_render_golden() -> None:
         sink = JsonlSink("jsonl", {}, http=http, log=structlog.get_logger())
         lines = [sink.render(n) for n in notifications()]
     assert all("\n" not in line for line in lines)
-    assert_golden("jsonl_notifications.jsonl", "\n".join(lines) + "\n")
+    assert_golden_text("jsonl_notifications.jsonl", "\n".join(lines) + "\n")
 
 
 async def test_appends_lines_to_a_file_creating_parents(tmp_path: Path) -> None:

@@ -4,12 +4,10 @@ edit-in-place, error classification, pacing, hostile text and secrets."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 from tests.fakes.slack import FakeSlack, all_texts, message_problem
+from tests.sinks.golden import assert_golden_json
 
 from canarywatch.model import Notification, NotificationStatus, Phase, Transition
 from canarywatch.secrets import Secret
@@ -32,22 +31,12 @@ from canarywatch.sinks import (
 from canarywatch.testing import T0, check_sink_contract, make_event, make_notification
 from canarywatch_sinks.slack import SlackSink
 
-GOLDEN = Path(__file__).parent / "golden"
-UPDATE = os.environ.get("CANARYWATCH_UPDATE_GOLDEN") == "1"
 LINKS = {
     "dashboard_url": "https://grafana.example/d/canary?var-ns={namespace}&var-canary={canary}",
     "runbook_url": "https://runbooks.example/flagger/{transition}",
 }
 MENTION = "<!subteam^S0123ONCALL>"
 S = timedelta(seconds=1)
-
-
-def assert_golden(name: str, payload: object) -> None:
-    text = json.dumps(payload, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
-    path = GOLDEN / name
-    if UPDATE:
-        path.write_text(text, encoding="utf-8")
-    assert text == path.read_text(encoding="utf-8"), f"{name} differs; review, then regenerate"
 
 
 # --- notifications ---------------------------------------------------------------------------
@@ -220,7 +209,7 @@ async def test_render_golden_webhook(
     webhook: SinkFactory, name: str, make: Callable[[], Notification]
 ) -> None:
     payload = webhook(links=LINKS, mention=MENTION).render(make())
-    assert_golden(f"slack_webhook_{name}.json", payload)
+    assert_golden_json(f"slack_webhook_{name}.json", payload)
     assert message_problem(payload) is None
     assert "link_names" not in payload
     assert "parse" not in payload
@@ -231,7 +220,7 @@ async def test_render_golden_bot(
     bot: SinkFactory, name: str, make: Callable[[], Notification]
 ) -> None:
     payload = bot(links=LINKS, mention=MENTION).render(make())
-    assert_golden(f"slack_bot_{name}.json", payload)
+    assert_golden_json(f"slack_bot_{name}.json", payload)
     assert isinstance(payload, dict)
     assert payload["rollout_key"] == "/test/podinfo@2"
     assert message_problem(payload["message"]) is None

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 from tests.fakes.teams import FakeTeams, run_fake_teams
+from tests.sinks.golden import assert_golden_json
 
 from canarywatch.model import Notification, NotificationStatus, Phase, Transition
 from canarywatch.secrets import Secret
@@ -26,8 +25,6 @@ from canarywatch.sinks import DeliveryError, DeliveryReason, SinkLoadError, vali
 from canarywatch.testing import T0, check_sink_contract, make_event, make_notification
 from canarywatch_sinks.teams import BUDGET_BYTES, TeamsSink, is_legacy_connector_url
 
-GOLDEN = Path(__file__).parent / "golden"
-UPDATE = os.environ.get("CANARYWATCH_UPDATE_GOLDEN") == "1"
 WORKFLOWS_URL = (
     "https://prod-12.westeurope.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke"
     "?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=s3cr3t-sig-value"
@@ -36,14 +33,6 @@ LINKS = {
     "dashboard_url": "https://grafana.example/d/canary?var-ns={namespace}&var-canary={canary}",
     "runbook_url": "https://runbooks.example/canary/{transition}",
 }
-
-
-def assert_golden(name: str, payload: object) -> None:
-    text = json.dumps(payload, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
-    path = GOLDEN / name
-    if UPDATE:
-        path.write_text(text, encoding="utf-8")
-    assert text == path.read_text(encoding="utf-8"), f"{name} differs; review, then regenerate"
 
 
 def rollback() -> Notification:
@@ -143,9 +132,9 @@ def closed_port_url() -> str:
 async def test_render_golden(make_sink: Callable[..., TeamsSink]) -> None:
     sink = make_sink(links=LINKS)
     fired = sink.render(rollback())
-    assert_golden("teams_rollback_firing.json", fired)
-    assert_golden("teams_weight_advanced.json", sink.render(weight_advanced()))
-    assert_golden("teams_resolved.json", sink.render(resolved()))
+    assert_golden_json("teams_rollback_firing.json", fired)
+    assert_golden_json("teams_weight_advanced.json", sink.render(weight_advanced()))
+    assert_golden_json("teams_resolved.json", sink.render(resolved()))
 
     content = card(fired)
     assert content["version"] == "1.2"

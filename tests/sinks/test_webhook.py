@@ -5,11 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -18,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 from tests.fakes.webhook_receiver import WebhookReceiver, run_webhook_receiver
+from tests.sinks.golden import assert_golden_json
 
 from canarywatch.model import Notification, NotificationStatus, Phase, Transition
 from canarywatch.secrets import Secret
@@ -31,18 +30,8 @@ from canarywatch.sinks import (
 from canarywatch.testing import T0, check_sink_contract, make_event, make_notification
 from canarywatch_sinks.webhook import WebhookSink, signature
 
-GOLDEN = Path(__file__).parent / "golden"
-UPDATE = os.environ.get("CANARYWATCH_UPDATE_GOLDEN") == "1"
 HMAC_KEY = "whsec-0123456789"
 T0_UNIX = "1735826882"  # 2025-01-02T14:08:02Z
-
-
-def assert_golden(name: str, payload: object) -> None:
-    text = json.dumps(payload, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
-    path = GOLDEN / name
-    if UPDATE:
-        path.write_text(text, encoding="utf-8")
-    assert text == path.read_text(encoding="utf-8"), f"{name} differs; review, then regenerate"
 
 
 def rollback() -> Notification:
@@ -93,7 +82,7 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 async def test_render_golden(make_sink: Callable[..., WebhookSink]) -> None:
     sink = make_sink()
     fired = sink.render(rollback())
-    assert_golden("webhook_rollback_firing.json", fired)
+    assert_golden_json("webhook_rollback_firing.json", fired)
     advanced = make_notification(
         make_event(
             Transition.WEIGHT_ADVANCED,
@@ -111,13 +100,13 @@ async def test_render_golden(make_sink: Callable[..., WebhookSink]) -> None:
             message="Advance podinfo.test canary weight 30",
         ),
     )
-    assert_golden("webhook_weight_advanced.json", sink.render(advanced))
+    assert_golden_json("webhook_weight_advanced.json", sink.render(advanced))
     done = make_notification(
         make_event(Transition.HALTED, rollout="2", reason="request-duration 620ms > 500ms"),
         status=NotificationStatus.RESOLVED,
         created_at=T0 + timedelta(minutes=3),
     )
-    assert_golden("webhook_resolved.json", sink.render(done))
+    assert_golden_json("webhook_resolved.json", sink.render(done))
     assert fired == {
         "version": "1",
         "kind": "canarywatch.notification",
