@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+from collections import deque
 from collections.abc import Mapping
 
 import pytest
@@ -153,7 +154,97 @@ async def test_a_sink_bug_fails_one_delivery_without_retry(clock: VirtualClock) 
     assert isinstance(line["exc_info"], ZeroDivisionError)
 
 
-async def test_overflow_drops_the_oldest_and_counts_it(clock: VirtualClock) -> None:
+class Backlog:
+    """A refill source standing in for the outbox: what the dispatcher spilled, oldest first."""
+
+    def __init__(self) -> None:
+        self.waiting: deque[Notification] = deque()
+        self.rooms: list[int] = []
+
+    def refill(self, receiver: str, room: int) -> list[Notification]:
+        self.rooms.append(room)
+        out: list[Notification] = []
+        while self.waiting and len(out) < room:
+            out.append(self.waiting.popleft())
+        return out
+
+    async def submit(self, d: Dispatcher, n: Notification) -> bool:
+        """What the outbox does: a spilled notification stays with it, to be read back."""
+        queued = await d.submit(n)
+        if not queued:
+            self.waiting.append(n)
+        return queued
+
+
+def sample(reg: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return reg.get_sample_value(name, labels)
+
+
+def group_keys(sink: RecordingSink) -> list[str]:
+    return [p["group_key"] for p in sink.payloads if isinstance(p, dict)]
+
+
+async def test_a_full_queue_spills_to_the_refill_source_and_reads_it_back_in_order(
+    clock: VirtualClock,
+) -> None:
+    sink = RecordingSink()
+    backlog = Backlog()
+    d, reg = build({"team-payments": sink}, clock, queue_size=2, refill=backlog.refill)
+    ns = [make_notification(group_key=f"g{i}") for i in range(8)]
+    with capture_logs() as logs:
+        queued = [await backlog.submit(d, n) for n in ns[:6]]
+    assert queued == [True, True, False, False, False, False]
+    assert [n.group_key for n in backlog.waiting] == ["g2", "g3", "g4", "g5"]
+    spilled = sample(reg, "canarywatch_notifications_spilled_total", receiver="team-payments")
+    assert spilled == 4
+    overflow = {"stage": "dispatch", "reason": "overflow"}
+    assert sample(reg, "canarywatch_events_dropped_total", **overflow) == 0
+    assert [e for e in logs if e["event"] == "notification_dropped"] == []
+    spills = [e for e in logs if e["event"] == "queue_spilled"]
+    assert [e["log_level"] for e in spills] == ["warning", "debug", "debug", "debug"]
+    assert spills[0]["receiver"] == "team-payments"  # a warning once per streak, then debug
+
+    sink.pause()
+    async with d:
+        await asyncio.wait_for(sink.wait_for_attempts(1), 5)  # g0 in flight, g1 queued
+        # Room again, but older notifications wait in the backlog: a new one must not
+        # overtake them, so it spills too.
+        assert await backlog.submit(d, ns[6]) is False
+        sink.resume()
+        await asyncio.wait_for(sink.wait_for(7), 5)
+        assert await backlog.submit(d, ns[7]) is True  # backlog read back: queued directly
+        await asyncio.wait_for(sink.wait_for(8), 5)
+        assert await d.drain(5) == 0
+    assert group_keys(sink) == [f"g{i}" for i in range(8)]
+    assert max(backlog.rooms) <= 2  # never asked for more than the queue holds
+    notified = sample(
+        reg, "canarywatch_notifications_total", receiver="team-payments", status="firing"
+    )
+    assert notified == 8  # each counted once, when it entered the queue
+
+
+async def test_backlog_announced_at_start_fills_the_queue_and_the_rest_as_it_drains(
+    clock: VirtualClock,
+) -> None:
+    """What ``resume()`` does after a restart: more waiting than the queue holds."""
+    sink = RecordingSink()
+    backlog = Backlog()
+    backlog.waiting.extend(make_notification(group_key=f"g{i}") for i in range(9))
+    d, reg = build({"team-payments": sink}, clock, queue_size=3, refill=backlog.refill)
+    d.backlog("team-payments")
+    assert d.pending() == 3
+    assert len(backlog.waiting) == 6
+    async with d:
+        assert await d.drain(5) == 0  # drain waits for the backlog too, not just the queue
+    assert group_keys(sink) == [f"g{i}" for i in range(9)]
+    dropped = sample(reg, "canarywatch_events_dropped_total", stage="dispatch", reason="overflow")
+    assert dropped == 0
+
+
+async def test_without_a_refill_source_a_full_queue_drops_the_oldest(
+    clock: VirtualClock,
+) -> None:
+    """Outside the daemon (no outbox to read back from) a full queue still drops its oldest."""
     sink = RecordingSink()
     d, reg = build({"team-payments": sink}, clock, queue_size=2)
     ns = [make_notification(group_key=f"g{i}") for i in range(3)]

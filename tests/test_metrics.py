@@ -47,6 +47,7 @@ def test_declare_receiver_creates_delivery_series() -> None:
         == 0
     )
     assert value(reg, "canarywatch_delivery_latency_seconds_count", sink="slack") == 0
+    assert value(reg, "canarywatch_notifications_spilled_total", receiver="team-payments") == 0
 
 
 def test_counters_and_histograms_read_back() -> None:

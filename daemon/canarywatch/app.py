@@ -176,6 +176,7 @@ class App:
                 retry_budget_s=config.dispatch.retry_budget,
                 queue_size=config.dispatch.queue_size,
                 on_delivered=delivery.on_delivered,
+                refill=delivery.refill,  # a full queue spills to the outbox, read back in order
             )
             delivery.attach(dispatcher)
             runner = Runner(
@@ -206,7 +207,9 @@ class App:
             )
             await self._build_leader(delivery)
             self._add_readiness(sources, sinks, state)
-            routes = control_routes(state, silencer, clock=self.clock)
+            routes = control_routes(
+                state, silencer, clock=self.clock, on_outbox_retry=delivery.retried
+            )
             routes += live_routes(self.live, clock=self.clock)
             if config.webhook_intake.enabled:
                 routes += webhook_routes(

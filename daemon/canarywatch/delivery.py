@@ -5,19 +5,31 @@ Between the pipeline and the sinks, every notification goes through three steps:
 1. **dedup** against the notification log: events this receiver was already sent (with this
    status) are dropped, so a restart, a relist or a replayed outbox never repeats a message;
 2. **outbox**: the notification is written to the state store *before* it is queued, so a
-   ``kill -9`` between "accepted" and "delivered" loses nothing: ``resume()`` re-queues it on
+   ``kill -9`` between "accepted" and "delivered" loses nothing: ``resume()`` reads it back on
    start;
 3. **record after success**: when the sink acknowledges, the outbox item is marked done and the
    notification log records it, in one transaction. A delivery that fails for good (not
    retryable, or past the dispatcher's retry budget) goes to the dead-letter table, where
    ``canarywatch outbox list|retry|drop`` finds it.
+
+The outbox is the queue of record; the dispatcher's bounded per-receiver queues are a window
+onto it. When a queue is full the notification *spills*: it stays pending in the outbox and the
+worker reads it back (``refill``), oldest first, as its queue drains. ``resume()`` at start and
+``take_over()`` at a leadership change go through the same path, so they never push more into a
+queue than it holds, and nothing is dropped for lack of room.
+
+A leader-election **standby** delivers nothing: what it would have sent stays pending in its
+outbox, *held* in case it takes over, and is let go (marked done: the leader has long handled it)
+once older than ``held_window_s``. Held items are counted apart (``canarywatch_outbox_held``),
+not as a backlog.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import structlog
 
@@ -27,7 +39,28 @@ from canarywatch.identity import fingerprint
 from canarywatch.metrics import Metrics
 from canarywatch.model import DeliveryOutcome, Notification, NotificationStatus
 from canarywatch.state import StateStore
-from canarywatch.state.configmap import ConfigMapNotificationLog, entry_key
+from canarywatch.state.configmap import entry_key
+
+RELEASE_BATCH = 100
+"""Held items a standby reads per batch when letting go of those past the held window."""
+
+TAKE_OVER_LIMIT = 100_000
+"""At most this many pending items are checked against the shared log at a takeover."""
+
+
+class SharedLog(Protocol):
+    """What ``DurableDelivery`` needs of the replicas' shared notification log (the ConfigMap
+    ``ConfigMapNotificationLog``)."""
+
+    async def load(self) -> dict[str, datetime]: ...
+
+    async def record(
+        self,
+        receiver: str,
+        status: NotificationStatus,
+        fingerprints: Sequence[str],
+        at: datetime,
+    ) -> None: ...
 
 
 class FiringTracker:
@@ -54,6 +87,12 @@ class FiringTracker:
 
 
 class DurableDelivery:
+    """The outbox around a ``Dispatcher`` (see the module docstring).
+
+    Wiring: build it first, then the dispatcher with ``on_delivered=delivery.on_delivered`` and
+    ``refill=delivery.refill``, then ``attach(dispatcher)``.
+    """
+
     def __init__(
         self,
         store: StateStore,
@@ -62,7 +101,7 @@ class DurableDelivery:
         metrics: Metrics,
         log: structlog.typing.FilteringBoundLogger,
         is_leader: Callable[[], bool] = lambda: True,
-        shared_log: ConfigMapNotificationLog | None = None,
+        shared_log: SharedLog | None = None,
         held_window_s: float = 600.0,
     ) -> None:
         self._store = store
@@ -71,14 +110,23 @@ class DurableDelivery:
         self._log = log.bind(component="delivery")
         self._is_leader = is_leader
         self._outbox_ids: dict[int, int] = {}
+        """``id()`` of a notification in the dispatcher (queued or in flight) -> outbox id."""
+        self._in_memory: dict[str, set[int]] = {}
+        """Per receiver, the outbox ids in the dispatcher; ``refill`` skips them."""
+        self._narrowed: dict[int, Notification] = {}
+        """Outbox id -> what is left to send of it after a takeover (some of its events were
+        already delivered by the old leader); ``refill`` sends this instead of the stored one."""
         self.firing = FiringTracker()
         self._shared_log = shared_log
-        self._held: list[tuple[int, Notification]] = []
         self._held_window = timedelta(seconds=held_window_s)
         self.dispatcher: Dispatcher | None = None
 
     def attach(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
+
+    def _attached(self) -> Dispatcher:
+        assert self.dispatcher is not None, "attach() a dispatcher first"  # noqa: S101
+        return self.dispatcher
 
     async def accept(self, n: Notification) -> None:
         """Take a notification from the pipeline: dedup, persist, queue."""
@@ -105,57 +153,156 @@ class DurableDelivery:
         if self._is_leader():
             await self._queue(n, item)
             return
-        # A standby keeps what it would have sent, in case the leader dies before sending it.
-        self._held.append((item, n))
-        cutoff = self._clock.now() - self._held_window
-        while self._held and self._held[0][1].created_at < cutoff:
-            old, _ = self._held.pop(0)
-            self._store.outbox_done(old, self._clock.now())  # long handled by the leader
+        # A standby keeps what it would have sent (pending in the outbox), in case the leader
+        # dies before sending it.
+        self.release_held()
+
+    def release_held(self) -> int:
+        """On a standby, let go of held items older than the held window: the leader has long
+        handled them (they are marked done). Returns how many were let go."""
+        if self._is_leader():
+            return 0
+        now = self._clock.now()
+        cutoff = now - self._held_window
+        window_s = self._held_window.total_seconds()
+        released = 0
+        for receiver in self._store.outbox_depths():
+            age = self._store.outbox_oldest_age_s(receiver, now)
+            if age is None or age <= window_s:  # the cheap check first: usually nothing to do
+                continue
+            while True:
+                batch = self._store.outbox_pending(receiver, limit=RELEASE_BATCH)
+                old = [item for item in batch if item.created_at < cutoff]
+                for item in old:
+                    self._store.outbox_done(item.id, now)
+                    self._narrowed.pop(item.id, None)
+                released += len(old)
+                if len(old) < RELEASE_BATCH:
+                    break
+        if released:
+            self._log.debug("held_released", notifications=released)
+        return released
 
     async def take_over(self) -> int:
         """This replica became the leader: send what it held that the old leader did not.
 
         The old leader's deliveries are read from the shared log (a ConfigMap); without one,
         everything held within ``held_window_s`` is sent (repeats are possible, losses not).
+        What is left is read back through each receiver's queue, oldest first, as it drains.
         """
+        dispatcher = self._attached()
         sent: Mapping[str, datetime] = {}
         if self._shared_log is not None:
             try:
                 sent = await self._shared_log.load()
             except Exception:  # noqa: BLE001 - take over anyway; repeats beat losses
                 self._log.exception("shared_log_unreadable")
-        held, self._held = self._held, []
+        held = [
+            item
+            for item in self._store.outbox_pending(limit=TAKE_OVER_LIMIT)
+            if item.id not in self._in_memory.get(item.receiver, set())
+        ]
         queued = 0
-        for item, n in held:
+        receivers: set[str] = set()
+        now = self._clock.now()
+        for item in held:
+            if item.receiver not in dispatcher.sinks:
+                continue  # resume() warned about it; left in the outbox
+            n = item.notification
             remaining = tuple(
                 e for e in n.events if entry_key(n.receiver, n.status, fingerprint(e)) not in sent
             )
             if not remaining:
-                self._store.outbox_done(item, self._clock.now())
+                self._store.outbox_done(item.id, now)
                 continue
-            await self._queue(dataclasses.replace(n, events=remaining), item)
+            if len(remaining) != len(n.events):
+                self._narrowed[item.id] = dataclasses.replace(n, events=remaining)
+            receivers.add(item.receiver)
             queued += 1
+        for receiver in sorted(receivers):
+            dispatcher.backlog(receiver)
         self._log.info("leadership_taken_over", held=len(held), queued=queued)
         return queued
 
     async def resume(self) -> int:
-        """Re-queue (or, on a standby, hold) what the outbox holds from before a restart."""
-        count = 0
-        for item in self._store.outbox_pending(limit=100_000):
-            await self._queue_or_hold(item.notification, item.id)
-            count += 1
+        """Pick up what the outbox holds from before a restart; returns how many items.
+
+        On the leader each receiver's pending items are read back in order: as many as its
+        queue holds now, the rest as it drains. On a standby they stay in the outbox, held.
+        """
+        dispatcher = self._attached()
+        depths = self._store.outbox_depths()
+        for receiver, pending in depths.items():
+            if receiver not in dispatcher.sinks:
+                self._log.warning(
+                    "outbox_receiver_unconfigured",
+                    receiver=receiver,
+                    pending=pending,
+                    detail="no such receiver in the configuration: left in the outbox",
+                )
+        if self._is_leader():
+            for receiver in depths:
+                if receiver in dispatcher.sinks:
+                    dispatcher.backlog(receiver)
+        else:
+            self.release_held()
+        count = sum(depths.values())
         if count:
-            self._log.info("outbox_resumed", notifications=count)
+            self._log.info("outbox_resumed", notifications=count, held=not self._is_leader())
         return count
 
+    async def retried(self, item: int) -> None:
+        """An operator put dead letter ``item`` back to pending (``canarywatch outbox retry``):
+        read it back now rather than at the next start (the control API's hook)."""
+        dispatcher = self._attached()
+        if not self._is_leader():
+            return
+        for receiver in dispatcher.sinks:
+            dispatcher.backlog(receiver)
+
     async def _queue(self, n: Notification, item: int) -> None:
-        assert self.dispatcher is not None, "attach() a dispatcher before accepting"  # noqa: S101
+        dispatcher = self._attached()
+        self._remember(n, item)
+        if not await dispatcher.submit(n):
+            # Spilled (or an unknown receiver): it stays pending in the outbox, and ``refill``
+            # reads it back in order once the receiver's queue has room.
+            self._forget(n)
+
+    def refill(self, receiver: str, room: int) -> list[Notification]:
+        """The dispatcher's ``refill``: at most ``room`` of ``receiver``'s pending outbox items
+        that are not queued or in flight already, oldest first. None on a standby."""
+        if room < 1 or not self._is_leader():
+            return []
+        in_memory = self._in_memory.setdefault(receiver, set())
+        limit = room + len(in_memory)
+        while True:
+            pending = self._store.outbox_pending(receiver, limit=limit)
+            fresh = [item for item in pending if item.id not in in_memory][:room]
+            # Fewer than asked but a full page: some ids in memory are no longer pending (an
+            # operator dropped them); read further rather than report "no more" too early.
+            if len(fresh) == room or len(pending) < limit:
+                break
+            limit *= 2
+        out = []
+        for item in fresh:
+            n = self._narrowed.pop(item.id, item.notification)
+            self._remember(n, item.id)
+            out.append(n)
+        return out
+
+    def _remember(self, n: Notification, item: int) -> None:
         self._outbox_ids[id(n)] = item
-        await self.dispatcher.submit(n)
+        self._in_memory.setdefault(n.receiver, set()).add(item)
+
+    def _forget(self, n: Notification) -> int | None:
+        item = self._outbox_ids.pop(id(n), None)
+        if item is not None:
+            self._in_memory.get(n.receiver, set()).discard(item)
+        return item
 
     async def on_delivered(self, n: Notification, outcome: DeliveryOutcome) -> None:
         """The dispatcher's ``on_delivered`` hook: record success, or dead-letter a failure."""
-        item = self._outbox_ids.pop(id(n), None)
+        item = self._forget(n)
         if item is None:
             return
         if outcome.ok:
@@ -183,8 +330,22 @@ class DurableDelivery:
         )
 
     def update_gauges(self, receivers: list[str]) -> None:
+        """The outbox gauges, per receiver. On the leader pending items are the backlog
+        (``outbox_depth``, ``outbox_oldest_age_seconds``); on a standby they are held
+        (``outbox_held``, after letting go of those past the held window) and the backlog
+        gauges read 0, so an idle standby does not look like a stuck delivery."""
         now = self._clock.now()
+        leader = self._is_leader()
+        if not leader:
+            self.release_held()
         for receiver in receivers:
-            self._metrics.outbox_depth.labels(sink=receiver).set(self._store.outbox_depth(receiver))
-            age = self._store.outbox_oldest_age_s(receiver, now)
-            self._metrics.outbox_oldest_age.labels(sink=receiver).set(age or 0.0)
+            depth = self._store.outbox_depth(receiver)
+            if leader:
+                age = self._store.outbox_oldest_age_s(receiver, now)
+                self._metrics.outbox_depth.labels(sink=receiver).set(depth)
+                self._metrics.outbox_oldest_age.labels(sink=receiver).set(age or 0.0)
+                self._metrics.outbox_held.labels(sink=receiver).set(0)
+            else:
+                self._metrics.outbox_depth.labels(sink=receiver).set(0)
+                self._metrics.outbox_oldest_age.labels(sink=receiver).set(0)
+                self._metrics.outbox_held.labels(sink=receiver).set(depth)

@@ -10,6 +10,13 @@ the ``Clock``, so tests and ``replay`` run them in virtual time.
 Each delivery ends in exactly one canonical log line, ``notification_sent`` or
 ``delivery_failed``, carrying receiver, sink, attempts, duration and reason.
 
+The in-memory queues are a window onto the outbox, not the queue of record. With a ``refill``
+source (the daemon's outbox), a full queue *spills*: the notification stays in the outbox and the
+worker reads it back, oldest first, once its queue is half empty again; until that backlog has
+been read back, later notifications spill too, so none overtakes an older one. ``backlog()``
+announces such a backlog from outside (after a restart, at a leader takeover). Without a refill
+source (tools, tests) there is nothing to read back from, and a full queue drops its oldest.
+
 Seams for what comes later: ``on_delivered`` is awaited after every delivery with its outcome
 (the notification log records there, "record after success"), and ``deliver_now`` is the single
 place a dedup check against that log would go.
@@ -19,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import Never, Self, TypeAlias
@@ -47,6 +54,12 @@ from canarywatch.sinks import (
 OnDelivered: TypeAlias = Callable[[Notification, DeliveryOutcome], Awaitable[None]]
 """Called after each delivery, successful or not; an exception from it propagates."""
 
+Refill: TypeAlias = Callable[[str, int], Sequence[Notification]]
+"""``refill(receiver, room)``: at most ``room`` of the receiver's notifications that wait outside
+its queue (spilled, or left from before a restart), oldest first, none of them already queued or
+in flight. Fewer than ``room`` means there are no more. Synchronous on purpose: nothing can slip
+in between reading the backlog and queueing what was read."""
+
 STAGE = "dispatch"
 
 
@@ -57,6 +70,9 @@ class Dispatcher:
     a background task; inside an app ``TaskGroup`` run ``dispatcher.run()`` as a task instead.
     On shutdown call ``drain(timeout_s)`` first, then ``aclose()``; whatever is still queued or
     in flight then is counted as dropped (``reason="shutdown"``).
+
+    ``refill`` makes the queues a bounded window onto a queue of record (see the module
+    docstring); ``submit`` then spills instead of dropping.
     """
 
     def __init__(
@@ -73,6 +89,7 @@ class Dispatcher:
         queue_size: int = 1000,
         rng: random.Random | None = None,
         on_delivered: OnDelivered | None = None,
+        refill: Refill | None = None,
     ) -> None:
         if attempt_timeout_s <= 0 or retry_budget_s < 0 or queue_size < 1:
             raise ValueError("attempt_timeout_s > 0, retry_budget_s >= 0, queue_size >= 1")
@@ -88,9 +105,21 @@ class Dispatcher:
         self._backoff_max_s = backoff_max_s
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not crypto
         self._on_delivered = on_delivered
+        self._refill = refill
         self._queues: dict[str, asyncio.Queue[Notification]] = {
             receiver: asyncio.Queue(maxsize=queue_size) for receiver in self._sinks
         }
+        self._refill_at = queue_size // 2
+        """A worker reads its backlog back once its queue holds no more than this (half empty),
+        so each read fetches a batch rather than one item per delivery."""
+        self._backlog: set[str] = set()
+        """Receivers with notifications waiting in the refill source; theirs spill until read."""
+        self._idle: dict[str, asyncio.Event] = {
+            receiver: asyncio.Event() for receiver in self._sinks
+        }
+        """Set while a receiver has nothing queued, in flight or in its backlog (``drain``)."""
+        for idle in self._idle.values():
+            idle.set()
         self._in_flight: dict[str, Notification] = {}
         self._task: asyncio.Task[None] | None = None
         for receiver, sink in self._sinks.items():
@@ -103,18 +132,74 @@ class Dispatcher:
 
     # --- intake --------------------------------------------------------------------------------
 
-    async def submit(self, n: Notification) -> None:
-        """Queue ``n`` for its receiver; never waits. A full queue drops its oldest entry."""
+    async def submit(self, n: Notification) -> bool:
+        """Queue ``n`` for its receiver; never waits. ``True`` when it was queued.
+
+        With a ``refill`` source, ``False`` means *spilled*: the queue is full, or older
+        notifications still wait in the backlog. Nothing is dropped: the caller keeps ``n`` where
+        ``refill`` finds it (the outbox), and the worker reads it back in order. Without one, a
+        full queue drops its oldest entry (``reason="overflow"``) and ``n`` is queued. An unknown
+        receiver is dropped (``False``).
+        """
         queue = self._queues.get(n.receiver)
         if queue is None:
             self._drop(n, "unknown_receiver")
-            return
-        self._metrics.notifications.labels(receiver=n.receiver, status=n.status.value).inc()
-        if queue.full():
+            return False
+        if self._refill is not None and (n.receiver in self._backlog or queue.full()):
+            self._spill(n)
+            return False
+        if queue.full():  # no queue of record behind this one: make room
             oldest = queue.get_nowait()
             queue.task_done()
             self._drop(oldest, "overflow")
-        queue.put_nowait(n)
+        self._put(n)
+        return True
+
+    def backlog(self, receiver: str) -> None:
+        """Notifications for ``receiver`` wait in the refill source (after a restart, at a
+        takeover, after ``outbox retry``): queue what fits now, the rest as the queue drains."""
+        if self._refill is None:
+            raise RuntimeError("backlog() needs a refill source")
+        if receiver not in self._queues:
+            raise KeyError(f"no sink for receiver {receiver!r}")
+        self._backlog.add(receiver)
+        self._read_back(receiver)
+
+    def _put(self, n: Notification) -> None:
+        self._queues[n.receiver].put_nowait(n)
+        self._idle[n.receiver].clear()
+        self._metrics.notifications.labels(receiver=n.receiver, status=n.status.value).inc()
+
+    def _spill(self, n: Notification) -> None:
+        self._metrics.notifications_spilled.labels(receiver=n.receiver).inc()
+        first = n.receiver not in self._backlog
+        self._backlog.add(n.receiver)
+        self._idle[n.receiver].clear()
+        (self._log.warning if first else self._log.debug)(
+            "queue_spilled",
+            receiver=n.receiver,
+            group_key=n.group_key,
+            queue_size=self._queues[n.receiver].maxsize,
+            detail="kept in the outbox; delivered in order once the queue has room",
+        )
+
+    def _read_back(self, receiver: str) -> None:
+        """Queue the oldest of ``receiver``'s backlog that fits; forget the backlog once the
+        refill source has no more."""
+        if self._refill is None or receiver not in self._backlog:
+            return
+        queue = self._queues[receiver]
+        room = queue.maxsize - queue.qsize()
+        if room <= 0:
+            return
+        batch = self._refill(receiver, room)
+        if len(batch) > room:
+            raise RuntimeError(f"refill returned {len(batch)} notifications for room {room}")
+        for n in batch:
+            self._put(n)
+        if len(batch) < room:
+            self._backlog.discard(receiver)
+            self._log.info("backlog_read_back", receiver=receiver, queued=queue.qsize())
 
     def _drop(self, n: Notification, reason: str) -> None:
         self._metrics.events_dropped.labels(stage=STAGE, reason=reason).inc(max(len(n.events), 1))
@@ -127,7 +212,8 @@ class Dispatcher:
         )
 
     def pending(self) -> int:
-        """Notifications queued or being delivered, over all receivers."""
+        """Notifications queued or being delivered, over all receivers (a backlog still in the
+        refill source is not counted: it is not in memory)."""
         return sum(q.qsize() for q in self._queues.values()) + len(self._in_flight)
 
     # --- workers -------------------------------------------------------------------------------
@@ -143,7 +229,12 @@ class Dispatcher:
 
     async def _worker(self, receiver: str) -> Never:
         queue = self._queues[receiver]
+        idle = self._idle[receiver]
         while True:
+            if queue.qsize() <= self._refill_at:
+                self._read_back(receiver)
+            if queue.empty():  # and so no backlog: _read_back forgets it only when exhausted
+                idle.set()
             n = await queue.get()
             self._in_flight[receiver] = n
             try:
@@ -169,15 +260,21 @@ class Dispatcher:
             )
 
     async def drain(self, timeout_s: float) -> int:
-        """Wait up to ``timeout_s`` for every queue to empty; return how many are left."""
+        """Wait up to ``timeout_s`` until every receiver has nothing queued, in flight or in its
+        backlog; return how many are left in memory (a backlog left behind stays in the outbox)."""
         try:
             async with asyncio.timeout(timeout_s):
-                for queue in self._queues.values():
-                    await queue.join()
+                for idle in self._idle.values():
+                    await idle.wait()
         except TimeoutError:
             pass
         left = self.pending()
-        self._log.info("drain_finished", left=left, timeout_s=timeout_s)
+        self._log.info(
+            "drain_finished",
+            left=left,
+            backlog_receivers=sorted(self._backlog),
+            timeout_s=timeout_s,
+        )
         return left
 
     async def aclose(self) -> None:
@@ -194,6 +291,7 @@ class Dispatcher:
                 n = queue.get_nowait()
                 queue.task_done()
                 self._drop(n, "shutdown")
+        self._backlog.clear()  # it stays in the outbox for the next start
         if task is not None and not task.cancelled():
             failure = task.exception()
             if failure is not None:

@@ -27,7 +27,11 @@ SUPPRESS_REASONS: tuple[str, ...] = (
 
 DROP_STAGES: tuple[str, ...] = ("intake", "dispatch")
 DROP_REASONS: tuple[str, ...] = ("overflow", "shutdown", "unknown_receiver")
-"""``canarywatch_events_dropped_total{stage,reason}``: lost, as opposed to suppressed on purpose."""
+"""``canarywatch_events_dropped_total{stage,reason}``: lost, as opposed to suppressed on purpose.
+
+In the daemon a full receiver queue is not a loss: the notification stays in the outbox and is
+read back in order (``canarywatch_notifications_spilled_total``), so ``dispatch``/``overflow``
+stays 0 there; it counts only for a dispatcher without an outbox behind it (tools, tests)."""
 
 DELIVERY_OK = "sent"
 DELIVERY_FAILED = "failed"
@@ -83,14 +87,23 @@ class Metrics:
         )
         self.events_dropped = Counter(
             "canarywatch_events_dropped",
-            "Events or notifications lost (queue overflow, shutdown), by stage and reason.",
+            "Events or notifications not delivered by this process, by stage and reason "
+            "(shutdown: still in the outbox; a full receiver queue spills instead of dropping).",
             ["stage", "reason"],
             registry=registry,
         )
         self.notifications = Counter(
             "canarywatch_notifications",
-            "Notifications handed to dispatch, by receiver and status.",
+            "Notifications queued for delivery (directly, or read back from the outbox), by "
+            "receiver and status.",
             ["receiver", "status"],
+            registry=registry,
+        )
+        self.notifications_spilled = Counter(
+            "canarywatch_notifications_spilled",
+            "Notifications left in the outbox because the receiver's queue was full (or older "
+            "ones were still waiting there); read back in order as the queue drains, not lost.",
+            ["receiver"],
             registry=registry,
         )
         self.deliveries = Counter(
@@ -115,13 +128,22 @@ class Metrics:
         )
         self.outbox_depth = Gauge(
             "canarywatch_outbox_depth",
-            "Notifications accepted for delivery and not yet delivered, per receiver.",
+            "Notifications accepted for delivery and not yet delivered, per receiver (0 on a "
+            "standby: what it keeps is canarywatch_outbox_held).",
             ["sink"],
             registry=registry,
         )
         self.outbox_oldest_age = Gauge(
             "canarywatch_outbox_oldest_age_seconds",
-            "Age of the oldest undelivered notification, per receiver (0 when empty).",
+            "Age of the oldest undelivered notification, per receiver (0 when empty, and on a "
+            "standby).",
+            ["sink"],
+            registry=registry,
+        )
+        self.outbox_held = Gauge(
+            "canarywatch_outbox_held",
+            "Notifications a leader-election standby keeps in its outbox in case it takes over "
+            "(it does not deliver them; released after the held window), per receiver.",
             ["sink"],
             registry=registry,
         )
@@ -175,6 +197,7 @@ class Metrics:
         """Pre-declare the series of one configured receiver so they exist at 0."""
         for status in NotificationStatus:
             self.notifications.labels(receiver=receiver, status=status.value)
+        self.notifications_spilled.labels(receiver=receiver)
         self.deliveries.labels(
             sink=sink, receiver=receiver, outcome=DELIVERY_OK, reason=REASON_NONE
         )

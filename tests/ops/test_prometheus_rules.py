@@ -140,6 +140,21 @@ def _case(alert: str, at: str, fires: list[dict[str, str]]) -> dict[str, Any]:
 PODINFO = {"namespace": "test", "canary": "podinfo"}
 
 
+def _backlog_alert(labels: dict[str, str], age: str) -> dict[str, Any]:
+    """``CanarywatchOutboxBacklog`` as promtool should report it (its description has
+    ``$value``, rendered by ``humanizeDuration`` as ``age``)."""
+    (rule,) = [r for r in rules() if r.get("alert") == "CanarywatchOutboxBacklog"]
+    sink, instance = labels["sink"], labels["instance"]
+    return {
+        "exp_labels": {**labels, "job": "canarywatch", **rule["labels"]},
+        "exp_annotations": {
+            "summary": f"canarywatch notifications for sink {sink} are not going out",
+            "description": f"The oldest undelivered notification for sink {sink} on {instance} "
+            f"is {age} old.",
+        },
+    }
+
+
 def unit_tests() -> dict[str, Any]:
     replica = {"job": "canarywatch", "namespace": "test"}
     return {
@@ -235,6 +250,39 @@ def unit_tests() -> dict[str, Any]:
                             }
                         ],
                     ),
+                ],
+            },
+            {
+                # Issue 12: a standby holds what it would have sent (canarywatch_outbox_held);
+                # its backlog gauges read 0, so an idle standby never looks stuck. The
+                # leader's backlog, 60 s older every minute, fires once past 600 s for 5m.
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": "canarywatch_outbox_held"
+                        '{sink="oncall",instance="standby",job="canarywatch"}',
+                        "values": "40+0x30",
+                    },
+                    {
+                        "series": "canarywatch_outbox_oldest_age_seconds"
+                        '{sink="oncall",instance="standby",job="canarywatch"}',
+                        "values": "0+0x30",
+                    },
+                    {
+                        "series": "canarywatch_outbox_oldest_age_seconds"
+                        '{sink="oncall",instance="leader",job="canarywatch"}',
+                        "values": "0+60x30",
+                    },
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "15m", "alertname": "CanarywatchOutboxBacklog", "exp_alerts": []},
+                    {
+                        "eval_time": "20m",
+                        "alertname": "CanarywatchOutboxBacklog",
+                        "exp_alerts": [
+                            _backlog_alert({"sink": "oncall", "instance": "leader"}, "20m 0s")
+                        ],
+                    },
                 ],
             },
             {

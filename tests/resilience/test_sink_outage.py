@@ -64,6 +64,20 @@ class OutageSink(RecordingSink):
         await super().deliver(payload)
 
 
+class StopsAfter(RecordingSink):
+    """A ``RecordingSink`` that delivers ``count`` payloads, then hangs every later attempt
+    (paused) until it is cancelled: a daemon stopped in the middle of its backlog."""
+
+    def __init__(self, name: str, *, clock: VirtualClock, count: int) -> None:
+        super().__init__(name, clock=clock)
+        self.count = count
+
+    async def deliver(self, payload: Payload) -> None:
+        if len(self.payloads) >= self.count:
+            self.pause()
+        await super().deliver(payload)
+
+
 def build(
     sinks: Mapping[str, Sink], clock: VirtualClock, store: SqliteStateStore, **kw: Any
 ) -> tuple[Dispatcher, DurableDelivery, CollectorRegistry]:
@@ -77,6 +91,7 @@ def build(
         log=structlog.get_logger(),
         rng=random.Random(3),
         on_delivered=delivery.on_delivered,
+        refill=delivery.refill,
         **{"retry_budget_s": 3600.0, "backoff_initial_s": 1.0, "backoff_max_s": 60.0, **kw},
     )
     delivery.attach(dispatcher)
@@ -158,52 +173,133 @@ async def test_ten_minute_outage_delivers_everything_in_order(tmp_path: Path) ->
         assert not dropped
 
 
-async def test_outage_longer_than_the_queue_drops_the_oldest_and_counts_it(
+def rendered(ns: list[Notification]) -> list[Payload]:
+    return [RecordingSink().render(n) for n in ns]
+
+
+def counter(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_outage_longer_than_the_queue_loses_nothing_and_keeps_order(
     tmp_path: Path,
 ) -> None:
-    """A bounded queue: what does not fit is dropped (oldest first) and counted, never lost
-    silently; it stays in the outbox, so a restart delivers it (``resume``)."""
+    """Issue 12: a sink that fails a while, a queue of 5, 72 notifications. A full queue is not
+    a loss: what does not fit waits in the outbox and is read back, oldest first, as the queue
+    drains. Every notification arrives exactly once, in the order it was accepted."""
     clock = VirtualClock(T0)
-    dead = OutageSink("dead", clock=clock, until=T0 + OUTAGE)
+    flaky = RecordingSink("flaky", clock=clock)
+    flaky.fail_next(12)  # twelve retryable 503s, then it works
     with SqliteStateStore(tmp_path / "state.db", clock=clock) as store:
-        dispatcher, delivery, registry = build({"dead": dead}, clock, store, queue_size=5)
-        notifications = rollout_notifications("dead")
+        dispatcher, delivery, registry = build({"flaky": flaky}, clock, store, queue_size=5)
+        notifications = rollout_notifications("flaky", rounds=3)
 
         async def scenario() -> None:
             async with dispatcher:
                 await delivery.accept(notifications[0])
                 async with asyncio.timeout(30):
-                    await dead.wait_for_attempts(1)  # the first one is in flight, retrying
+                    await flaky.wait_for_attempts(1)  # the first one is in flight, retrying
                 for n in notifications[1:]:
                     await delivery.accept(n)
-                async with asyncio.timeout(30):
-                    await dead.wait_for(6)  # the one in flight + the five queued
-                    await asyncio.sleep(0.05)
+                assert dispatcher.pending() <= 6  # the queue's five + the one in flight
+                assert await dispatcher.drain(30) == 0
 
         with capture_logs() as logs:
             await in_virtual_time(clock, scenario(), max_steps=1_000_000)
-        dropped = registry.get_sample_value(
-            "canarywatch_events_dropped_total", {"stage": "dispatch", "reason": "overflow"}
-        )
-        assert dropped == len(notifications) - 6
-        assert [e for e in logs if e["event"] == "notification_dropped"]
-        # The dropped ones are still pending in the outbox: a restart re-queues them.
-        assert store.outbox_depth("dead") == len(notifications) - 6
+        assert flaky.payloads == rendered(notifications)  # all, once each, oldest first
+        assert flaky.attempts == len(notifications) + 12
+        assert store.outbox_depth("flaky") == 0
+        assert store.outbox_dead_letters() == []
+        spilled = counter(registry, "canarywatch_notifications_spilled_total", receiver="flaky")
+        assert spilled == len(notifications) - 6
+        dropped = {"stage": "dispatch", "reason": "overflow"}
+        assert counter(registry, "canarywatch_events_dropped_total", **dropped) == 0
+        assert [e for e in logs if e["event"] == "notification_dropped"] == []
 
-        again = OutageSink("dead", clock=clock, until=T0)
-        dispatcher2, delivery2, _ = build({"dead": again}, clock, store, queue_size=100)
+
+async def test_backlog_larger_than_the_queue_survives_a_restart_in_order(tmp_path: Path) -> None:
+    """Issue 12, across a restart: the first run delivers some, stops with most of them still in
+    the outbox; the second run's ``resume()`` must not push them all into its queue of 5 (and
+    drop all but the newest) but read them back as the queue drains."""
+    clock = VirtualClock(T0)
+    notifications = rollout_notifications("flaky", rounds=3)
+    with SqliteStateStore(tmp_path / "state.db", clock=clock) as store:
+        first = StopsAfter("flaky", clock=clock, count=10)
+        first.fail_next(3)
+        dispatcher, delivery, registry = build({"flaky": first}, clock, store, queue_size=5)
+
+        async def run_then_stop() -> None:
+            async with dispatcher:
+                for n in notifications:
+                    await delivery.accept(n)
+                async with asyncio.timeout(30):
+                    await first.wait_for_attempts(3 + 10 + 1)  # the 11th hangs: stop there
+            # aclose() cancelled the hanging attempt: it was not delivered, not recorded.
+
+        with capture_logs():
+            await in_virtual_time(clock, run_then_stop(), max_steps=1_000_000)
+        delivered_before = len(first.payloads)
+        assert delivered_before == 10
+        assert store.outbox_depth("flaky") == len(notifications) - delivered_before
+
+        second = RecordingSink("flaky", clock=clock)
+        second.fail_next(4)
+        dispatcher2, delivery2, registry2 = build({"flaky": second}, clock, store, queue_size=5)
 
         async def restart() -> None:
             async with dispatcher2:
                 resumed = await delivery2.resume()
-                assert resumed == len(notifications) - 6
-                async with asyncio.timeout(30):
-                    await again.wait_for(resumed)
+                assert resumed == len(notifications) - delivered_before
+                assert dispatcher2.pending() <= 5
+                assert await dispatcher2.drain(30) == 0
 
         await in_virtual_time(clock, restart(), max_steps=1_000_000)
-        assert store.outbox_depth("dead") == 0
-        delivered = per_canary(dead.payloads + again.payloads)
-        assert sum(len(v) for v in delivered.values()) == len(notifications)
+        assert first.payloads + second.payloads == rendered(notifications)
+        assert store.outbox_depth("flaky") == 0
+        for reg in (registry, registry2):
+            dropped = {"stage": "dispatch", "reason": "overflow"}
+            assert counter(reg, "canarywatch_events_dropped_total", **dropped) == 0
+
+
+async def test_webhook_answering_500_with_a_small_queue_delivers_everything_in_order(
+    tmp_path: Path,
+) -> None:
+    """The report of issue 12 over HTTP: the real ``webhook`` sink, a receiver answering 500 to
+    the first 30 requests, ``queue_size: 5``, 74 notifications."""
+    clock = VirtualClock(T0)
+    notifications = rollout_notifications("hook", rounds=3)
+    notifications += rollout_notifications("hook", rounds=4)[72:74]
+    assert len(notifications) == 74
+    async with run_webhook_receiver(path="/") as receiver, aiohttp.ClientSession() as http:
+        for _ in range(30):
+            receiver.script(500)
+        sink = build_sink(
+            "webhook", {"url": receiver.url, "timeout_s": 5}, http=http, log=structlog.get_logger()
+        )
+        with SqliteStateStore(tmp_path / "state.db", clock=clock) as store:
+            dispatcher, delivery, _ = build({"hook": sink}, clock, store, queue_size=5)
+
+            async def scenario() -> None:
+                async with dispatcher:
+                    for n in notifications:
+                        await delivery.accept(n)
+                    assert await dispatcher.drain(60) == 0
+
+            with capture_logs():
+                await in_virtual_time(clock, scenario(), max_steps=1_000_000)
+            assert store.outbox_depth("hook") == 0
+    answered = [r.json()["notification"] for r in receiver.requests[30:]]
+    got = [
+        (e["canary"], e["rollout"], e["transition"], e["detail"])
+        for line in answered
+        for e in line["events"]
+    ]
+    want = [
+        (str(e.canary), e.rollout, e.transition.value, e.detail)
+        for n in notifications
+        for e in n.events
+    ]
+    assert got == want
 
 
 async def test_429_storm_is_respected(tmp_path: Path) -> None:

@@ -236,6 +236,20 @@ def test_outbox_depth_and_oldest_age(store: StateStore) -> None:
     assert store.outbox_oldest_age_s("team", at(100)) == pytest.approx(60.0)
 
 
+def test_outbox_depths_counts_pending_items_per_receiver(store: StateStore) -> None:
+    n = make_notification()
+    assert store.outbox_depths() == {}
+    dead = store.outbox_put("team", n, at(0))
+    done = store.outbox_put("team", n, at(1))
+    store.outbox_put("team", n, at(2))
+    store.outbox_put("other", n, at(3))
+    store.outbox_put("other", n, at(4))
+    store.outbox_dead(dead, "timeout")
+    store.outbox_done(done, at(5))
+    assert store.outbox_depths() == {"other": 2, "team": 1}
+    assert store.outbox_depths()["team"] == store.outbox_depth("team")
+
+
 # --- silences ----------------------------------------------------------------------------------
 
 

@@ -166,6 +166,10 @@ class StateStore(Protocol):
         """How many items are pending for ``receiver``."""
         ...
 
+    def outbox_depths(self) -> dict[str, int]:
+        """How many items are pending, per receiver (receivers with none are left out)."""
+        ...
+
     def outbox_oldest_age_s(self, receiver: str, now: datetime) -> float | None:
         """Age at ``now`` of ``receiver``'s oldest pending item (never negative); ``None``
         when nothing is pending."""

@@ -231,6 +231,14 @@ class MemoryStateStore:
             self._check_open()
             return len(self._items(_PENDING, receiver))
 
+    def outbox_depths(self) -> dict[str, int]:
+        with self._lock:
+            self._check_open()
+            depths: dict[str, int] = {}
+            for row in self._items(_PENDING):
+                depths[row.receiver] = depths.get(row.receiver, 0) + 1
+        return dict(sorted(depths.items()))
+
     def outbox_oldest_age_s(self, receiver: str, now: datetime) -> float | None:
         now_us = to_us(now)
         with self._lock:

@@ -474,6 +474,15 @@ class SqliteStateStore:
             ).fetchone()
         return int(row[0])
 
+    def outbox_depths(self) -> dict[str, int]:
+        with self._read("read the outbox") as conn:
+            rows = conn.execute(
+                "SELECT receiver, count(*) FROM outbox WHERE state = ?"
+                " GROUP BY receiver ORDER BY receiver",
+                (_PENDING,),
+            ).fetchall()
+        return {str(receiver): int(count) for receiver, count in rows}
+
     def outbox_oldest_age_s(self, receiver: str, now: datetime) -> float | None:
         now_us = to_us(now)
         with self._read("read the outbox") as conn:
