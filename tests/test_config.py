@@ -26,6 +26,7 @@ from canarywatch.config import (
     walk_route,
 )
 from canarywatch.errors import ConfigError as BaseConfigError
+from canarywatch.matchers import parse_matchers
 from canarywatch.secrets import Secret
 from canarywatch.timeintervals import TimeInterval, any_contains
 
@@ -329,6 +330,77 @@ def test_bad_matcher_reports_the_matcher_parser_message() -> None:
     )
     assert (error.path, error.line) == ("inhibit_rules[0].target_matchers[0]", 4)
     assert "matcher" in error.message
+
+
+def test_a_matchers_item_may_hold_several_matchers_as_in_alertmanager() -> None:
+    """Issue 16: these pass ``amtool check-config``; validation and routing read them alike."""
+    config = parse(
+        """
+        receivers: [{name: default, sink: console}, {name: shop, sink: console}]
+        route:
+          receiver: default
+          matchers: ['{}']
+          routes:
+            - receiver: shop
+              matchers: ['namespace="shop", severity="critical"', '{canary="cart"}', 'rollout="1",']
+        inhibit_rules:
+          - source_matchers: ['transition="rolled-back", severity="critical"']
+            target_matchers: ['{transition="halted"}']
+            equal: [canary]
+        silences:
+          - matchers: ['namespace="shop", canary="cart",']
+            starts_at: 2025-01-01T00:00:00Z
+            ends_at: 2025-01-02T00:00:00Z
+            created_by: alice
+            comment: test
+        """
+    )
+    route = policy.build_route(config.route)
+    assert route.matchers == ()  # '{}' is no matcher, so the root may carry it
+    (child,) = route.routes
+    assert [str(m) for m in child.matchers] == [
+        'namespace="shop"',
+        'severity="critical"',
+        'canary="cart"',
+        'rollout="1"',
+    ]
+    labels = {"namespace": "shop", "severity": "critical", "canary": "cart", "rollout": "1"}
+    assert [node.receiver for node in route.match(labels)] == ["shop"]
+    assert [node.receiver for node in route.match({**labels, "rollout": "2"})] == ["default"]
+    assert config.inhibit_rules is not None
+    (rule,) = config.inhibit_rules
+    assert [str(m) for m in parse_matchers(rule.source_matchers)] == [
+        'transition="rolled-back"',
+        'severity="critical"',
+    ]
+    assert len(parse_matchers(config.silences[0].matchers)) == 2
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("(?=a)", "look-ahead"),
+        ("\\\\Z", "\\z"),
+        ("a{1001}", "at most 1000"),
+        ("a*+", "possessive"),
+        ("\\\\u00eb", "\\x{eb}"),
+    ],
+)
+def test_python_only_regex_syntax_is_a_config_error_naming_the_key(
+    pattern: str, reason: str
+) -> None:
+    error = error_of(
+        f"""
+        receivers: [{{name: default, sink: console}}]
+        route:
+          receiver: default
+          routes:
+            - matchers: ['namespace=~"{pattern}"']
+        """
+    )
+    assert (error.path, error.line) == ("route.routes[0].matchers[0]", 6)
+    assert "RE2" in error.message
+    assert reason in error.message
 
 
 def test_group_by_all_labels_must_stand_alone() -> None:

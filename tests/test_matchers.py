@@ -1,12 +1,20 @@
-"""Alertmanager matcher syntax and semantics (cases follow pkg/labels/parse_test.go)."""
+"""Alertmanager matcher syntax and semantics (cases follow pkg/labels/parse_test.go).
+
+The ``needs_binaries`` tests at the end put the same strings through the real ``amtool``.
+"""
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
+from typing import Any
 
 import pytest
+import re2
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.helpers.amtool import AlertmanagerOracle
 
 from canarywatch.matchers import (
     Matcher,
@@ -66,8 +74,10 @@ def test_parse_matcher(text: str, expected: Matcher) -> None:
         ('""=x', "label name is empty"),
         ('"open=x', "closing double quote"),
         ('foo=~"(unclosed"', "regex"),
-        ("foo=~[[:alpha:]]", "regex"),
+        ('foo=~"(?=x)"', "regex"),
         ("foo=\udcff", "UTF-8"),
+        ('a="b", c="d"', "expected one matcher, found 2"),
+        ("{}", "empty"),
     ],
 )
 def test_parse_matcher_rejects(text: str, fault: str) -> None:
@@ -101,6 +111,8 @@ LABELS = {"severity": "warning", "namespace": "test", "empty": ""}
         ('severity=~"info|warning"', True),
         ('severity=~"info|warn"', False),  # the whole alternation is anchored
         ('severity=~"(?i)WARNING"', True),
+        ('severity=~"[[:alpha:]]+"', True),  # a POSIX class, as in Go
+        ('severity=~"\\w{7}"', True),
         ('severity!~"warn.*"', False),
         ('severity!~"crit.*"', True),
         # A missing label, or an empty one, is the empty string.
@@ -156,6 +168,24 @@ def test_regex_alternation_with_prefix_is_anchored_as_a_whole() -> None:
             (Matcher("quote", MatchOp.EQUAL, 'She said: "Hi, ladies! That\'s gender-neutral…"'),),
         ),
         ('statuscode=~"5.."', (Matcher("statuscode", MatchOp.REGEX, "5.."),)),
+        # Issue 16: all three pass amtool check-config.
+        (
+            'namespace="shop", severity="critical"',
+            (
+                Matcher("namespace", MatchOp.EQUAL, "shop"),
+                Matcher("severity", MatchOp.EQUAL, "critical"),
+            ),
+        ),
+        ('{namespace="shop"}', (Matcher("namespace", MatchOp.EQUAL, "shop"),)),
+        ('namespace="shop",', (Matcher("namespace", MatchOp.EQUAL, "shop"),)),
+        # Go's tokenizer, quirks included: one brace each side is dropped before trimming.
+        ("a=b}}", (Matcher("a", MatchOp.EQUAL, "b}"),)),
+        ("a=b, ", (Matcher("a", MatchOp.EQUAL, "b"),)),
+        ("a=b,\u00a0c=d", (Matcher("a", MatchOp.EQUAL, "b"), Matcher("c", MatchOp.EQUAL, "d"))),
+        (
+            'a="x\\\\,",b="y"',
+            (Matcher("a", MatchOp.EQUAL, "x\\,"), Matcher("b", MatchOp.EQUAL, "y")),
+        ),
         (
             '{a=~"x,y", b="1"}',
             (Matcher("a", MatchOp.REGEX, "x,y"), Matcher("b", MatchOp.EQUAL, "1")),
@@ -166,7 +196,20 @@ def test_parse_matcher_set(text: str, expected: tuple[Matcher, ...]) -> None:
     assert parse_matcher_set(text) == expected
 
 
-@pytest.mark.parametrize("text", ["a=b,,c=d", "{a=b, =c}", '{a="b}'])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a=b,,c=d",
+        "{a=b, =c}",
+        '{a="b}',
+        ' {a="b"}',
+        "{{a=b}",
+        "\u00a0a=b,c=d",
+        # As in Go, the escape stays pending over the quoted comma, so the next quote does not
+        # close: one token, with an unescaped quote inside its value.
+        'a="x\\,",b="y"',
+    ],
+)
 def test_parse_matcher_set_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="matcher"):
         parse_matcher_set(text)
@@ -220,7 +263,7 @@ _values = st.text(max_size=20)
 )
 def test_str_round_trips(name: str, op: MatchOp, value: str) -> None:
     if op in (MatchOp.REGEX, MatchOp.NOT_REGEX):
-        value = re.escape(value)
+        value = re2.escape(value)
     m = Matcher(name, op, value)
     assert parse_matcher(str(m)) == m
     assert parse_matcher_set("{" + str(m) + ", " + str(m) + "}") == (m, m)
@@ -229,6 +272,112 @@ def test_str_round_trips(name: str, op: MatchOp, value: str) -> None:
 @settings(max_examples=200, deadline=None)
 @given(value=_values, other=_values)
 def test_escaped_regex_matches_exactly_its_literal(value: str, other: str) -> None:
-    m = Matcher("a", MatchOp.REGEX, re.escape(value))
+    m = Matcher("a", MatchOp.REGEX, re2.escape(value))
     assert m.matches({"a": value})
     assert m.matches({"a": other}) is (other == value)
+
+
+def test_parse_matcher_reads_one_matcher_in_any_list_spelling() -> None:
+    expected = Matcher("namespace", MatchOp.EQUAL, "shop")
+    for text in ('namespace="shop"', '{namespace="shop"}', 'namespace="shop",', "namespace=shop}"):
+        assert parse_matcher(text) == expected
+
+
+# --- the real Alertmanager decides ---------------------------------------------------------------
+
+PARSER_CASES = [
+    'namespace="shop", severity="critical"',
+    '{namespace="shop"}',
+    'namespace="shop",',
+    "",
+    "{}",
+    "a=b}}",
+    "a=b, ",
+    " a=b ",
+    "a=b,\u00a0c=d",
+    "a=b,c=d\u00a0",
+    "\u00a0a=b",
+    "a=b\v",
+    "a=b\n,c=d",
+    'a="x\\,",b="y"',
+    'a="x\\\\,",b="y"',
+    '{a="b}"}',
+    'a="b\\\\"',
+    "a=b\\",
+    'a=~"x,y"',
+    'a="She said: \\"Hi, ladies!\\""',
+    'a=" padded "',
+    "a=1,b!=2,c=~3,d!~4",
+    "b=1,a=2",
+    "a!=1,a=1",
+    "a==b",
+    "_:a1=x",
+    # refused by both
+    ' {a="b"}',
+    "{{a=b}",
+    "a=b,,c=d",
+    "\u00a0a=b,c=d",
+    'a="b',
+    'a=b"',
+    'a="b"c"',
+    "foo-bar=baz",
+    "1a=b",
+    "a~=b",
+    "a",
+    'a=~"(?=x)"',
+]
+
+
+def go_rendering(matchers: tuple[Matcher, ...]) -> str:
+    """How ``amtool config routes`` prints a route's matchers (Alertmanager 0.25)."""
+    if not matchers:
+        return "default-route"  # a child without matchers prints like the root
+    order = list(MatchOp)
+    ordered = sorted(matchers, key=lambda m: (m.name, m.value, order.index(m.op)))
+    return "{" + ",".join(str(m) for m in ordered) + "}"
+
+
+def route_config(item: str, *, canarywatch: bool) -> dict[str, Any]:
+    receiver: dict[str, Any] = {"name": "r", "sink": "console"} if canarywatch else {"name": "r"}
+    return {
+        "route": {"receiver": "r", "routes": [{"receiver": "r", "matchers": [item]}]},
+        "receivers": [receiver],
+    }
+
+
+@pytest.fixture(scope="module")
+def amtool(tmp_path_factory: pytest.TempPathFactory) -> AlertmanagerOracle:
+    return AlertmanagerOracle(tmp_path_factory.mktemp("amtool"))
+
+
+@pytest.mark.needs_binaries
+@pytest.mark.parametrize("item", PARSER_CASES)
+def test_config_matchers_item_parses_as_alertmanager_does(
+    amtool: AlertmanagerOracle, item: str, tmp_path: Path
+) -> None:
+    """Accepted or refused alike, and when accepted, the same matchers."""
+    from canarywatch.config import ConfigError, parse_config
+
+    checked = amtool.check(route_config(item, canarywatch=False))
+    try:
+        parse_config(json.dumps(route_config(item, canarywatch=True)), filename="c.yaml")
+    except ConfigError as exc:
+        ours: str | None = None
+        error = str(exc)
+    else:
+        ours = go_rendering(parse_matcher_set(item))
+        error = ""
+    if not checked.ok:
+        assert ours is None, f"amtool refused {item!r} ({checked.output}); canarywatch read {ours}"
+        return
+    assert ours is not None, f"amtool accepted {item!r}; canarywatch: {error}"
+    child = [line for line in amtool.tree(checked).splitlines() if line.strip()][-1]
+    assert child.split("── ", 1)[1].rsplit("  receiver:", 1)[0] == ours, (item, child)
+
+
+@pytest.mark.needs_binaries
+def test_quoted_label_names_are_the_documented_extension(amtool: AlertmanagerOracle) -> None:
+    """README: canarywatch reads ``"k8s.io/app"="x"``; Alertmanager 0.25's parser does not."""
+    item = '"k8s.io/app"="x"'
+    assert not amtool.check(route_config(item, canarywatch=False)).ok
+    assert parse_matcher_set(item) == (Matcher("k8s.io/app", MatchOp.EQUAL, "x"),)

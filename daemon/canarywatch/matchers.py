@@ -1,29 +1,37 @@
-"""Alertmanager label matchers: the one syntax routes, inhibit rules and silences use.
+"""Alertmanager label matchers: the one syntax routes, inhibit rules, silences and the CLI read.
 
-The grammar is Alertmanager's classic matcher parser (``pkg/labels/parse.go``): a label name, one
-of ``=``, ``!=``, ``=~``, ``!~``, and a value that is either bare or enclosed in double quotes.
-Inside the value the OpenMetrics escapes apply (``\\"``, ``\\\\``, ``\\n``); any other backslash
-is literal, as is a lone trailing one. An unescaped ``"`` anywhere but at the two ends is an
-error. Whitespace around each of the three parts is dropped. Regular expressions are fully
-anchored (``^(?:re)$``). A missing label matches as the empty string, so ``team=""`` selects
-events without a ``team`` label and ``team!=""`` those with one.
+The grammar is Alertmanager's (``pkg/labels/parse.go``), and ``parse_matcher_set`` is its
+``ParseMatchers``, the only parser: every config ``matchers:`` item, ``source_matchers``/
+``target_matchers`` item, silence matcher and control-API matcher goes through it, so a string
+Alertmanager accepts is read the same way everywhere.
+
+- A string is a comma-separated list of matchers. One leading ``{`` and one trailing ``}`` are
+  dropped first (before any whitespace is trimmed, as Alertmanager does), then the rest is split
+  on commas outside double quotes (``\\"`` does not open or close a quoted part). A trailing
+  comma is allowed, an empty item between two commas is an error, and ``""`` or ``{}`` is no
+  matcher at all.
+- One matcher is a label name, one of ``=``, ``!=``, ``=~``, ``!~``, and a value that is either
+  bare or enclosed in double quotes. Inside the value the OpenMetrics escapes apply (``\\"``,
+  ``\\\\``, ``\\n``); any other backslash is literal, as is a lone trailing one. An
+  unescaped ``"`` anywhere but at the two ends is an error. Whitespace around each of the three
+  parts is dropped.
+- A missing label matches as the empty string, so ``team=""`` selects events without a ``team``
+  label and ``team!=""`` those with one.
+- Regular expressions are Go's (RE2), fully anchored (``^(?:re)$``): see ``goregexp``.
 
 Beyond the classic parser, a label name may be double-quoted (``"k8s.io/app"="x"``), as
-Alertmanager's UTF-8 matchers allow; ``str(matcher)`` quotes a name only when it has to, so
+Alertmanager's later UTF-8 matchers allow; ``str(matcher)`` quotes a name only when it has to, so
 every matcher round-trips through ``parse_matcher(str(m))``.
-
-Python's ``re`` stands in for Go's RE2. For the expressions routes use in practice (literals,
-alternations, classes, ``.*``) the two agree; a pattern whose meaning would differ in a way
-Python itself warns about (``[[:alpha:]]``) is rejected rather than silently misread.
 """
 
 from __future__ import annotations
 
 import enum
 import re
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from canarywatch.goregexp import GoRegexp, compile_matcher_regexp
 
 __all__ = [
     "MatchOp",
@@ -54,6 +62,11 @@ _OPERATORS: tuple[MatchOp, ...] = (
 )
 _WHITESPACE = " \t\n\f\r"
 """Go RE2's ``\\s``: what the classic parser trims around tokens."""
+_GO_SPACE = (
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+"""Go's ``unicode.IsSpace`` (Unicode White_Space): what ``strings.TrimSpace`` trims."""
 _CLASSIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
 
@@ -82,17 +95,6 @@ def _check_utf8(what: str, text: str) -> None:
         raise ValueError(f"matcher {what} not valid UTF-8: {text!r}") from exc
 
 
-def _compile(value: str) -> re.Pattern[str]:
-    try:
-        with warnings.catch_warnings():
-            # Python warns (FutureWarning) where a set such as ``[[:alpha:]]`` will change
-            # meaning; RE2 reads those differently today, so refuse rather than guess.
-            warnings.simplefilter("error")
-            return re.compile(value)
-    except (re.error, FutureWarning) as exc:
-        raise ValueError(f"matcher regex {value!r} is invalid: {exc}") from exc
-
-
 @dataclass(frozen=True, slots=True)
 class Matcher:
     """One label matcher; ``matches`` treats a missing label as the empty string."""
@@ -100,9 +102,7 @@ class Matcher:
     name: str
     op: MatchOp
     value: str
-    _regex: re.Pattern[str] | None = field(
-        default=None, init=False, repr=False, compare=False, hash=False
-    )
+    _regex: GoRegexp | None = field(default=None, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         try:
@@ -115,7 +115,7 @@ class Matcher:
         _check_utf8("label name", self.name)
         _check_utf8("value", self.value)
         if op in (MatchOp.REGEX, MatchOp.NOT_REGEX):
-            object.__setattr__(self, "_regex", _compile(self.value))
+            object.__setattr__(self, "_regex", compile_matcher_regexp(self.value))
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         actual = labels.get(self.name, "")
@@ -125,9 +125,9 @@ class Matcher:
             case MatchOp.NOT_EQUAL:
                 return actual != self.value
             case MatchOp.REGEX:
-                return self._regex is not None and self._regex.fullmatch(actual) is not None
+                return self._regex is not None and self._regex.matches(actual)
             case MatchOp.NOT_REGEX:
-                return self._regex is None or self._regex.fullmatch(actual) is None
+                return self._regex is None or not self._regex.matches(actual)
 
     def __str__(self) -> str:
         return f'{format_name(self.name)}{self.op}"{escape_value(self.value)}"'
@@ -187,15 +187,11 @@ def _quoted_prefix(text: str, start: int) -> int:
     raise ValueError(f"matcher label name is missing its closing double quote: {text!r}")
 
 
-def parse_matcher(text: str) -> Matcher:
-    """Parse one matcher such as ``severity=~"warning|critical"``.
-
-    Raises ``ValueError`` naming what is wrong.
-    """
-    _check_utf8("text", text)
+def _parse_one(text: str) -> Matcher:
+    """One matcher (Alertmanager's ``ParseMatcher``): a token of ``parse_matcher_set``."""
     rest = text.lstrip(_WHITESPACE)
     if not rest:
-        raise ValueError("matcher is empty")
+        raise ValueError(f"bad matcher format (empty matcher): {text!r}")
     if rest.startswith('"'):
         end = _quoted_prefix(rest, 0)
         name = _unescape(rest[:end], what="label name", source=text)
@@ -225,17 +221,24 @@ def parse_matcher(text: str) -> Matcher:
 
 
 def _split_outside_quotes(text: str) -> list[str]:
-    """Split on commas outside double quotes, as Alertmanager's ``ParseMatchers`` does."""
+    """Alertmanager's ``ParseMatchers`` tokenizer, step for step.
+
+    Commas outside double quotes separate tokens; a backslash escapes a following ``"`` (and
+    only that), and a comma inside quotes leaves the escape pending, as Go's loop does. Every
+    token before a separator is kept (an empty one is an error later); the last one only when
+    something but whitespace is left, so a trailing comma is allowed.
+    """
     tokens: list[str] = []
     token: list[str] = []
     inside_quotes = False
     escaped = False
     for ch in text:
-        if ch == "," and not inside_quotes:
-            tokens.append("".join(token))
-            token = []
-            continue
-        if ch == '"':
+        if ch == ",":
+            if not inside_quotes:
+                tokens.append("".join(token))
+                token = []
+                continue
+        elif ch == '"':
             if escaped:
                 escaped = False
             else:
@@ -245,22 +248,38 @@ def _split_outside_quotes(text: str) -> list[str]:
         else:
             escaped = False
         token.append(ch)
-    last = "".join(token).strip(_WHITESPACE)
+    last = "".join(token).strip(_GO_SPACE)
     if last:
         tokens.append(last)
     return tokens
 
 
 def parse_matcher_set(text: str) -> tuple[Matcher, ...]:
-    """Parse ``{a="b", c=~"d"}`` (braces optional, a trailing comma allowed; ``{}`` is empty)."""
+    """Parse ``{a="b", c=~"d"}`` exactly as Alertmanager's ``ParseMatchers`` does.
+
+    Braces are optional, a trailing comma is allowed, ``""`` and ``{}`` are no matcher. This is
+    the one matcher parser; ``ValueError`` names what is wrong.
+    """
     _check_utf8("text", text)
-    body = text.strip(_WHITESPACE)
-    body = body.removeprefix("{").removesuffix("}")
-    return tuple(parse_matcher(token) for token in _split_outside_quotes(body))
+    body = text.removeprefix("{").removesuffix("}")
+    return tuple(_parse_one(token) for token in _split_outside_quotes(body))
+
+
+def parse_matcher(text: str) -> Matcher:
+    """Parse a string that must hold exactly one matcher, such as ``severity=~"warn|crit"``.
+
+    The same grammar as ``parse_matcher_set`` (so ``{a="b"}`` and ``a="b",`` are one matcher).
+    """
+    found = parse_matcher_set(text)
+    if not found:
+        raise ValueError(f"matcher is empty: {text!r}")
+    if len(found) > 1:
+        raise ValueError(f"expected one matcher, found {len(found)}: {text!r}")
+    return found[0]
 
 
 def parse_matchers(texts: Sequence[str]) -> tuple[Matcher, ...]:
-    """Parse a config ``matchers:`` list; each item may itself be a ``{...}`` set."""
+    """Parse a config ``matchers:`` list: each item is a ``parse_matcher_set`` string."""
     if isinstance(texts, str):
         raise TypeError("parse_matchers takes a list of strings; use parse_matcher_set")
     out: list[Matcher] = []

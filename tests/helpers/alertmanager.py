@@ -1,7 +1,8 @@
 """A real Alertmanager on 127.0.0.1 for tests (``reference/alertmanager-loopback.md`` §2–3).
 
 ``run_alertmanager(workdir)`` writes a temporary config (route to a ``"null"`` receiver, or to a
-webhook receiver when ``webhook_url`` is given, ``send_resolved: true``), starts the binary with
+webhook receiver when ``webhook_url`` is given, ``send_resolved: true``; or ``config`` as given),
+starts the binary with
 ``--web.listen-address=127.0.0.1:0`` and ``--cluster.listen-address=`` (no gossip, no :9094),
 reads the port the kernel picked from the ``msg="Listening on"`` log line, waits for
 ``/-/ready`` and, on exit, stops it with SIGTERM on its own PID (SIGKILL only if it ignores that
@@ -90,11 +91,16 @@ async def run_alertmanager(
     webhook_url: str | None = None,
     route_prefix: str = "",
     ready_timeout_s: float = 20.0,
+    config: str | None = None,
 ) -> AsyncIterator[RunningAlertmanager]:
-    """Run Alertmanager with a temporary config and storage under ``workdir``."""
+    """Run Alertmanager with a temporary config and storage under ``workdir``.
+
+    ``config`` (YAML text) replaces the generated config; ``webhook_url`` is then ignored.
+    """
     binary = alertmanager_binary()
+    text = config if config is not None else alertmanager_config(webhook_url)
     process, log_path = await asyncio.to_thread(
-        _spawn, binary, workdir, webhook_url=webhook_url, route_prefix=route_prefix
+        _spawn, binary, workdir, config=text, route_prefix=route_prefix
     )
     try:
         port = await _wait_for_port(process, log_path, ready_timeout_s)
@@ -113,11 +119,11 @@ async def run_alertmanager(
 
 
 def _spawn(
-    binary: str, workdir: Path, *, webhook_url: str | None, route_prefix: str
+    binary: str, workdir: Path, *, config: str, route_prefix: str
 ) -> tuple[subprocess.Popen[bytes], Path]:
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "alertmanager.yml"
-    config_path.write_text(alertmanager_config(webhook_url), encoding="utf-8")
+    config_path.write_text(config, encoding="utf-8")
     args = [
         binary,
         f"--config.file={config_path}",

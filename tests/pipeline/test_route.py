@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
+from tests.helpers.alertmanager import run_alertmanager
 
+from canarywatch import policy
+from canarywatch.config import parse_config
 from canarywatch.matchers import parse_matchers
 from canarywatch.model import (
     CanaryEvent,
@@ -134,6 +143,38 @@ def test_inheritance_and_defaults() -> None:
     # A positive group_interval batches; zero is allowed anywhere.
     assert build_route(RouteSpec(receiver="r", group_interval_s=300.0)).group_interval_s == 300
     assert build_route(RouteSpec(receiver="r", group_interval_s=0.0)).group_interval_s == 0
+
+
+def test_empty_group_by_below_the_root_inherits_as_in_alertmanager() -> None:
+    """Alertmanager keeps ``GroupBy`` nil for ``group_by: []``, so the parent's applies."""
+    tree = build_route(
+        RouteSpec(
+            receiver="root",
+            group_by=("namespace",),
+            routes=(
+                spec("team=a", receiver="a", group_by=()),
+                spec(
+                    "team=b",
+                    receiver="b",
+                    group_by=("canary",),
+                    routes=(spec("severity=critical", group_by=()),),
+                ),
+                spec("team=c", receiver="c", group_by=("...",), routes=(spec("x=1", group_by=()),)),
+            ),
+        )
+    )
+    a, b, c = tree.routes
+    assert a.group_by == ("namespace",)  # not (): that would be one group for everything
+    assert b.routes[0].group_by == ("canary",)
+    assert c.routes[0].group_by is None  # '...' inherits through an empty list too
+    router = Router(tree)
+    (routed,) = router.route(event(team="a", namespace="shop", canary="podinfo"), NOW)
+    assert group_labels(routed.event.labels, routed.route.group_by) == {"namespace": "shop"}
+    # On the root an empty list is still one group for everything (Alertmanager's default).
+    assert (
+        build_route(RouteSpec(receiver="r", group_by=(), routes=(spec("a=1"),))).routes[0].group_by
+        == ()
+    )
 
 
 def test_time_intervals_do_not_inherit() -> None:
@@ -326,3 +367,98 @@ def test_walk_is_depth_first() -> None:
         "payments-warnings",
     ]
     assert isinstance(TREE.routes[0], Route)
+
+
+# --- grouping against the real Alertmanager ------------------------------------------------------
+
+GROUPING_TREE: dict[str, Any] = {
+    "receiver": "root",
+    "group_by": ["namespace"],  # explicit: canarywatch's root default differs on purpose
+    "group_wait": "1h",
+    "routes": [
+        {"receiver": "empty", "matchers": ['team="a"'], "group_by": []},
+        {
+            "receiver": "own",
+            "matchers": ['team="b"'],
+            "group_by": ["canary"],
+            "routes": [
+                {"receiver": "own-empty", "matchers": ['severity="critical"'], "group_by": []}
+            ],
+        },
+        {
+            "receiver": "all",
+            "matchers": ['team="c"'],
+            "group_by": ["..."],
+            "routes": [
+                {"receiver": "all-empty", "matchers": ['severity="critical"'], "group_by": []}
+            ],
+        },
+        {"receiver": "omitted", "matchers": ['team="d"']},
+    ],
+}
+GROUPING_RECEIVERS = ("root", "empty", "own", "own-empty", "all", "all-empty", "omitted")
+GROUPING_ALERTS = [
+    {"team": team, "namespace": ns, "canary": canary, "severity": severity}
+    for team, ns, canary, severity in itertools.product(
+        "abcde", ("n1", "n2"), ("c1", "c2"), ("critical", "warning")
+    )
+]
+
+Grouped = set[tuple[str, tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]]
+
+
+def canarywatch_groups() -> Grouped:
+    config = {
+        "route": GROUPING_TREE,
+        "receivers": [{"name": name, "sink": "console"} for name in GROUPING_RECEIVERS],
+    }
+    root = policy.build_route(parse_config(json.dumps(config), filename="c.yaml").route)
+    return {
+        (
+            node.receiver,
+            tuple(sorted(group_labels(labels, node.group_by).items())),
+            tuple(sorted(labels.items())),
+        )
+        for labels in GROUPING_ALERTS
+        for node in root.match(labels)
+    }
+
+
+async def alertmanager_groups(tmp_path: Path) -> Grouped:
+    config = {"route": GROUPING_TREE, "receivers": [{"name": n} for n in GROUPING_RECEIVERS]}
+    async with (
+        run_alertmanager(tmp_path / "am", config=json.dumps(config)) as am,
+        aiohttp.ClientSession() as http,
+    ):
+        body = [{"labels": labels} for labels in GROUPING_ALERTS]
+        async with http.post(f"{am.url}/api/v2/alerts", json=body) as response:
+            assert response.status == 200, await response.text()
+        async with asyncio.timeout(15):
+            while True:
+                async with http.get(f"{am.url}/api/v2/alerts/groups") as response:
+                    groups = await response.json()
+                found = {
+                    (
+                        group["receiver"]["name"],
+                        tuple(sorted(group["labels"].items())),
+                        tuple(sorted(alert["labels"].items())),
+                    )
+                    for group in groups
+                    for alert in group["alerts"]
+                }
+                if len(found) >= len(GROUPING_ALERTS):
+                    return found
+                await asyncio.sleep(0.1)
+
+
+@pytest.mark.needs_binaries
+async def test_group_keys_agree_with_real_alertmanager(tmp_path: Path) -> None:
+    """Same tree, same alerts: every alert lands in the same receiver and group labels."""
+    theirs = await alertmanager_groups(tmp_path)
+    ours = canarywatch_groups()
+    assert ours == theirs, f"only canarywatch: {ours - theirs}; only Alertmanager: {theirs - ours}"
+    # The point of the tree: an empty child list inherits instead of grouping everything.
+    by_receiver = {receiver: {g for r, g, _ in ours if r == receiver} for receiver, _, _ in ours}
+    assert by_receiver["empty"] == {(("namespace", "n1"),), (("namespace", "n2"),)}
+    assert by_receiver["own-empty"] == {(("canary", "c1"),), (("canary", "c2"),)}
+    assert len(by_receiver["all-empty"]) == 4  # every label: one group per critical alert

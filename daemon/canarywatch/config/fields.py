@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BeforeValidator, ValidationInfo
 
 from canarywatch.durations import parse_duration
 from canarywatch.errors import ConfigError
-from canarywatch.matchers import parse_matcher
+from canarywatch.matchers import parse_matcher_set
 from canarywatch.secrets import Secret, resolve_secret
 
 LABEL_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -75,9 +75,13 @@ LabelName = Annotated[str, AfterValidator(check_label_name), DocType("label name
 
 
 def _matcher(value: str) -> str:
-    parse_matcher(value)  # raises ValueError with its own message
+    # The one parser routing, inhibition and silences use, so what validates here is read the
+    # same way there; raises ValueError with its own message.
+    parse_matcher_set(value)
     return value
 
 
 Matcher = Annotated[str, AfterValidator(_matcher), DocType("matcher")]
-"""A matcher in Alertmanager syntax (``severity="critical"``, ``namespace=~"team-.*"``)."""
+"""One item of a ``matchers:`` list in Alertmanager syntax: a matcher (``severity="critical"``,
+``namespace=~"team-.*"``) or several, comma-separated and optionally in braces
+(``{namespace="shop", severity="critical"}``), exactly as Alertmanager's ``ParseMatchers``."""

@@ -27,6 +27,7 @@ from canarywatch.config.models import ConfigFile, Receiver, RouteSpec, TimeInter
 from canarywatch.config.resolved import ROUTE_LOC, Config, Loc, SourceMap, walk_route
 from canarywatch.config.yamlsource import load_yaml
 from canarywatch.errors import ConfigError
+from canarywatch.matchers import parse_matcher_set
 from canarywatch.secrets import SECRET_FORMS, SECRET_HINT, is_secret_ref, resolve_secret
 from canarywatch.timeintervals import TimeInterval, TimeIntervalError, parse_time_interval
 
@@ -338,7 +339,8 @@ class _Resolver:
             return RouteSpec(receiver=DEFAULT_RECEIVER)
         if spec.receiver is None:
             self._fail((*loc, "receiver"), "the root route needs a receiver")
-        if spec.matchers:
+        # Items already parsed as valid; '' and '{}' are no matcher, as in Alertmanager.
+        if any(parse_matcher_set(item) for item in spec.matchers):
             self._fail((*loc, "matchers"), "the root route matches everything: no matchers")
         if spec.continue_:
             self._fail((*loc, "continue"), "the root route has no siblings: no continue")

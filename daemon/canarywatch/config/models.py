@@ -89,7 +89,8 @@ class RouteSpec(BaseModel):
         default=None,
         description=(
             'Labels that split events into notification groups; `["..."]` means all labels. '
-            "Inherited; the root default groups per canary."
+            "Inherited; `[]` below the root inherits too, as in Alertmanager, and on the root "
+            "means one group for everything. The root default groups per canary."
         ),
         json_schema_extra={"doc_default": "[cluster, namespace, canary]"},
     )
@@ -125,8 +126,9 @@ class RouteSpec(BaseModel):
     matchers: tuple[Matcher, ...] = Field(
         default=(),
         description=(
-            'Alertmanager matchers that must all hold (`severity="critical"`); '
-            "not allowed on the root route."
+            'Alertmanager matchers that must all hold (`severity="critical"`); an item may '
+            'hold several (`{namespace="shop", severity="critical"}`). Regular expressions are '
+            "RE2, as in Alertmanager. Not allowed on the root route."
         ),
     )
     continue_: bool = Field(

@@ -7,7 +7,9 @@ Alertmanager's routing, applied to ``CanaryEvent.labels``:
   child has ``continue`` set, in which case later siblings are tried as well. A node none of
   whose children match handles the event itself.
 - Settings inherit down the tree: a child that leaves ``receiver``, ``group_by``, ``group_wait``,
-  ``group_interval`` or ``repeat_interval`` unset takes its parent's. As in Alertmanager,
+  ``group_interval`` or ``repeat_interval`` unset takes its parent's; ``group_by: []`` counts as
+  unset, as in Alertmanager. On the root, ``group_by: []`` means one group for everything
+  (Alertmanager's default, which canarywatch's own root default is not). As in Alertmanager,
   ``mute_time_intervals`` and ``active_time_intervals`` do **not** inherit: they apply to the
   node that names them.
 - A matched node is muted while any of its ``mute_time_intervals`` contains ``now``, or while it
@@ -69,7 +71,8 @@ class RouteSpec:
     matchers: tuple[Matcher, ...] = ()
     continue_: bool = False
     group_by: tuple[str, ...] | None = None
-    """Label names, or ``("...",)`` for all labels; ``None`` inherits."""
+    """Label names, or ``("...",)`` for all labels; ``None`` inherits, and so does ``()`` below
+    the root (on the root ``()`` is one group for everything)."""
     group_wait_s: float | None = None
     group_interval_s: float | None = None
     repeat_interval_s: float | None = None
@@ -160,10 +163,16 @@ def build_route(spec: RouteSpec, parent: Route | None = None, *, _where: str = "
         if spec.mute_time_intervals or spec.active_time_intervals:
             raise ValueError(f"{where}: the root route cannot have mute or active time intervals")
     receiver = spec.receiver or (parent.receiver if parent else "")
-    if spec.group_by is not None:
+    if parent is None:
+        group_by = (
+            DEFAULT_GROUP_BY if spec.group_by is None else _resolve_group_by(spec.group_by, where)
+        )
+    elif spec.group_by:
         group_by = _resolve_group_by(spec.group_by, where)
     else:
-        group_by = parent.group_by if parent else DEFAULT_GROUP_BY
+        # Alertmanager reads an empty group_by as unset (config.Route keeps GroupBy nil), so a
+        # child's ``group_by: []`` inherits instead of putting everything in one group.
+        group_by = parent.group_by
 
     def pick(own: float | None, inherited: float, default: float, name: str, zero: bool) -> float:
         value = own if own is not None else (inherited if parent is not None else default)
