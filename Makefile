@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test lint bench venv clean realcluster
 
 venv: $(STAMP)
 
@@ -25,6 +25,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# kube-apiserver and etcd for the real-server tests, built once into ~/.cache/canarywatch (needs Go).
+realcluster:
+	bash tests/realcluster/build.sh
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

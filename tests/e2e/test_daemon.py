@@ -60,6 +60,31 @@ def daemon_config(
     leader_identity: str | None = None,
     extra: str = "",
 ) -> Config:
+    clusters = f"""clusters:
+  - name: sim
+    connection: host
+    host: "{cluster.api.url}"
+"""
+    return config_with(
+        clusters,
+        out,
+        state,
+        metrics_url=cluster.metrics_url if metrics else None,
+        leader_identity=leader_identity,
+        extra=extra,
+    )
+
+
+def config_with(
+    clusters_yaml: str,
+    out: Path,
+    state: Path,
+    *,
+    metrics_url: str | None = None,
+    leader_identity: str | None = None,
+    extra: str = "",
+) -> Config:
+    """A daemon config delivering everything to a ``jsonl`` receiver at ``out``."""
     text = f"""
 cluster: sim
 receivers:
@@ -69,20 +94,17 @@ receivers:
 route:
   receiver: capture
   group_by: ["..."]
-clusters:
-  - name: sim
-    connection: host
-    host: "{cluster.api.url}"
+{clusters_yaml}
 state: {{dir: "{state}"}}
 server: {{listen: "127.0.0.1:0"}}
 """
-    if metrics:
+    if metrics_url:
         text += f"""
 metrics_source:
   mode: scrape
   interval: 1s
   timeout: 1s
-  targets: [{{name: flagger, url: "{cluster.metrics_url}", cluster: sim}}]
+  targets: [{{name: flagger, url: "{metrics_url}", cluster: sim}}]
 """
     if leader_identity:
         text += f"""

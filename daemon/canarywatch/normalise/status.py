@@ -159,9 +159,14 @@ def parse_canary(obj: JSONValue) -> CanaryStatusView:
 def diff_status(prev: CanaryStatusView | None, cur: CanaryStatusView) -> list[StatusTransition]:
     """The transitions between two statuses of one canary, in lifecycle order.
 
-    ``prev=None`` (first sight) yields nothing: state is not news.
+    ``prev=None`` (first sight) yields nothing: state is not news. Nor does the first status of
+    a Canary first seen without one: a real API server never returns a new Canary with a status
+    (the CRD's status subresource drops it on create), so every Canary is created bare and its
+    first status arrives as a MODIFIED. Flagger's own first write is Initializing; a bare Canary
+    that turns up already Succeeded or Failed was restored or re-created with its old status,
+    and announcing that as a promotion or rollback would invent a verdict.
     """
-    if prev is None:
+    if prev is None or (prev.phase is None and not prev.phase_text):
         return []
     before, now = prev.phase, cur.phase
     moved = now is not None and before is not now

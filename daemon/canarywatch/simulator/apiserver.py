@@ -52,6 +52,7 @@ from canarywatch.simulator.selectors import (
     parse_selection,
 )
 from canarywatch.simulator.store import (
+    CLUSTER_SCOPED,
     ApiError,
     Change,
     Obj,
@@ -61,6 +62,13 @@ from canarywatch.simulator.store import (
     expired,
     status_body,
 )
+
+_EVENT_DEFAULTS: Final = (
+    ("eventTime", None),
+    ("reportingComponent", ""),
+    ("reportingInstance", ""),
+)
+"""What kube-apiserver fills in on a core/v1 Event created without them (as Flagger's are)."""
 
 # -- API views of the stored resources ------------------------------------------------------
 
@@ -155,10 +163,14 @@ _BY_PATH: Final = {(v.group, v.version, v.plural): v for v in VIEWS}
 class ServerSettings:
     """Knobs a test or the scenario driver may change at any time."""
 
-    bookmark_interval_s: float = 60.0
-    """Periodic BOOKMARK cadence (the real cache: about a minute)."""
-    bookmark_before_timeout_s: float = 2.0
-    """A bookmark this long before ``timeoutSeconds`` ends a stream, if it fits (real: 2 s)."""
+    bookmark_interval_s: float | None = None
+    """Periodic BOOKMARK cadence; ``None``: none. client-go's comments promise one about every
+    minute, but the real kube-apiserver 1.34 sent none to a namespaced Events watch in 75 s,
+    even while other namespaces were written (tests/realcluster/test_protocol.py): a client
+    must never rely on timed bookmarks, so the simulator sends none unless a test asks."""
+    bookmark_before_timeout_s: float | None = None
+    """A bookmark this long before ``timeoutSeconds`` ends a stream; ``None``: none (the real
+    1.34 server sent none before a 5, 10, 20 or 75 s timeout)."""
     default_watch_timeout_s: float = 1800.0
     """Stream length without ``timeoutSeconds`` (real: 30-60 min)."""
     watch_list_default: bool = True
@@ -504,11 +516,19 @@ class SimulatedApiServer:
             raise ApiError(405, "MethodNotAllowed", "deletecollection is not simulated")
         body = await _read_json(request)
         if verb == "create":
-            if target.namespace is None:
+            cluster_scoped = view.storage in CLUSTER_SCOPED
+            if target.namespace is None and not cluster_scoped:
                 raise ApiError(405, "MethodNotAllowed", "create needs a namespaced path")
             if not isinstance(body, dict):
                 raise ApiError(400, "BadRequest", "the body must be a JSON object")
-            created = self.store.create(view.storage, view.from_view(body), target.namespace)
+            stored = view.from_view(body)
+            if view.custom:
+                # A CRD with the status subresource ignores .status on create, as on update.
+                stored.pop("status", None)
+            if view.storage == "events":
+                for name, default in _EVENT_DEFAULTS:
+                    stored.setdefault(name, default)
+            created = self.store.create(view.storage, stored, target.namespace)
             return json_response(view.render(created), 201)
         return json_response(view.render(self._write_item(target, verb, body)))
 
@@ -723,9 +743,14 @@ class SimulatedApiServer:
     def _next_bookmark(self, now: float, deadline: float) -> float | None:
         """client-go's cache_watcher.nextBookmarkTime: every interval, and shortly before the
         deadline when that is still in the future."""
-        when = now + self.settings.bookmark_interval_s
-        pre_timeout = deadline - self.settings.bookmark_before_timeout_s
-        when = min(when, pre_timeout)
+        candidates = []
+        if self.settings.bookmark_interval_s is not None:
+            candidates.append(now + self.settings.bookmark_interval_s)
+        if self.settings.bookmark_before_timeout_s is not None:
+            candidates.append(deadline - self.settings.bookmark_before_timeout_s)
+        if not candidates:
+            return None
+        when = min(candidates)
         return when if when > now else None
 
     async def _drain(self, stream: _WatchStream, queue: asyncio.Queue[object]) -> bool:
