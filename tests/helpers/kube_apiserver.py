@@ -78,20 +78,21 @@ CANARY_CRD: dict[str, Any] = {
 group, version, names, scope and status subresource (Flagger's full schema only validates)."""
 
 
-def binaries_dir() -> Path:
-    """Where ``build.sh`` put kube-apiserver and etcd; skip (fail under CI=true) when absent."""
+def built_binary(name: str) -> Path:
+    """The path of a binary ``build.sh`` made (``kube-apiserver``, ``etcd``, ``flagger-v1.44.0``);
+    the calling test skips when it is absent, or fails under ``CI=true``."""
     result = subprocess.run(
-        ["bash", str(BUILD_SCRIPT), "--print"], capture_output=True, text=True, check=False
+        ["bash", str(BUILD_SCRIPT), "--print", name], capture_output=True, text=True, check=False
     )
     if result.returncode == 0:
         return Path(result.stdout.strip())
     reason = (
-        "kube-apiserver/etcd not built (needs Go; run `make realcluster`, several minutes once)"
+        f"{name} not built (needs Go; run `make realcluster`, several minutes once)"
         if shutil.which("go")
-        else "kube-apiserver/etcd not built and no Go toolchain to build them"
+        else f"{name} not built and no Go toolchain to build it"
     )
     if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true requires them)", pytrace=False)
+        pytest.fail(f"{reason} (CI=true requires it)", pytrace=False)
     pytest.skip(reason)
 
 
@@ -158,9 +159,13 @@ class _Process:
 class RealControlPlane:
     """etcd + kube-apiserver in ``workdir``; ``start()``/``stop()`` or a ``with`` block."""
 
-    def __init__(self, workdir: Path, binaries: Path) -> None:
+    def __init__(self, workdir: Path, crds: list[dict[str, Any]] | None = None) -> None:
+        """Skips the calling test (fails under ``CI=true``) when the binaries are not built.
+        ``crds``: the CustomResourceDefinitions to install (default: the Canary CRD)."""
         self.workdir = workdir
-        self.binaries = binaries
+        self.crds = crds if crds is not None else [CANARY_CRD]
+        self.apiserver_binary = built_binary("kube-apiserver")
+        self.etcd_binary = built_binary("etcd")
         self.pki = workdir / "pki"
         self.etcd_port = free_port()
         self.etcd_peer_port = free_port()
@@ -192,7 +197,8 @@ class RealControlPlane:
         try:
             self._start_etcd()
             self.start_apiserver()
-            self.apply(CANARY_CRD, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
+            for crd in self.crds:
+                self.apply(crd, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
             self._wait_for_path("/apis/flagger.app/v1beta1/canaries")
         except BaseException:
             self.stop()
@@ -219,7 +225,7 @@ class RealControlPlane:
         self._etcd = self._spawn(
             "etcd",
             [
-                str(self.binaries / "etcd"),
+                str(self.etcd_binary),
                 "--name=test",
                 f"--data-dir={self.workdir / 'etcd'}",
                 f"--listen-client-urls={self.etcd_url}",
@@ -250,7 +256,7 @@ class RealControlPlane:
         self._apiserver = self._spawn(
             "kube-apiserver",
             [
-                str(self.binaries / "kube-apiserver"),
+                str(self.apiserver_binary),
                 f"--etcd-servers={self.etcd_url}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",

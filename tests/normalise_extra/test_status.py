@@ -242,17 +242,25 @@ ROWS = [
         [(Transition.ROLLED_BACK, "", "failed-checks")],
         id="rolled-back-from-waiting-promotion",
     ),
+    # Flagger 1.44+ fails a promotion with all traffic on the canary (canaryWeight 100); before
+    # 1.44 it rolled back to the primary (canaryWeight 0, "Canary failed!"): real Flagger, both.
     pytest.param(
         canary("Promoting", weight=50, spec=NEW_SPEC),
-        canary("Failed", spec=NEW_SPEC),
+        canary("Failed", weight=100, spec=NEW_SPEC),
         [(Transition.PROMOTION_FAILED, "", "")],
         id="promotion-failed-from-promoting",
     ),
     pytest.param(
         canary("Finalising", spec=NEW_SPEC),
-        canary("Failed", spec=NEW_SPEC),
+        canary("Failed", weight=100, spec=NEW_SPEC),
         [(Transition.PROMOTION_FAILED, "", "")],
         id="promotion-failed-from-finalising",
+    ),
+    pytest.param(
+        canary("Promoting", spec=NEW_SPEC),
+        canary("Failed", spec=NEW_SPEC),
+        [(Transition.ROLLED_BACK, "", "")],
+        id="failed-in-promotion-back-on-the-primary-is-a-rollback",
     ),
     pytest.param(
         canary("Succeeded"),

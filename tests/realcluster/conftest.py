@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from tests.helpers.kube_apiserver import RealControlPlane, binaries_dir
+from tests.helpers.kube_apiserver import RealControlPlane
 from tests.realcluster.target import KubeTarget, simulated_kubeconfig
 
 from canarywatch.simulator import SimulatedApiServer, Store
@@ -22,8 +22,7 @@ from canarywatch.simulator import SimulatedApiServer, Store
 
 @pytest.fixture(scope="session")
 def real_control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealControlPlane]:
-    binaries = binaries_dir()
-    with RealControlPlane(tmp_path_factory.mktemp("kube"), binaries) as plane:
+    with RealControlPlane(tmp_path_factory.mktemp("kube")) as plane:
         yield plane
 
 
@@ -48,9 +47,8 @@ async def fresh_kube_target(
     """Like ``kube_target``, but a control plane of this test's own (a few seconds more on the
     real side): for tests that watch every namespace or restart the daemon."""
     if request.param == "real":
-        binaries = binaries_dir()
-        plane = RealControlPlane(tmp_path / "kube", binaries)
         (tmp_path / "kube").mkdir()
+        plane = RealControlPlane(tmp_path / "kube")
         await asyncio.to_thread(plane.start)
         try:
             async with KubeTarget.real(plane, "canarywatch") as target:

@@ -34,7 +34,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -87,6 +87,24 @@ Target = tuple[str, str]
 """``(namespace, target workload name)``."""
 CounterKey = tuple[str, str, str, str]
 """``(namespace, name, deployment_strategy, analysis_status)``."""
+
+FULL_WEIGHT: Final = 100.0
+"""All traffic on the canary: blue/green's final switch, not a weight step."""
+
+
+def _traffic_on_canary(snapshot: _Snapshot, target: Target) -> bool:
+    """Whether a failure left all traffic on the canary: a failed promotion.
+
+    Both a rollback and (Flagger 1.44+) a failed promotion set ``flagger_canary_status`` to 2
+    and add one to ``flagger_canary_failures_total``; only the weights tell them apart. A
+    rollback routes everything back to the primary (canary weight 0) before it records the
+    failure; a failed promotion routes everything to the canary, "the only healthy copy of the
+    new revision" (Flagger's handleFailedPromotion), before it records the failure.
+    """
+    namespace, name = target
+    canary = snapshot.weight.get(target)
+    primary = snapshot.weight.get((namespace, f"{name}{PRIMARY_SUFFIX}"))
+    return canary == FULL_WEIGHT and primary in (None, 0.0)
 
 
 class RejectReason:
@@ -343,6 +361,14 @@ class FlaggerMetricsNormaliser:
             before = previous.weight.get(key)
             if before is None or weight <= before or not current.is_canary_weight(key):
                 continue
+            if before == 0 and weight == FULL_WEIGHT:
+                # Blue/green: once its iterations are done Flagger routes all traffic to the
+                # canary for the final checks and sets its weight 0 -> 100 in one go. Its Event
+                # for that ("Routing all traffic to canary") is not a transition, and with the
+                # kubernetes provider Flagger records no Event at all: not a weight step.
+                # (A weight-stepped canary never jumps from 0 to 100: its first step is
+                # stepWeight, and a stepWeight of 100 is still announced by its Event.)
+                continue
             event = self._event(
                 obs,
                 key,
@@ -368,7 +394,11 @@ class FlaggerMetricsNormaliser:
                     continue
                 if value <= before_store.get(key, 0.0):
                     continue  # unchanged, or a reset after a Flagger restart
-                self._fold_counter(obs, current, target, transition, analysis_status, pending)
+                if transition is Transition.ROLLED_BACK and _traffic_on_canary(current, target):
+                    transition_here = Transition.PROMOTION_FAILED
+                else:
+                    transition_here = transition
+                self._fold_counter(obs, current, target, transition_here, analysis_status, pending)
 
         events: list[CanaryEvent] = []
         for target in sorted(pending):
@@ -404,10 +434,13 @@ class FlaggerMetricsNormaliser:
         before, now = _meaning(previous, target), _meaning(current, target)
         if before is None or before is StatusMeaning.FAILED or now is not StatusMeaning.FAILED:
             return
-        event = self._event(
-            obs, target, Transition.ROLLED_BACK, Phase.FAILED, reason=f"{STATUS_METRIC}=2"
+        transition = (
+            Transition.PROMOTION_FAILED
+            if _traffic_on_canary(current, target)
+            else Transition.ROLLED_BACK
         )
-        pending.setdefault(target, _Pending()).ending[Transition.ROLLED_BACK] = event
+        event = self._event(obs, target, transition, Phase.FAILED, reason=f"{STATUS_METRIC}=2")
+        pending.setdefault(target, _Pending()).ending[transition] = event
 
     def _fold_counter(
         self,

@@ -470,7 +470,11 @@ CATALOGUE: tuple[Entry, ...] = (
     ),
     Entry(
         "progress-deadline-not-ready",
-        _p(rf"{_WORKLOAD}{REF}{_NOT_READY} .*exceeded its progress deadline.*"),
+        # Only the canary's own deployment: when the primary (``<target>-primary``) is past its
+        # deadline it is the primary's readiness (``primary-not-ready`` below), and Flagger 1.44
+        # follows with "Promotion of … failed" — traffic stays on the canary, nothing rolls back
+        # (seen from the real Flagger 1.44 in tests/realcluster/test_real_flagger.py).
+        _p(rf"{_WORKLOAD}(?!\S+-primary\.){REF}{_NOT_READY} .*exceeded its progress deadline.*"),
         _T.ROLLED_BACK,
         Phase.FAILED,
         _deadline,

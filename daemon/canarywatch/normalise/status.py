@@ -92,6 +92,8 @@ class CanaryStatusView:
     condition_message: str = ""
     target: str = ""
     threshold: int | None = None
+    max_iterations: int = 0
+    """``spec.analysis.iterations`` (blue/green); 0 for weight-stepped analyses."""
     labels: Mapping[str, str] = field(default_factory=lambda: EMPTY_MAPPING)
     annotations: Mapping[str, str] = field(default_factory=lambda: EMPTY_MAPPING)
 
@@ -151,6 +153,7 @@ def parse_canary(obj: JSONValue) -> CanaryStatusView:
         condition_message=message,
         target=target,
         threshold=_int(analysis, "threshold") if threshold is not None else None,
+        max_iterations=_int(analysis, "iterations"),
         labels=_string_map(metadata.get("labels")),
         annotations=_string_map(metadata.get("annotations")),
     )
@@ -188,7 +191,14 @@ def diff_status(prev: CanaryStatusView | None, cur: CanaryStatusView) -> list[St
     # Steps happen only while Progressing; elsewhere the field is zeroed or shows the promotion.
     if now is Phase.PROGRESSING and cur.canary_weight > prev.canary_weight:
         found.append(StatusTransition(Transition.WEIGHT_ADVANCED, detail=str(cur.canary_weight)))
-    if now is Phase.PROGRESSING and cur.iterations > prev.iterations:
+    # Flagger bumps ``iterations`` once past the configured number when the last iteration is
+    # done ("max iterations reached", before promoting): bookkeeping, not an iteration; real
+    # Flagger 1.37 and 1.44 both do it and say nothing (tests/realcluster/test_real_flagger.py).
+    if (
+        now is Phase.PROGRESSING
+        and cur.iterations > prev.iterations
+        and (cur.max_iterations == 0 or cur.iterations <= cur.max_iterations)
+    ):
         found.append(StatusTransition(Transition.ITERATION_ADVANCED, detail=str(cur.iterations)))
     if cur.failed_checks > prev.failed_checks and now not in _ENDED:
         found.append(
@@ -204,7 +214,11 @@ def diff_status(prev: CanaryStatusView | None, cur: CanaryStatusView) -> list[St
     if moved and now is Phase.SUCCEEDED:
         found.append(StatusTransition(Transition.PROMOTED))
     if moved and now is Phase.FAILED:
-        if before in _PROMOTION_PHASES:
+        # A failure during promotion is a failed promotion only when traffic stayed on the
+        # canary (Flagger 1.44+ writes Failed with canaryWeight 100); Flagger before 1.44
+        # routes back to the primary (canaryWeight 0) with "Canary failed!": a rollback.
+        # Both seen from the real Flagger (tests/realcluster/test_real_flagger.py).
+        if before in _PROMOTION_PHASES and cur.canary_weight > 0:
             found.append(StatusTransition(Transition.PROMOTION_FAILED))
         else:
             threshold = cur.threshold if cur.threshold is not None else DEFAULT_THRESHOLD
