@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from canarywatch.identity import fingerprint
 from canarywatch.model import (
     TRANSITIONS,
     CanaryEvent,
@@ -347,3 +348,133 @@ def test_a_step_reported_after_the_verdict_is_not_news() -> None:
         ("revision-detected", ""),
         ("halted", ""),
     ]
+
+
+# -- rollout-failed: every failed rollout fires until the canary's next promotion ---------------
+
+
+def resolved_by(correlator: Correlator, events: list[CanaryEvent]) -> list[list[str]]:
+    """Per event fed, the ``rollout`` ids of the openers it resolved."""
+    return [[r.rollout for r in correlator(e, e.observed_at).resolved] for e in events]
+
+
+def test_a_promotion_resolves_every_failed_rollout_before_it_once() -> None:
+    correlator = Correlator()
+    feed = [
+        ev(Transition.REVISION_DETECTED, 0, hints={"spec": "a"}),
+        ev(Transition.ROLLED_BACK, 5, reason="failed-checks"),
+        ev(Transition.REVISION_DETECTED, 10, hints={"spec": "b"}),
+        ev(Transition.ROLLED_BACK, 15, reason="progress-deadline"),
+        ev(Transition.ROLLED_BACK, 15.01, source=ST),  # the status says it too: a repeat
+        ev(Transition.REVISION_DETECTED, 20, hints={"spec": "c"}),
+        ev(Transition.PROMOTED, 25),
+        ev(Transition.PROMOTED, 25.01, source=ST),
+        ev(Transition.REVISION_DETECTED, 30, hints={"spec": "d"}),
+        ev(Transition.PROMOTED, 35),
+    ]
+    assert resolved_by(correlator, feed) == [[], [], [], [], [], [], ["a", "b"], [], [], []]
+    assert correlator.firing(PODINFO) == ()
+
+
+def test_promotion_failed_and_terminated_follow_the_same_rule() -> None:
+    correlator = Correlator()
+    feed = [
+        ev(Transition.REVISION_DETECTED, 0, hints={"spec": "a"}),
+        ev(Transition.PROMOTION_FAILED, 5),
+        ev(Transition.REVISION_DETECTED, 10, hints={"spec": "b"}),
+        ev(Transition.ROLLED_BACK, 15),
+        ev(Transition.TERMINATED, 20),
+        ev(Transition.TERMINATED, 21, source=ST),
+    ]
+    assert resolved_by(correlator, feed) == [[], [], [], [], ["a", "b"], []]
+
+
+def test_a_late_repeat_of_an_older_failure_does_not_displace_the_latest() -> None:
+    correlator = Correlator()
+    metrics = SourceName.FLAGGER_METRICS
+    for e in [
+        ev(Transition.REVISION_DETECTED, 0, hints={"spec": "a"}),
+        ev(Transition.ROLLED_BACK, 5),
+        ev(Transition.REVISION_DETECTED, 10, hints={"spec": "b"}),
+        ev(Transition.ROLLED_BACK, 15),
+        ev(Transition.ROLLED_BACK, 15.5, source=metrics),  # the scrape, late: rollout b's
+    ]:
+        correlator(e, e.observed_at)
+    assert correlator.open_conditions(PODINFO)[Condition.ROLLOUT_FAILED].rollout == "b"
+    assert [e.rollout for e in correlator.firing(PODINFO)] == ["a", "b"]
+    latest = correlator.open_conditions(PODINFO)[Condition.ROLLOUT_FAILED]
+    assert latest.sources == (EV, metrics)
+
+
+def test_failed_rollouts_still_firing_survive_a_restart() -> None:
+    correlator = Correlator()
+    for e in [
+        ev(Transition.REVISION_DETECTED, 0, hints={"spec": "a"}),
+        ev(Transition.ROLLED_BACK, 5),
+        ev(Transition.REVISION_DETECTED, 10, hints={"spec": "b"}),
+        ev(Transition.HALTED, 11),
+        ev(Transition.ROLLED_BACK, 15),
+    ]:
+        correlator(e, e.observed_at)
+    correlator.mark_unannounced(correlator.firing(PODINFO)[0])
+    restored = Correlator.restore(correlator.snapshot())
+    assert restored.firing(PODINFO) == correlator.firing(PODINFO)
+    result = restored(ev(Transition.PROMOTED, 40), T0)
+    assert [r.rollout for r in result.resolved] == ["b"]  # "a" was never notified
+
+
+def test_a_condition_never_notified_closes_without_a_resolution() -> None:
+    correlator = Correlator()
+    opened = [
+        correlator(e, e.observed_at).new
+        for e in [ev(Transition.REVISION_DETECTED, 0), ev(Transition.HALTED, 1)]
+    ]
+    halted = opened[1]
+    assert halted is not None
+    correlator.mark_unannounced(halted)
+    result = correlator(ev(Transition.WEIGHT_ADVANCED, 2, detail="10"), T0)
+    assert result.new is not None
+    assert result.resolved == ()
+    again = correlator(ev(Transition.HALTED, 3), T0).new  # a new episode, notified this time
+    assert again is not None
+    assert [r.episode for r in correlator(ev(Transition.PROMOTED, 4), T0).resolved] == [2]
+
+
+VERDICTS = st.lists(
+    st.sampled_from(
+        [
+            (Transition.REVISION_DETECTED, ""),
+            (Transition.WEIGHT_ADVANCED, "10"),
+            (Transition.HALTED, ""),
+            (Transition.ROLLED_BACK, ""),
+            (Transition.PROMOTION_FAILED, ""),
+            (Transition.PROMOTED, ""),
+            (Transition.TERMINATED, ""),
+        ]
+    ),
+    max_size=40,
+)
+
+
+@given(VERDICTS, st.lists(st.sampled_from([EV, ST, SourceName.FLAGGER_METRICS]), min_size=40))
+def test_each_failed_rollout_resolves_once_at_the_next_promotion_or_termination(
+    seq: list[tuple[Transition, str]], sources: list[SourceName]
+) -> None:
+    """The rule, as a model: a new rolled-back/promotion-failed fires until the next new
+    promoted/terminated of the canary, which resolves every one still firing, each once."""
+    correlator = Correlator()
+    firing: list[str] = []
+    for i, (transition, detail) in enumerate(seq):
+        result = correlator(ev(transition, i, detail=detail, source=sources[i]), T0)
+        verdicts = [
+            fingerprint(r) for r in result.resolved if r.spec.opens is Condition.ROLLOUT_FAILED
+        ]
+        if result.new is not None and transition in (Transition.PROMOTED, Transition.TERMINATED):
+            assert verdicts == firing
+            firing = []
+        else:
+            assert verdicts == []
+        if result.new is not None and result.new.spec.opens is Condition.ROLLOUT_FAILED:
+            firing.append(fingerprint(result.new))
+    still = correlator.firing(PODINFO)
+    assert [fingerprint(e) for e in still if e.spec.opens is Condition.ROLLOUT_FAILED] == firing

@@ -25,6 +25,7 @@ from canarywatch.model import (
     SourceName,
 )
 from canarywatch.normalise import Normaliser
+from canarywatch.pipeline import recover
 from canarywatch.pipeline.correlate import ONLY_DURING_A_ROLLOUT, Correlator
 from canarywatch.pipeline.group import Grouper, group_key_for
 from canarywatch.pipeline.inhibit import Inhibitor
@@ -109,11 +110,30 @@ class Pipeline:
             )
         new: list[CanaryEvent] = []
         stale_before = self._stale_before(obs, now)
-        for candidate in normalised.events:
+        for candidate in (*normalised.events, *self._missed_steps(obs)):
             event = self.offer_event(candidate, now, stale_before=stale_before)
             if event is not None:
                 new.append(event)
         return new
+
+    def _missed_steps(self, obs: Observation) -> tuple[CanaryEvent, ...]:
+        """A Canary listed again (start-up, relist) may show a step of the current rollout
+        whose Event was folded and overwritten while nobody watched (``pipeline.recover``)."""
+        if obs.source is not SourceName.CANARIES:
+            return ()
+        listed = recover.read_listed(obs.data, cluster=obs.cluster)
+        if listed is None:
+            return ()
+        known = self.correlator.rollout_progress(listed.canary)
+        found = recover.missed_steps(listed, known, observed_at=obs.at)
+        for event in found:
+            self._log.info(
+                "step_recovered_from_status",
+                canary=str(event.canary),
+                transition=event.transition.value,
+                detail=event.detail,
+            )
+        return found
 
     def _warn_unknown_version(self) -> None:
         """Once per version: Flagger reports a version the decoding tables do not know."""
@@ -144,16 +164,19 @@ class Pipeline:
         is recorded (it is state the correlator needs) but not notified.
         """
         result = self.correlator(candidate, now)
-        if stale_before is not None and result.new is not None:
-            happened = result.new.occurred_at or result.new.observed_at
-            if happened < stale_before:
-                self._suppress("catch_up", result.new)
-                return result.new
+        # A resolution is sent even when what closed the condition is start-up state: the
+        # firing it resolves was notified (the correlator leaves out openers that were not).
         for opener in result.resolved:
             self._route(opener, now, NotificationStatus.RESOLVED)
         if result.new is None:
             self._suppress("duplicate", candidate)
             return None
+        if stale_before is not None:
+            happened = result.new.occurred_at or result.new.observed_at
+            if happened < stale_before:
+                self._suppress("catch_up", result.new)
+                self.correlator.mark_unannounced(result.new)
+                return result.new
         event = result.new
         self.stats.transitions += 1
         if self.metrics:
@@ -164,12 +187,14 @@ class Pipeline:
             transition=event.transition.value,
             rollout=event.rollout,
         )
-        firing = self.correlator.open_conditions(event.canary).values()
+        firing = self.correlator.firing(event.canary)
         if self.inhibitor.mutes(event, firing):
             self._suppress("inhibited", event)
+            self.correlator.mark_unannounced(event)
             return event
         if self.silencer is not None and self.silencer.mutes(event, now) is not None:
             self._suppress("silenced", event)
+            self.correlator.mark_unannounced(event)
             return event
         self._route(event, now, NotificationStatus.FIRING)
         return event
@@ -181,6 +206,7 @@ class Pipeline:
             routed = [r for r in routed if r.route.send_resolved]
         elif not routed:
             self._suppress("muted", event)
+            self.correlator.mark_unannounced(event)
         for item in routed:
             self.grouper.offer(item, now)
             if status is NotificationStatus.FIRING and event.spec.opens is not None:
@@ -215,7 +241,7 @@ class Pipeline:
             return n
         kept: list[CanaryEvent] = []
         for event in n.events:
-            firing = self.correlator.open_conditions(event.canary).values()
+            firing = self.correlator.firing(event.canary)
             current = self.correlator.current_rollout(event.canary)
             if self.inhibitor.mutes(event, firing) or (
                 current is not None

@@ -11,6 +11,12 @@ and refresh its detail. To decide "the same", the correlator tracks per canary:
   ``rollout-failed``, ``source``) and their **episodes**: reopening a closed condition in the same
   rollout is a new episode (a new notification), repeating an open one is not.
 
+``rollout-failed`` is the one condition that outlives its rollout: every ``rolled-back`` or
+``promotion-failed`` fires until the canary's next ``promoted`` or ``terminated``, which resolves
+all of them at once, each exactly once, however many rollouts failed in between. A condition whose
+opener was never notified (``mark_unannounced``: recorded as start-up state, inhibited, silenced,
+routed nowhere) closes without a resolution, as in Alertmanager.
+
 Only a *new* transition moves this state (closes conditions, starts rollouts): a late duplicate
 from a slower source must not close a condition that was opened after the original.
 """
@@ -23,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from canarywatch.identity import canary_key
+from canarywatch.identity import canary_key, fingerprint
 from canarywatch.model import (
     CanaryEvent,
     CanaryRef,
@@ -78,6 +84,22 @@ class Correlation:
     resolved: tuple[CanaryEvent, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class RolloutProgress:
+    """What the correlator knows of a canary's current rollout (``Correlator.rollout_progress``).
+
+    ``weight``/``iteration`` are the highest ``weight-advanced``/``iteration-advanced`` already
+    seen in it (0 when none): a Canary status showing more, after a restart, is a step whose
+    Event the daemon never saw (``pipeline.recover``).
+    """
+
+    rollout: str
+    spec: str
+    ended: bool
+    weight: int = 0
+    iteration: int = 0
+
+
 @dataclass(slots=True)
 class _Rollout:
     seq: int
@@ -117,6 +139,12 @@ class _CanaryState:
     occurrences: dict[int, None] = field(default_factory=dict)
     """Digests of recent source occurrence keys (an Event's uid and count), oldest first,
     bounded: 64-bit integers rather than the keys, so a fleet of canaries stays small."""
+    failed_before: list[CanaryEvent] = field(default_factory=list)
+    """``rollout-failed`` openers of older rollouts, oldest first, still firing: a later
+    rollout's failure took their place in ``open``; the next ``promoted``/``terminated``
+    resolves them together with it."""
+    unannounced: set[str] = field(default_factory=set)
+    """Fingerprints of firing openers that were never notified: closing them resolves nothing."""
 
 
 class Correlator:
@@ -174,8 +202,50 @@ class Correlator:
         return Correlation(new=finished, resolved=resolved)
 
     def open_conditions(self, canary: CanaryRef) -> Mapping[Condition, CanaryEvent]:
+        """The latest opener of each firing condition (older rollouts' failures not included:
+        ``firing`` lists every firing opener)."""
         state = self._canaries.get(canary)
         return dict(state.open) if state else {}
+
+    def firing(self, canary: CanaryRef) -> tuple[CanaryEvent, ...]:
+        """Every firing opener of the canary: older rollouts' failures first, then ``open``."""
+        state = self._canaries.get(canary)
+        return (*state.failed_before, *state.open.values()) if state else ()
+
+    def mark_unannounced(self, event: CanaryEvent) -> None:
+        """``event``, a new condition opener, was not notified (recorded as start-up state,
+        inhibited, silenced or routed nowhere): when its condition closes, nothing is resolved.
+
+        Only a still-firing opener is remembered, so the set never outgrows what is open.
+        """
+        state = self._canaries.get(event.canary)
+        if state is None or event.spec.opens is None:
+            return
+        if any(_same_identity(event, opener) for opener in self.firing(event.canary)):
+            state.unannounced.add(fingerprint(event))
+
+    def rollout_progress(self, canary: CanaryRef) -> RolloutProgress | None:
+        """What is known of the canary's current rollout (``None`` for a canary never seen)."""
+        state = self._canaries.get(canary)
+        if state is None:
+            return None
+        rollout = state.rollout
+        weights = [0]
+        iterations = [0]
+        for seq, transition, detail, _ in state.seen:
+            if seq != rollout.seq or not detail.isdigit():
+                continue
+            if transition is Transition.WEIGHT_ADVANCED:
+                weights.append(int(detail))
+            elif transition is Transition.ITERATION_ADVANCED:
+                iterations.append(int(detail))
+        return RolloutProgress(
+            rollout=rollout.label,
+            spec=rollout.spec,
+            ended=rollout.ended,
+            weight=max(weights),
+            iteration=max(iterations),
+        )
 
     def current_rollout(self, canary: CanaryRef) -> str | None:
         """The id of the canary's current rollout (``None`` for a canary never seen)."""
@@ -256,7 +326,7 @@ class Correlator:
             # Started by another transition's implicit evidence; first explicit sighting.
             return Correlation(new=self._finish(state, event, identity))
 
-        resolved = self._end_rollout_conditions(state, event)
+        resolved = self._announced(state, self._end_rollout_conditions(state, event))
         state.rollout = _Rollout(
             seq=current.seq + 1,
             started_at=event.observed_at,
@@ -328,15 +398,32 @@ class Correlator:
             gate = state.open.get(Condition.GATE)
             if gate is not None and gate.detail == event.detail:
                 closing.append(Condition.GATE)
+        resolved: list[CanaryEvent] = []
         if t in (Transition.PROMOTED, Transition.TERMINATED):
+            # Every failed rollout still firing, not only the latest (transitions.md: a
+            # promotion "closes rollout-failed of older rollouts").
             closing.append(Condition.ROLLOUT_FAILED)
+            resolved.extend(state.failed_before)
+            state.failed_before.clear()
         if t in _CLOSES_SOURCE:
             source_open = state.open.get(Condition.SOURCE)
             if source_open is not None and source_open.transition is _CLOSES_SOURCE[t]:
                 closing.append(Condition.SOURCE)
-        resolved = [state.open.pop(c) for c in closing if c in state.open]
+        resolved.extend(state.open.pop(c) for c in closing if c in state.open)
         if event.spec.ends_rollout:
             resolved.extend(self._end_rollout_conditions(state, event))
+        return self._announced(state, resolved)
+
+    @staticmethod
+    def _announced(state: _CanaryState, closed: Iterable[CanaryEvent]) -> tuple[CanaryEvent, ...]:
+        """The closed openers that were notified (and so get a resolution)."""
+        resolved = []
+        for opener in closed:
+            key = fingerprint(opener)
+            if key in state.unannounced:
+                state.unannounced.discard(key)
+            else:
+                resolved.append(opener)
         return tuple(resolved)
 
     def _end_rollout_conditions(
@@ -365,22 +452,35 @@ class Correlator:
         keep = event.spec.opens is not None or event.spec.ends_rollout
         state.seen[identity] = finished if keep else finished.sources
         opens = event.spec.opens
-        if opens is not None and opens not in state.open:
+        current = state.open.get(opens) if opens is not None else None
+        if opens is not None and current is None:
             state.open[opens] = finished
             state.episodes[opens] = episode
             if opens is Condition.GATE:
                 state.gate_episodes[event.detail] = episode
                 state.gate_rollouts[event.detail] = seq
+        elif opens is Condition.ROLLOUT_FAILED and current is not None:
+            # Another failure (a later rollout's: a repeat would not be new) while one still
+            # fires: both fire until the next promotion; the latest is the one ``open`` shows.
+            state.failed_before.append(current)
+            state.open[opens] = finished
         if event.spec.ends_rollout:
             rollout.ended = True
         return finished
 
     def _refresh_open(self, state: _CanaryState, merged: CanaryEvent) -> None:
+        """A repeat refreshes the firing opener it repeats, never another one (a late sighting
+        of an older rollout's failure must not take the place of the current one)."""
         opens = merged.spec.opens
-        if opens is not None:
-            current = state.open.get(opens)
-            if current is not None and current.transition is merged.transition:
-                state.open[opens] = merged
+        if opens is None:
+            return
+        current = state.open.get(opens)
+        if current is not None and _same_identity(current, merged):
+            state.open[opens] = merged
+            return
+        for i, older in enumerate(state.failed_before):
+            if _same_identity(older, merged):
+                state.failed_before[i] = merged
 
     def _labels(self, state: _CanaryState, event: CanaryEvent) -> dict[str, str]:
         labels = {
@@ -436,6 +536,8 @@ def _state_to_json(ref: CanaryRef, state: _CanaryState) -> dict[str, JSONValue]:
         "target": state.target,
         "facts": [[k, v] for k, v in state.facts.items()],
         "occurrences": list(state.occurrences),
+        "failed_before": [encode_event(ev) for ev in state.failed_before],
+        "unannounced": sorted(state.unannounced),
     }
 
 
@@ -468,6 +570,8 @@ def _state_from_json(data: JSONValue) -> tuple[CanaryRef, _CanaryState]:
         target=str(data["target"]),
         facts={str(k): str(v) for k, v in data["facts"]},
         occurrences=dict.fromkeys(k for k in data.get("occurrences", []) if isinstance(k, int)),
+        failed_before=[decode_event(ev) for ev in data.get("failed_before", [])],
+        unannounced={str(k) for k in data.get("unannounced", [])},
     )
     return ref, state
 
@@ -478,6 +582,17 @@ def _union(known: tuple[SourceName, ...], more: tuple[SourceName, ...]) -> tuple
 
 def _digest(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+
+
+def _same_identity(a: CanaryEvent, b: CanaryEvent) -> bool:
+    """The same transition by the identity rules (what ``identity.fingerprint`` hashes)."""
+    return (
+        a.canary == b.canary
+        and a.rollout == b.rollout
+        and a.transition is b.transition
+        and a.detail == b.detail
+        and a.episode == b.episode
+    )
 
 
 def _from_status(event: CanaryEvent) -> bool:
