@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
@@ -478,3 +479,26 @@ def test_each_failed_rollout_resolves_once_at_the_next_promotion_or_termination(
             firing.append(fingerprint(result.new))
     still = correlator.firing(PODINFO)
     assert [fingerprint(e) for e in still if e.spec.opens is Condition.ROLLOUT_FAILED] == firing
+
+
+def test_a_slower_source_repeating_a_closed_occurrence_is_no_new_episode() -> None:
+    """Real Flagger 1.44: the primary's "not ready" reaches the webhook, "Promotion … failed"
+    closes readiness, then the Events watch delivers the same "not ready" Event."""
+    text = 'primary-primary.test not ready: deployment "primary-primary" exceeded its deadline'
+
+    def not_ready(minute: float, source: SourceName) -> CanaryEvent:
+        event = ev(Transition.NOT_READY, minute, source=source)
+        return dataclasses.replace(event, message=text)
+
+    events = [
+        ev(Transition.REVISION_DETECTED, 0),
+        ev(Transition.PROMOTING, 1),
+        not_ready(1.1, SourceName.FLAGGER_WEBHOOK),
+        ev(Transition.PROMOTION_FAILED, 1.2, source=SourceName.FLAGGER_WEBHOOK),
+        not_ready(1.3, EV),  # the same occurrence, late
+        not_ready(1.4, SourceName.FLAGGER_WEBHOOK),  # the webhook again: Flagger said it again
+    ]
+    out = run(events)
+    assert [e.transition for e in out].count(Transition.NOT_READY) == 2
+    # Without the webhook's second report the late Events sighting adds nothing at all.
+    assert [e.transition for e in run(events[:5])].count(Transition.NOT_READY) == 1

@@ -145,6 +145,9 @@ class _CanaryState:
     resolves them together with it."""
     unannounced: set[str] = field(default_factory=set)
     """Fingerprints of firing openers that were never notified: closing them resolves nothing."""
+    closed: dict[Condition, tuple[int, CanaryEvent]] = field(default_factory=dict)
+    """The opener each condition's latest episode had when it closed, with its rollout seq:
+    a slower source reporting that same occurrence after the close is not a new episode."""
 
 
 class Correlator:
@@ -184,6 +187,10 @@ class Correlator:
             # write queued behind the verdict): not news. A new analysis always begins with a
             # new revision, which reopens these.
             return Correlation()
+
+        seen_late = self._closed_elsewhere(state, event)
+        if seen_late is not None:
+            return Correlation(duplicate_of=seen_late)
 
         identity = self._late_verdict(state, event) or self._identity(state, event)
         if identity in state.seen:
@@ -341,6 +348,35 @@ class Correlator:
 
     # -- identity and conditions ------------------------------------------------------------
 
+    @staticmethod
+    def _closed_elsewhere(state: _CanaryState, event: CanaryEvent) -> CanaryEvent | None:
+        """The closed opener ``event`` repeats when another source reported it and the episode
+        ended before this slower source caught up.
+
+        Seen with real Flagger 1.44: "<target>-primary not ready" arrives by webhook, the
+        "Promotion … failed" verdict closes readiness, then the Events watch delivers the very
+        same "not ready" Event. Same rollout, transition, detail and text from a source that
+        had not reported it is that occurrence; the same source saying it again is new.
+        """
+        opens = event.spec.opens
+        if opens is None or opens in state.open:
+            return None
+        closed = state.closed.get(opens)
+        if closed is None:
+            return None
+        seq, opener = closed
+        if (
+            seq != state.rollout.seq
+            or opener.transition is not event.transition
+            or opener.detail != event.detail
+            or opener.message != event.message
+            or set(opener.sources) & set(event.sources)
+        ):
+            return None
+        merged = dataclasses.replace(opener, sources=_union(opener.sources, event.sources))
+        state.closed[opens] = (seq, merged)
+        return merged
+
     def _late_verdict(self, state: _CanaryState, event: CanaryEvent) -> Identity | None:
         """A verdict from a scraped source that belongs to the rollout before the current one.
 
@@ -409,9 +445,13 @@ class Correlator:
             source_open = state.open.get(Condition.SOURCE)
             if source_open is not None and source_open.transition is _CLOSES_SOURCE[t]:
                 closing.append(Condition.SOURCE)
-        resolved.extend(state.open.pop(c) for c in closing if c in state.open)
+        popped = [state.open.pop(c) for c in closing if c in state.open]
         if event.spec.ends_rollout:
-            resolved.extend(self._end_rollout_conditions(state, event))
+            popped.extend(self._end_rollout_conditions(state, event))
+        for opener in popped:
+            if opener.spec.opens is not None:
+                state.closed[opener.spec.opens] = (state.rollout.seq, opener)
+        resolved.extend(popped)
         return self._announced(state, resolved)
 
     @staticmethod
