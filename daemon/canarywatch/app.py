@@ -1,9 +1,11 @@
 """The supervisor: build everything from a ``Config``, run it in one ``TaskGroup``, drain.
 
 Task names: ``source:<cluster>:kube_events``, ``source:<cluster>:canaries``,
-``source:flagger_metrics``, ``pipeline``, ``dispatch``, ``web``, ``leader``, ``watchdog``.
-A long-lived task that *returns* is a bug: it is logged as ``task_exited_unexpectedly`` and
-the group stops, so systemd (or the kubelet) restarts the process.
+``source:flagger_metrics``, ``pipeline``, ``dispatch``, ``web``, ``leader``, ``watchdog``,
+``state`` (retries writes held while the disk is full). A long-lived task that *returns* is a
+bug: it is logged as ``task_exited_unexpectedly`` and the group stops, so systemd (or the
+kubelet) restarts the process. A state store that stops taking writes (disk full, read-only,
+I/O error) does not stop the group: ``HoldingStateStore`` holds the writes, ``/readyz`` is 503.
 
 Shutdown (SIGTERM/SIGINT, or ``App.stop()``): stop the sources, let the pipeline flush what is
 due, let dispatch drain for ``dispatch.drain_timeout``, count what is left as dropped
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -41,11 +44,12 @@ from canarywatch.errors import CanarywatchError, ConfigError, DeliveryError
 from canarywatch.live import LiveState, live_routes
 from canarywatch.logs import get_logger
 from canarywatch.low_traffic import LowTrafficChecker
-from canarywatch.metrics import Metrics
+from canarywatch.metrics import STATE_HELD_KINDS, Metrics
 from canarywatch.model import (
     TRANSITIONS,
     CanaryEvent,
     CanaryRef,
+    Notification,
     SourceName,
     Transition,
 )
@@ -70,7 +74,14 @@ from canarywatch.sources.kubeconfig import ClusterAccess, build_configuration
 from canarywatch.sources.leader import LeaderElector
 from canarywatch.sources.prom_query import BasicAuth, BearerAuth, TLSOptions
 from canarywatch.sources.watch import OnReachability
-from canarywatch.state import DB_FILENAME, SqliteStateStore, StateError, StateStore
+from canarywatch.state import (
+    DB_FILENAME,
+    HoldingStateStore,
+    SqliteStateStore,
+    StateError,
+    StateStore,
+    StateUnwritable,
+)
 from canarywatch.state.configmap import ConfigMapNotificationLog
 from canarywatch.web import Readiness, WebServer, build_app
 
@@ -117,6 +128,8 @@ class App:
         self.live = LiveState()
         self._dirty: set[CanaryRef] = set()
         self._state_error: str | None = None
+        self._clusters_down: dict[str, set[object]] = {}
+        """Per cluster, the watch sources that are down (``_reachability``)."""
         self.canary_metrics = CanaryStateMetrics(self.registry)
         self.low_traffic: LowTrafficChecker | None = None
         self.ready = asyncio.Event()
@@ -136,7 +149,7 @@ class App:
     async def run(self) -> None:
         config = self.config
         log = self._log
-        state = self._open_state()
+        state = self._hold_writes(self._open_state())
         self.state = state
         correlator = self._restore_correlator(state)
         silencer = Silencer(state, config.silences, log=get_logger("stage.silence"))
@@ -179,6 +192,7 @@ class App:
                 refill=delivery.refill,  # a full queue spills to the outbox, read back in order
             )
             delivery.attach(dispatcher)
+            state.on_written = delivery.written  # held notifications reached the outbox
             runner = Runner(
                 pipeline,
                 clock=self.clock,
@@ -234,8 +248,10 @@ class App:
             await delivery.resume()
             await self._supervise(sources, runner, dispatcher, delivery, list(sinks))
             await dispatcher.aclose()  # what is still queued is counted as dropped (shutdown)
+            state.on_written = _no_receivers  # written from now on: delivered after the restart
             state.save_canary_states(correlator.snapshot())
         self._notifier.status("stopped")
+        state.flush()  # a last attempt at what is held; close() reports what is lost
         state.close()
         log.info("drain_finished")
 
@@ -246,6 +262,40 @@ class App:
             return self._state_override
         path = Path(self.config.state.dir) / DB_FILENAME
         return SqliteStateStore(path, clock=self.clock)
+
+    def _hold_writes(self, store: StateStore) -> HoldingStateStore:
+        """The store wrapped so that a disk that fills up (or goes read-only) makes the daemon
+        hold writes in memory and retry them, not exit: not ready meanwhile (``/readyz``)."""
+        if isinstance(store, HoldingStateStore):
+            return store
+        metrics = self.metrics
+
+        def failed(exc: StateUnwritable) -> None:
+            metrics.state_errors.inc()
+            self._notifier.status(f"state store not writable, holding writes: {exc}")
+
+        def dropped(n: Notification) -> None:
+            metrics.events_dropped.labels(stage="outbox", reason="state_unwritable").inc(
+                max(len(n.events), 1)
+            )
+
+        def recovered() -> None:
+            self._notifier.status("state store writable again")
+
+        holding = HoldingStateStore(
+            store,
+            clock=self.clock,
+            log=get_logger("state"),
+            max_held_notifications=self.config.state.max_held_notifications,
+            retry_max_s=self.config.state.write_retry_max,
+            on_failed=failed,
+            on_dropped=dropped,
+            on_recovered=recovered,
+        )
+        metrics.state_writable.set_function(lambda: 0.0 if holding.holding else 1.0)
+        for kind in STATE_HELD_KINDS:
+            metrics.state_held.labels(kind=kind).set_function(functools.partial(holding.held, kind))
+        return holding
 
     def _restore_correlator(self, state: StateStore) -> Correlator:
         hints = policy.label_hints(self.config)
@@ -322,13 +372,28 @@ class App:
         )
 
     def _reachability(self, cluster: str, runner: Runner) -> Callable[[bool, str], Awaitable[None]]:
+        """The callback of one watch source of ``cluster`` (each source gets its own):
+        ``source_up`` is 0 while any of the cluster's sources is down; one
+        ``cluster-unreachable`` when the first goes down, one ``cluster-reachable`` when the
+        last is back."""
+        down = self._clusters_down.setdefault(cluster, set())
+        me = object()
+
         async def changed(reachable: bool, reason: str) -> None:
+            was_down = bool(down)
+            if reachable:
+                down.discard(me)
+            else:
+                down.add(me)
+            reachable = not down
             transition = (
                 Transition.CLUSTER_REACHABLE if reachable else Transition.CLUSTER_UNREACHABLE
             )
             self.metrics.source_up.labels(source="kubernetes", cluster=cluster).set(
                 1 if reachable else 0
             )
+            if reachable != was_down:
+                return  # another source of the cluster is (still) down: already announced
             await runner.emit_event(
                 CanaryEvent(
                     canary=CanaryRef(SELF_NAMESPACE, f"cluster-{cluster}", cluster),
@@ -355,13 +420,16 @@ class App:
 
     def _add_readiness(self, sources: Sources, sinks: dict[str, Sink], state: StateStore) -> None:
         for cluster, source in sources.kube:
-            self.readiness.add(f"source:{cluster}:{source.name}", _listed_check(source.listed))
+            self.readiness.add(f"source:{cluster}:{source.name}", _watch_check(source))
         if sources.metrics is not None:
             self.readiness.add("source:flagger_metrics", _listed_check(sources.metrics.listed))
         for receiver, sink in sinks.items():
             self.readiness.add(f"sink:{receiver}", _sink_check(sink))
 
         def state_ok() -> tuple[bool, str]:
+            problem = state.problem() if isinstance(state, HoldingStateStore) else None
+            if problem is not None:
+                return False, problem
             if self._state_error is not None:
                 return False, self._state_error
             try:
@@ -448,6 +516,8 @@ class App:
                         self._housekeeping(delivery, dispatcher.sinks), name="housekeeping"
                     ),
                 ]
+                if isinstance(self.state, HoldingStateStore):
+                    side_tasks.append(tg.create_task(self._guard(self.state.run()), name="state"))
                 for receiver, sink in dispatcher.sinks.items():
                     if callable(getattr(sink, "heartbeat", None)):
                         side_tasks.append(
@@ -476,6 +546,8 @@ class App:
                     task.cancel()
                 await runner.stop(flush_all=True)  # nothing pending is left behind
                 await pipeline_task
+                if isinstance(self.state, HoldingStateStore):
+                    self.state.flush()  # writes held? if the disk has room, drain them too
                 left = await dispatcher.drain(self.config.dispatch.drain_timeout)
                 if left:
                     self._log.warning("drain_incomplete", notifications=left)
@@ -601,7 +673,6 @@ async def build_sources(
     """Every configured source, unstarted, into ``sources`` (``run`` and ``record`` share it)."""
     for cluster in config.clusters:
         configuration = await build_configuration(_access(cluster))
-        reach = reachability(cluster.name) if reachability else None
         namespaces = await _namespaces(cluster, configuration)
         if namespaces == []:
             get_logger("app").warning(
@@ -622,7 +693,7 @@ async def build_sources(
                         api=cluster.events_api,
                         clock=clock,
                         log=get_logger("source.kube_events").bind(cluster=cluster.name),
-                        on_reachability=reach,
+                        on_reachability=reachability(cluster.name) if reachability else None,
                     ),
                 )
             )
@@ -634,7 +705,7 @@ async def build_sources(
                 label_selector=cluster.canary_label_selector or None,
                 clock=clock,
                 log=get_logger("source.canaries").bind(cluster=cluster.name),
-                on_reachability=reach,
+                on_reachability=reachability(cluster.name) if reachability else None,
             )
             sources.kube.append((cluster.name, canaries))
             sources.canaries.append(canaries)
@@ -695,9 +766,26 @@ async def build_sources(
         )
 
 
+def _no_receivers(receivers: frozenset[str]) -> None:
+    """``HoldingStateStore.on_written`` once dispatch has stopped: nothing to read back."""
+
+
 def _listed_check(listed: asyncio.Event) -> Callable[[], tuple[bool, str]]:
     def check() -> tuple[bool, str]:
         return (True, "listed") if listed.is_set() else (False, "initial list in progress")
+
+    return check
+
+
+def _watch_check(source: KubeEventsSource | CanariesSource) -> Callable[[], tuple[bool, str]]:
+    """Listed, and every watch current: one that cannot be re-established (a half-open
+    stream replaced in vain, an API server out of reach) makes the source not ready."""
+    listed = _listed_check(source.listed)
+
+    def check() -> tuple[bool, str]:
+        if not source.reachable:
+            return False, f"watch not current, API server out of reach: {source.unreachable_reason}"
+        return listed()
 
     return check
 

@@ -18,6 +18,14 @@ worker reads it back (``refill``), oldest first, as its queue drains. ``resume()
 ``take_over()`` at a leadership change go through the same path, so they never push more into a
 queue than it holds, and nothing is dropped for lack of room.
 
+While the state store cannot be written (``HoldingStateStore``: disk full, read-only, I/O
+error), a new notification is *held* in memory instead of written (``StateHeld``) and is not
+queued: it is delivered only once it has been written to the outbox, in order (``written``).
+Items already in the outbox keep being delivered; their "done" record is held and written later.
+So nothing is delivered that the outbox does not know of: a restart during the outage may repeat
+a delivery whose record was still held (the stored notification again: the same body, the same
+webhook idempotency key), but never one the outbox could not recognise.
+
 A leader-election **standby** delivers nothing: what it would have sent stays pending in its
 outbox, *held* in case it takes over, and is let go (marked done: the leader has long handled it)
 once older than ``held_window_s``. Held items are counted apart (``canarywatch_outbox_held``),
@@ -38,7 +46,7 @@ from canarywatch.dispatch import Dispatcher
 from canarywatch.identity import fingerprint
 from canarywatch.metrics import Metrics
 from canarywatch.model import DeliveryOutcome, Notification, NotificationStatus
-from canarywatch.state import StateStore
+from canarywatch.state import StateHeld, StateStore
 from canarywatch.state.configmap import entry_key
 
 RELEASE_BATCH = 100
@@ -131,8 +139,7 @@ class DurableDelivery:
     async def accept(self, n: Notification) -> None:
         """Take a notification from the pipeline: dedup, persist, queue."""
         if n.repeat:  # a repeat_interval re-send: the log has these events, by design
-            item = self._store.outbox_put(n.receiver, n, self._clock.now())
-            await self._queue_or_hold(n, item)
+            await self._persist(n)
             return
         fresh = tuple(
             e for e in n.events if self._store.sent(n.receiver, fingerprint(e), n.status) is None
@@ -146,8 +153,28 @@ class DurableDelivery:
                 len(n.events) - len(fresh)
             )
             n = dataclasses.replace(n, events=fresh)
-        item = self._store.outbox_put(n.receiver, n, self._clock.now())
+        await self._persist(n)
+
+    async def _persist(self, n: Notification) -> None:
+        try:
+            item = self._store.outbox_put(n.receiver, n, self._clock.now())
+        except StateHeld:
+            # The state store cannot take writes (disk full...): the notification is held in
+            # memory and is delivered once it has been written (``written``), never before: a
+            # delivery the outbox does not know of could be repeated after a restart.
+            self._log.debug("notification_held", receiver=n.receiver, group_key=n.group_key)
+            return
         await self._queue_or_hold(n, item)
+
+    def written(self, receivers: frozenset[str]) -> None:
+        """Notifications held while the state store could not be written have reached the
+        outbox (``HoldingStateStore.on_written``): read them back, in order, on the leader."""
+        dispatcher = self._attached()
+        if not self._is_leader():
+            return
+        for receiver in sorted(receivers):
+            if receiver in dispatcher.sinks:
+                dispatcher.backlog(receiver)
 
     async def _queue_or_hold(self, n: Notification, item: int) -> None:
         if self._is_leader():

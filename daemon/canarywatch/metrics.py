@@ -25,13 +25,19 @@ SUPPRESS_REASONS: tuple[str, ...] = (
 )
 """Why an event was not notified (``canarywatch_events_suppressed_total{reason}``)."""
 
-DROP_STAGES: tuple[str, ...] = ("intake", "dispatch")
-DROP_REASONS: tuple[str, ...] = ("overflow", "shutdown", "unknown_receiver")
+DROP_STAGES: tuple[str, ...] = ("intake", "dispatch", "outbox")
+DROP_REASONS: tuple[str, ...] = ("overflow", "shutdown", "unknown_receiver", "state_unwritable")
 """``canarywatch_events_dropped_total{stage,reason}``: lost, as opposed to suppressed on purpose.
 
 In the daemon a full receiver queue is not a loss: the notification stays in the outbox and is
 read back in order (``canarywatch_notifications_spilled_total``), so ``dispatch``/``overflow``
-stays 0 there; it counts only for a dispatcher without an outbox behind it (tools, tests)."""
+stays 0 there; it counts only for a dispatcher without an outbox behind it (tools, tests).
+``outbox``/``state_unwritable``: held in memory while the state store could not be written and
+given up (past ``state.max_held_notifications``, or still held at shutdown)."""
+
+STATE_HELD_KINDS: tuple[str, ...] = ("notification", "outbox", "snapshot", "other")
+"""``kind`` of ``canarywatch_state_held_writes``: notifications not yet in the outbox, outbox
+records (delivered / attempted / dead), correlator snapshots, the rest."""
 
 DELIVERY_OK = "sent"
 DELIVERY_FAILED = "failed"
@@ -157,6 +163,19 @@ class Metrics:
             "State store operations that failed (disk full, read-only, corrupt).",
             registry=registry,
         )
+        self.state_writable = Gauge(
+            "canarywatch_state_store_writable",
+            "1 while the state store takes writes; 0 while writes are held in memory (disk "
+            "full, read-only, I/O error) and retried.",
+            registry=registry,
+        )
+        self.state_held = Gauge(
+            "canarywatch_state_held_writes",
+            "Writes held in memory because the state store could not take them, by kind "
+            "(notification: accepted, not yet in the outbox, not delivered until it is).",
+            ["kind"],
+            registry=registry,
+        )
         self.source_up = Gauge(
             "canarywatch_source_up",
             "1 while a source reaches its input (API server, Flagger /metrics), else 0.",
@@ -189,9 +208,13 @@ class Metrics:
                 self.normalise.labels(source=source.value, outcome=outcome.value)
         for reason in SUPPRESS_REASONS:
             self.events_suppressed.labels(reason=reason)
-        for stage in DROP_STAGES:
+        for stage in ("intake", "dispatch"):
             for reason in ("overflow", "shutdown"):
                 self.events_dropped.labels(stage=stage, reason=reason)
+        self.events_dropped.labels(stage="outbox", reason="state_unwritable")
+        self.state_writable.set(1)
+        for kind in STATE_HELD_KINDS:
+            self.state_held.labels(kind=kind)
 
     def declare_receiver(self, receiver: str, sink: str) -> None:
         """Pre-declare the series of one configured receiver so they exist at 0."""

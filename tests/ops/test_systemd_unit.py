@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import shlex
 import subprocess
@@ -23,9 +24,18 @@ Unit = dict[str, dict[str, list[str]]]
 
 _TIME_UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "ms": 0.001}
 
-# `systemd-analyze verify` output we accept, each with the reason. Empty today: the unit
+RESTART_BACKOFF_SINCE = 254
+"""The systemd version that knows ``RestartSteps=`` and ``RestartMaxDelaySec=``."""
+
+# `systemd-analyze verify` output we accept, each with the reason. Apart from these the unit
 # verifies without a single warning once ExecStart points at an existing executable.
-EXPLAINED_VERIFY_WARNINGS: tuple[tuple[re.Pattern[str], str], ...] = ()
+EXPLAINED_VERIFY_WARNINGS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"Unknown key '(RestartSteps|RestartMaxDelaySec)' in section \[Service\]"),
+        f"systemd < {RESTART_BACKOFF_SINCE} has no restart backoff: it ignores these keys and "
+        "restarts every RestartSec, still without a start limit",
+    ),
+)
 
 
 def parse_unit(text: str) -> Unit:
@@ -121,6 +131,36 @@ def test_watchdog_ping_interval_is_half_of_watchdog_sec(unit: Unit) -> None:
     assert watchdog_interval_s({"WATCHDOG_USEC": usec}) == watchdog_s / 2
 
 
+def restart_delays(unit: Unit, restarts: int) -> list[float]:
+    """The wait before each of the first ``restarts`` automatic restarts, as systemd >= 254
+    computes it: from RestartSec to RestartMaxDelaySec in RestartSteps exponential steps."""
+    first = seconds(one(unit, "Service", "RestartSec"))
+    longest = seconds(one(unit, "Service", "RestartMaxDelaySec"))
+    steps = int(one(unit, "Service", "RestartSteps"))
+    return [
+        first * (longest / first) ** (min(n, steps) / steps) if steps else first
+        for n in range(restarts)
+    ]
+
+
+def test_restarts_never_give_up_during_a_long_outage(unit: Unit) -> None:
+    """Five failed starts in a row used to be systemd's "start request repeated too quickly":
+    the service stayed down for good. Now there is no start limit, and the restarts back off
+    instead of spinning."""
+    assert one(unit, "Service", "Restart") == "on-failure"
+    interval = one(unit, "Unit", "StartLimitIntervalSec")
+    assert seconds(interval) == 0, "StartLimitIntervalSec=0: no start rate limit at all"
+    assert "StartLimitBurst" not in unit["Unit"], "a burst without an interval means nothing"
+
+    delays = restart_delays(unit, 200)
+    assert delays[0] >= 1, "RestartSec: not a hot loop even on systemd < 254"
+    assert delays == sorted(delays)
+    assert max(delays) <= 5 * 60, "back within 5 minutes once the outage is over"
+    elapsed = itertools.accumulate(delays)
+    in_ten_minutes = sum(1 for t in elapsed if t <= 600)
+    assert in_ten_minutes <= 20, "a crash loop costs a start every few minutes, not seconds"
+
+
 def test_exec_start_runs_the_venv_binary_with_the_etc_config(unit: Unit) -> None:
     argv = shlex.split(one(unit, "Service", "ExecStart"))
     assert argv[:2] == ["/opt/canarywatch/bin/canarywatch", "run"]
@@ -184,13 +224,22 @@ def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    explained = EXPLAINED_VERIFY_WARNINGS if _version(analyze) < RESTART_BACKOFF_SINCE else ()
     unexplained = [
-        line
-        for line in lines
-        if not any(pattern.search(line) for pattern, _ in EXPLAINED_VERIFY_WARNINGS)
+        line for line in lines if not any(pattern.search(line) for pattern, _ in explained)
     ]
     assert result.returncode == 0, result.stderr
     assert unexplained == []
+
+
+def _version(analyze: str) -> int:
+    """``systemd 252 (252.38-1~deb12u1)`` -> 252."""
+    done = subprocess.run(
+        [analyze, "--version"], capture_output=True, text=True, timeout=20, check=False
+    )
+    match = re.match(r"systemd (\d+)", done.stdout)
+    assert match is not None, done.stdout
+    return int(match[1])
 
 
 @pytest.mark.needs_binaries

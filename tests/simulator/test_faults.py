@@ -122,6 +122,24 @@ async def test_silent_stream_trips_the_client_read_timeout(
         await watch_all(core, timeout_seconds=30, _request_timeout=(1, 0.5))
 
 
+async def test_a_silent_stream_is_half_open_not_even_timeout_seconds_ends_it(
+    api: SimulatedApiServer,
+) -> None:
+    """What a half-open connection looks like to the client: 200 and headers, then not one
+    byte, and no end when ``timeoutSeconds`` passes (the server's FIN would never arrive)."""
+    api.faults.stream(StreamAction.SILENT)
+    rv = api.store.resource_version
+    url = (
+        f"{api.url}/api/v1/namespaces/test/events?watch=true&resourceVersion={rv}&timeoutSeconds=1"
+    )
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        assert resp.status == 200
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.8):
+                await resp.content.readany()
+        assert not resp.content.at_eof()
+
+
 async def test_accept_then_close_is_visible_as_empty_streams(
     api: SimulatedApiServer, core: client.CoreV1Api
 ) -> None:

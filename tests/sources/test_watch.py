@@ -286,21 +286,68 @@ async def test_faults_reconnect_without_loss_or_duplicates(
     assert all(rule.fired for rule in api.faults.rules)
 
 
-async def test_silent_stream_hits_the_read_timeout_and_reconnects(
+async def test_a_silent_stream_is_replaced_from_the_same_rv_without_a_failure(
     api: SimulatedApiServer,
 ) -> None:
     api.faults.stream(StreamAction.SILENT)  # the first watch opens and then says nothing
     api.store.create("events", event("a"))
     log, capture = capturing()
     collector = Collector()
-    settings = _with(FAST, timeout_seconds=1, read_slack_s=0.5)
+    settings = _with(FAST, timeout_seconds=300, silent_stream_s=0.5)
     async with running(api, collector, settings=settings, log=log) as watcher:
         await until(watcher.listed.is_set)
         api.store.create("events", event("b"))
-        await until(lambda: "b" in collector.names(), within=6)
-    failed = [e for e in capture.entries if e["event"] == "watch_failed"]
-    assert failed[0]["reason"] == "timeout"
+        await until(lambda: "b" in collector.names(), within=2)
     assert collector.names() == ["a", "b"]
+    (stalled,) = [e for e in capture.entries if e["event"] == "watch_stalled"]
+    assert (stalled["log_level"], stalled["silent_s"]) == ("debug", 0.5)
+    assert not [e for e in capture.entries if e["event"] == "watch_failed"]
+    first, second = watch_requests(api)[:2]
+    assert first == second  # the same resourceVersion, selectors and timeout
+    assert collector.reachability == []
+
+
+async def test_an_idle_stream_is_replaced_every_silent_period(api: SimulatedApiServer) -> None:
+    log, capture = capturing()
+    collector = Collector()
+    settings = _with(FAST, timeout_seconds=300, silent_stream_s=0.3)
+    async with running(api, collector, settings=settings, log=log) as watcher:
+        await until(watcher.listed.is_set)
+        await asyncio.sleep(1.1)
+    assert 3 <= len(watch_requests(api)) <= 5
+    assert len([path for _, path in api.requests if "watch=" not in path]) == 1
+    assert collector.events == []
+    assert collector.reachability == []
+    assert not [e for e in capture.entries if e["log_level"] in ("warning", "error")]
+
+
+async def test_bytes_reset_the_silence_clock(api: SimulatedApiServer) -> None:
+    collector = Collector()
+    settings = _with(FAST, timeout_seconds=300, silent_stream_s=1.0)
+    async with running(api, collector, settings=settings, namespaces=["test"]) as watcher:
+        await until(watcher.listed.is_set)
+        for i in range(8):  # 1.6 s in all, never 1 s without a byte
+            api.store.create("events", event(f"e{i}"))
+            await asyncio.sleep(0.2)
+        await until(lambda: len(collector.events) == 8)
+    assert len(watch_requests(api)) == 1
+
+
+async def test_one_scope_that_cannot_rewatch_makes_the_watch_unreachable(
+    api: SimulatedApiServer,
+) -> None:
+    """Per-scope failure counts: a quiet healthy namespace re-watching often must not hide
+    one whose watch keeps failing."""
+    collector = Collector()
+    settings = _with(FAST, timeout_seconds=300, silent_stream_s=0.1, unreachable_after=3)
+    async with running(api, collector, settings=settings, namespaces=["one", "two"]) as watcher:
+        await until(watcher.listed.is_set)
+        rule = api.faults.status(503, verb="watch", namespace="two", times=None)
+        await until(lambda: not watcher.reachable)
+        assert watcher.unreachable_reason == "http"
+        api.faults.rules.remove(rule)
+        await until(lambda: watcher.reachable)
+    assert collector.reachability == [(False, "http"), (True, "ok")]
 
 
 async def test_429_honours_retry_after(api: SimulatedApiServer) -> None:
@@ -378,6 +425,12 @@ def test_settings_are_validated() -> None:
         WatchSettings(page_size=0)
     with pytest.raises(ValueError, match="timeout_seconds"):
         WatchSettings(timeout_seconds=0)
+    with pytest.raises(ValueError, match="silent_stream_s"):
+        WatchSettings(silent_stream_s=0)
+    with pytest.raises(ValueError, match="watch_start_timeout_s"):
+        WatchSettings(watch_start_timeout_s=0)
+    with pytest.raises(ValueError, match="unreachable_after"):
+        WatchSettings(unreachable_after=0)
     with pytest.raises(ValueError, match="namespaces"):
         ListWatch(lambda ns: None, resource="events", namespaces=[])  # type: ignore[arg-type,return-value]
 

@@ -13,11 +13,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from tests.helpers.small_disk import TmpfsDisk, small_disk
 
 from canarywatch.clock import SystemClock, VirtualClock
 from canarywatch.identity import fingerprint
 from canarywatch.model import NotificationStatus, Transition
-from canarywatch.state import DB_FILENAME, SqliteStateStore, StateError
+from canarywatch.state import DB_FILENAME, SqliteStateStore, StateError, StateUnwritable
 from canarywatch.testing import T0, make_event, make_notification
 
 FIRING = NotificationStatus.FIRING
@@ -168,6 +169,44 @@ def test_a_full_database_is_a_state_error_and_loses_nothing_committed(
         s.outbox_put("team", make_notification(), T0)
     with open_store(db, clock) as s:
         assert s.outbox_depth("team") == written
+
+
+def test_a_full_database_can_pass_so_it_is_unwritable_not_broken(
+    db: Path, clock: VirtualClock
+) -> None:
+    """A full disk or database is a ``StateUnwritable`` (worth retrying, the daemon holds the
+    write); a file that is not a database is a plain ``StateError`` (it will not pass)."""
+    n = make_notification(make_event(message="x" * 6000))
+    error: StateError | None = None
+    with open_store(db, clock, max_size_bytes=64 * 1024) as s:
+        for _ in range(100):
+            try:
+                s.outbox_put("team", n, T0)
+            except StateError as exc:
+                error = exc
+                break
+    assert isinstance(error, StateUnwritable)
+    assert error.code == "SQLITE_FULL"
+    other = db.parent / "other.sqlite3"
+    other.write_text("not a database\n" * 100, encoding="utf-8")
+    with pytest.raises(StateError) as refused:
+        open_store(other, clock)
+    assert not isinstance(refused.value, StateUnwritable)
+
+
+def test_a_read_only_filesystem_is_named_at_open(tmp_path: Path, clock: VirtualClock) -> None:
+    """Unusable at start (read-only mount): one clear error naming the path and EROFS."""
+    with small_disk("tmpfs", tmp_path) as disk:
+        assert isinstance(disk, TmpfsDisk)
+        with disk.store(clock) as s:
+            s.set_meta("k", "v")
+        disk.remount("ro")
+        with pytest.raises(StateUnwritable) as info:
+            disk.store(clock)
+        disk.remount("rw")
+    assert info.value.errno_name == "EROFS"
+    assert str(disk.db) in str(info.value)
+    assert "the filesystem is read-only (EROFS: Read-only file system" in str(info.value)
 
 
 # --- crash safety ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from canarywatch.clock import VirtualClock
 from canarywatch.identity import fingerprint
@@ -16,6 +17,7 @@ from canarywatch.model import CanaryEvent, NotificationStatus, SourceName, Trans
 from canarywatch.sinks import SinkMemory
 from canarywatch.state import (
     SCHEMA_VERSION,
+    HoldingStateStore,
     LastNotification,
     MemoryStateStore,
     SqliteStateStore,
@@ -37,13 +39,18 @@ def clock() -> VirtualClock:
     return VirtualClock(T0)
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "holding"])
 def store(
     request: pytest.FixtureRequest, tmp_path: Path, clock: VirtualClock
 ) -> Iterator[StateStore]:
+    """Each backend, and the daemon's ``HoldingStateStore`` (over SQLite), which must behave
+    exactly like its store while the disk takes writes."""
     s: StateStore
     if request.param == "sqlite":
         s = SqliteStateStore(tmp_path / "state" / "canarywatch.sqlite3", clock=clock)
+    elif request.param == "holding":
+        inner = SqliteStateStore(tmp_path / "state" / "canarywatch.sqlite3", clock=clock)
+        s = HoldingStateStore(inner, clock=clock, log=structlog.get_logger())
     else:
         s = MemoryStateStore(clock=clock)
     yield s
@@ -210,6 +217,25 @@ def test_dead_letters_retry_and_drop(store: StateStore, clock: VirtualClock) -> 
     assert store.outbox_drop(a) is True  # pending items can be dropped too
     assert store.outbox_pending() == []
     assert store.outbox_put("team", n, at(2)) > b  # ids are never reused
+
+
+def test_outbox_item_finds_pending_and_dead_items_only(store: StateStore) -> None:
+    n = make_notification(make_event(), receiver="team")
+    pending = store.outbox_put("team", n, at(1))
+    dead = store.outbox_put("team", n, at(2))
+    done = store.outbox_put("team", n, at(3))
+    store.outbox_dead(dead, "http_4xx")
+    store.outbox_done(done, at(4))
+    found = store.outbox_item(pending)
+    assert found is not None
+    assert (found.id, found.receiver, found.notification) == (pending, "team", n)
+    dead_item = store.outbox_item(dead)
+    assert dead_item is not None
+    assert dead_item.last_error == "http_4xx"
+    assert store.outbox_item(done) is None
+    assert store.outbox_item(10_000) is None
+    assert store.outbox_drop(pending)
+    assert store.outbox_item(pending) is None
 
 
 def test_a_dead_letter_delivered_after_all_can_be_marked_done(store: StateStore) -> None:

@@ -271,6 +271,24 @@ class StateSettings(BaseModel):
         description="How long the notification log and resolved conditions are kept.",
         json_schema_extra={"doc_default": "120h"},
     )
+    max_held_notifications: int = Field(
+        default=1000,
+        ge=1,
+        description=(
+            "While the state store cannot be written (disk full, read-only, I/O error): "
+            "notifications held in memory until it can; past this the oldest is dropped "
+            "(counted in `canarywatch_events_dropped_total`)."
+        ),
+    )
+    write_retry_max: Duration = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "While the state store cannot be written: the longest wait between attempts to "
+            "write what is held (the wait doubles from 0.5s up to this)."
+        ),
+        json_schema_extra={"doc_default": "30s"},
+    )
 
 
 def split_host_port(listen: str) -> tuple[str, int]:

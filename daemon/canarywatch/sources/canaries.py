@@ -37,6 +37,7 @@ from canarywatch.sources.watch import (
     Listed,
     ListWatch,
     OnReachability,
+    SourceHealth,
     WatchEvent,
     WatchSettings,
 )
@@ -96,12 +97,24 @@ class CanariesSource:
         self._clock: Clock = clock or SystemClock()
         self._settings = settings
         self._log: FilteringBoundLogger = log or structlog.get_logger(component="source.canaries")
-        self._on_reachability = on_reachability
+        self._health = SourceHealth(on_reachability)
         self.listed = asyncio.Event()
         self._known: dict[Key, dict[str, Any]] = {}
         self._targets: dict[Key, str] = {}
         """``(namespace, workload) -> canary name``."""
         self.skipped = 0
+
+    @property
+    def reachable(self) -> bool:
+        """``False`` while a watch of this source cannot be (re-)established, see
+        ``sources.watch``: ``/readyz`` names the source then."""
+        return self._health.reachable
+
+    @property
+    def unreachable_reason(self) -> str:
+        """The failure that made the source unreachable (``timeout``, ``connection``,
+        ``http``...); empty while reachable."""
+        return self._health.reason
 
     # -- the workload index ------------------------------------------------------------------
 
@@ -155,7 +168,7 @@ class CanariesSource:
                 clock=self._clock,
                 log=self._log,
                 listed=self.listed,
-                on_reachability=self._on_reachability,
+                on_reachability=self._health.changed,
             )
 
             async def on_event(event: WatchEvent) -> None:

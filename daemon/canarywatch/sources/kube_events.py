@@ -7,7 +7,10 @@ them, through :class:`~canarywatch.sources.watch.ListWatch`. Each object is emit
 exactly as on the wire (camelCase; ``normalise.kube_events`` reads it).
 
 Duplicates: a relist after 410 Gone re-delivers every existing Event, and a reconnect could
-replay; neither must reach the pipeline twice. The key is ``(uid, resourceVersion)``: a write
+replay; neither must reach the pipeline twice. (A watch that stays silent for
+``WatchSettings.silent_stream_s`` is replaced from its last resourceVersion, which replays
+nothing; on a busy cluster that resourceVersion may have left the watch cache, and the relist
+that follows is absorbed here.) The key is ``(uid, resourceVersion)``: a write
 gets a fresh resourceVersion, a re-delivery does not. The memory of keys is bounded (least
 recently seen dropped first), which at worst lets a very old re-delivery through; the
 normaliser's own repeat check absorbs that.
@@ -38,6 +41,7 @@ from canarywatch.sources.watch import (
     ListCall,
     ListWatch,
     OnReachability,
+    SourceHealth,
     WatchEvent,
     WatchSettings,
 )
@@ -125,11 +129,23 @@ class KubeEventsSource:
         self._log: FilteringBoundLogger = log or structlog.get_logger(
             component="source.kube_events"
         )
-        self._on_reachability = on_reachability
+        self._health = SourceHealth(on_reachability)
         self._seen = SeenKeys(memory)
         self.listed = asyncio.Event()
         self.emitted = 0
         self.duplicates = 0
+
+    @property
+    def reachable(self) -> bool:
+        """``False`` while a watch of this source cannot be (re-)established, see
+        ``sources.watch``: ``/readyz`` names the source then."""
+        return self._health.reachable
+
+    @property
+    def unreachable_reason(self) -> str:
+        """The failure that made the source unreachable (``timeout``, ``connection``,
+        ``http``...); empty while reachable."""
+        return self._health.reason
 
     async def run(self, emit: Emit) -> Never:
         async with client.ApiClient(self._configuration) as api_client:
@@ -143,7 +159,7 @@ class KubeEventsSource:
                 clock=self._clock,
                 log=self._log,
                 listed=self.listed,
-                on_reachability=self._on_reachability,
+                on_reachability=self._health.changed,
             )
 
             async def on_event(event: WatchEvent) -> None:

@@ -13,10 +13,29 @@ Layered as in kopf (``kopf/_cogs/clients/watching.py``) and client-go's Reflecto
    events flagged ``initial`` (the first list of the scope) or ``relisted`` (a later one, after
    410 Gone), then a WATCH from the list's resourceVersion.
 3. **single stream** (:meth:`ListWatch._stream`): one watch request with ``timeoutSeconds``
-   (random 300-600 s unless fixed), ``allowWatchBookmarks=true`` and a client read timeout a bit
-   longer than ``timeoutSeconds``; the RV advances with every event and BOOKMARK. A clean end at
-   the expected time re-watches at once from the last RV; anything else goes through step 1.
-   ``410`` (an ``ERROR`` event or an HTTP 410) drops the RV and relists quietly (``debug``).
+   (random 300-600 s unless fixed) and ``allowWatchBookmarks=true``, whose response headers must
+   arrive within ``watch_start_timeout_s``; the RV advances with every event and BOOKMARK. A
+   clean end at the expected time re-watches at once from the last RV; so does a stream that
+   stays silent for ``silent_stream_s``; anything else goes through step 1. ``410`` (an
+   ``ERROR`` event or an HTTP 410) drops the RV and relists quietly (``debug``).
+
+**Silence is not death, and it is not proof of life either.** A watch on a quiet resource sends
+nothing for as long as nothing changes: the real kube-apiserver (1.34) sends no periodic
+BOOKMARK, not even when asked for them (none in 75 s to a namespaced Events watch while other
+namespaces were written, none before a 5-75 s ``timeoutSeconds``; only the
+``k8s.io/initial-events-end`` marker is reliable). A half-open connection (the peer or a NAT/load
+balancer on the way is gone, no FIN, no bytes) looks exactly the same, and would otherwise go
+unnoticed until the client read timeout, ``timeoutSeconds`` + slack: up to ten minutes. So no
+stream may stay silent longer than ``silent_stream_s`` (60 s): it is then closed and replaced by
+a new watch from the same resourceVersion, which the watch cache serves cheaply and which
+neither loses nor repeats a change. The stall itself is normal churn (``debug``); the
+replacement decides health: established (200 and headers in time) means the source is current,
+a replacement that cannot be established (connect or header timeout, refused, 5xx) is a
+connectivity failure like any other. After ``unreachable_after`` consecutive ones in a scope the
+watch reports itself unreachable (``on_reachability``), and reachable again on the first
+success. A half-open stream is therefore noticed within ``silent_stream_s`` and, when the API
+server stays out of reach, reported within about ``silent_stream_s + unreachable_after x
+(watch_start_timeout_s + backoff)`` (about 95 s with the defaults).
 
 Why raw HTTP (``_preload_content=False``) instead of ``kubernetes_asyncio.watch.Watch``: the
 Watch turns HTTP errors into ``ApiException`` without headers (no ``Retry-After``), yields a
@@ -42,7 +61,7 @@ import json
 import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final, Never, TypeAlias
 
@@ -92,8 +111,32 @@ class Listed:
 OnEvent: TypeAlias = Callable[[WatchEvent], Awaitable[None]]
 OnListed: TypeAlias = Callable[[Listed], Awaitable[None]]
 OnReachability: TypeAlias = Callable[[bool, str], Awaitable[None]]
-"""Called with ``(reachable, reason)`` on each transition: ``False`` after
-``unreachable_after`` consecutive connection failures, ``True`` once a request succeeds again."""
+"""Called with ``(reachable, reason)`` on each transition: ``False`` once a scope has had
+``unreachable_after`` consecutive connection failures (a list, or a watch that could not be
+established, including the replacement of a silent stream), ``True`` once every scope has
+succeeded again."""
+
+
+class SourceHealth:
+    """What a watch-based source shows ``/readyz``: the last reachability its
+    :class:`ListWatch` reported, passed on to ``forward`` (the app's ``source_up`` metric and
+    ``cluster-unreachable`` self-event).
+
+        health = SourceHealth(on_reachability)
+        ListWatch(..., on_reachability=health.changed)
+        health.reachable, health.reason       # True, "" until a scope is down
+    """
+
+    def __init__(self, forward: OnReachability | None = None) -> None:
+        self._forward = forward
+        self.reachable = True
+        self.reason = ""
+
+    async def changed(self, reachable: bool, reason: str) -> None:
+        self.reachable = reachable
+        self.reason = "" if reachable else reason
+        if self._forward is not None:
+            await self._forward(reachable, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +149,19 @@ class WatchSettings:
     min_timeout_seconds: int = 300
     max_timeout_seconds: int = 600
     read_slack_s: float = 15.0
-    """The client read timeout is ``timeoutSeconds + read_slack_s`` (a half-open stream)."""
+    """A stream still open ``read_slack_s`` after its ``silent_stream_s`` (socket read) or
+    ``2 x read_slack_s`` after its ``timeoutSeconds`` (whole stream) is cut: backstops only."""
+    silent_stream_s: float = 60.0
+    """The longest one watch stream may send nothing (no event, no BOOKMARK) before it is
+    closed and replaced by a watch from the same resourceVersion. Silence is normal (the real
+    API server sends no timed BOOKMARKs), so this is not a failure by itself; it bounds how
+    long a half-open connection goes unnoticed. Keep it well below ``timeoutSeconds``."""
     connect_timeout_s: float = 10.0
     request_timeout_s: float = 60.0
-    """Whole-request bound for one LIST page and for a watch's response headers."""
+    """Whole-request bound for one LIST page."""
+    watch_start_timeout_s: float = 10.0
+    """Bound for a watch request up to its response headers (the API server answers a watch at
+    once; it waits at most ~3 s for a resourceVersion it has not reached yet)."""
     backoff_initial_s: float = 0.8
     backoff_max_s: float = 30.0
     backoff_reset_s: float = 120.0
@@ -133,6 +185,12 @@ class WatchSettings:
             raise ValueError("timeout_seconds must be at least 1")
         if self.backoff_initial_s <= 0 or self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("need 0 < backoff_initial_s <= backoff_max_s")
+        if self.silent_stream_s <= 0:
+            raise ValueError("silent_stream_s must be positive")
+        if self.watch_start_timeout_s <= 0:
+            raise ValueError("watch_start_timeout_s must be positive")
+        if self.unreachable_after < 1:
+            raise ValueError("unreachable_after must be at least 1")
 
 
 class Backoff:
@@ -164,6 +222,10 @@ class _Gone(Exception):
     """410: the resourceVersion (or continue token) is too old; relist."""
 
 
+class _Silent(Exception):
+    """The stream sent nothing for ``silent_stream_s``: replace it (not a failure)."""
+
+
 @dataclass
 class _Failure(Exception):
     """A failed request or stream, classified for the reconnect loop."""
@@ -184,24 +246,41 @@ class _Failure(Exception):
 
 @dataclass(slots=True)
 class _Health:
+    """Reachability of one ListWatch. Each scope counts its own consecutive connectivity
+    failures, so a healthy namespace re-watching every minute cannot hide one whose watch
+    cannot be re-established; the watch is reachable only while no scope is down."""
+
     unreachable_after: int
     on_change: OnReachability | None
-    failures: int = 0
+    failures: dict[str | None, int] = field(default_factory=dict)
+    down: dict[str | None, str] = field(default_factory=dict)
+    """Scopes at or past ``unreachable_after`` failures, with the latest failure's reason."""
     reachable: bool = True
 
-    async def failed(self, reason: str) -> None:
-        self.failures += 1
-        if self.reachable and self.failures >= self.unreachable_after:
-            self.reachable = False
-            if self.on_change is not None:
-                await self.on_change(False, reason)
+    @property
+    def reason(self) -> str:
+        """Why the watch is unreachable (the reasons of the scopes that are down); empty while
+        reachable."""
+        return ",".join(sorted(set(self.down.values())))
 
-    async def succeeded(self) -> None:
-        self.failures = 0
-        if not self.reachable:
-            self.reachable = True
+    async def failed(self, scope: str | None, reason: str) -> None:
+        failures = self.failures.get(scope, 0) + 1
+        self.failures[scope] = failures
+        if failures >= self.unreachable_after:
+            self.down[scope] = reason
+            await self._update(reason)
+
+    async def succeeded(self, scope: str | None) -> None:
+        self.failures[scope] = 0
+        if self.down.pop(scope, None) is not None:
+            await self._update("ok")
+
+    async def _update(self, reason: str) -> None:
+        reachable = not self.down
+        if reachable != self.reachable:
+            self.reachable = reachable
             if self.on_change is not None:
-                await self.on_change(True, "ok")
+                await self.on_change(reachable, reason)
 
 
 @dataclass(slots=True)
@@ -264,7 +343,14 @@ class ListWatch:
 
     @property
     def reachable(self) -> bool:
+        """``False`` while some scope cannot confirm its watch is current (see the module
+        docstring); what ``/readyz`` and ``canarywatch_source_up`` show."""
         return self._health.reachable
+
+    @property
+    def unreachable_reason(self) -> str:
+        """``timeout``, ``connection``, ``http``... (comma-separated if scopes differ)."""
+        return self._health.reason
 
     async def run(self, on_event: OnEvent, on_listed: OnListed | None = None) -> Never:
         """Run one reconnect loop per scope until cancelled; an error from a callback
@@ -340,7 +426,7 @@ class ListWatch:
                 log.debug("watch_failed", delay_s=round(delay, 3), **fields)
         state.warned = True
         if failure.connectivity:
-            await self._health.failed(failure.reason)
+            await self._health.failed(state.scope, failure.reason)
         await self._sleep(delay)
 
     async def _sleep(self, delay: float) -> None:
@@ -350,7 +436,7 @@ class ListWatch:
         if state.warned and state.backoff.attempt:
             log.info("watch_recovered", attempts=state.backoff.attempt)
             state.backoff.attempt = 0
-        await self._health.succeeded()
+        await self._health.succeeded(state.scope)
 
     # -- layer 2: list -----------------------------------------------------------------------
 
@@ -449,22 +535,23 @@ class ListWatch:
     async def _stream(
         self, state: _ScopeState, on_event: OnEvent, log: FilteringBoundLogger
     ) -> None:
-        """One WATCH from ``state.rv``; returns on the expected clean end, raises otherwise."""
+        """One WATCH from ``state.rv``; returns on the expected clean end and after
+        ``silent_stream_s`` of silence (the caller re-watches from ``state.rv`` at once), raises
+        otherwise."""
         s = self.settings
         timeout_s = self._timeout_seconds()
-        read_timeout = timeout_s + s.read_slack_s
         call = self._call_for(state.scope)
         started = time.monotonic()
         resp: Any = None
         try:
-            async with asyncio.timeout(s.request_timeout_s):
+            async with asyncio.timeout(s.watch_start_timeout_s):
                 resp = await call(
                     watch=True,
                     resource_version=state.rv,
                     allow_watch_bookmarks=True,
                     timeout_seconds=timeout_s,
                     _preload_content=False,
-                    _request_timeout=(s.connect_timeout_s, read_timeout),
+                    _request_timeout=(s.connect_timeout_s, s.silent_stream_s + s.read_slack_s),
                     **self._selectors,
                 )
                 if resp.status != 200:
@@ -472,11 +559,22 @@ class ListWatch:
             await self._succeeded(state, log)
             log.debug("watch_started", resource_version=state.rv, timeout_s=timeout_s)
             async with (
-                asyncio.timeout(read_timeout + s.read_slack_s),
-                contextlib.aclosing(_lines(resp.content)) as lines,
+                asyncio.timeout(timeout_s + 2 * s.read_slack_s),
+                contextlib.aclosing(_lines(resp.content, s.silent_stream_s)) as lines,
             ):
                 async for line in lines:
                     await self._line(state, line, on_event)
+        except _Silent:
+            # Normal on a quiet resource, and what a half-open connection looks like: replace
+            # the stream from the same RV; only a replacement that fails counts against health.
+            state.gone_without_progress = 0
+            log.debug(
+                "watch_stalled",
+                resource_version=state.rv,
+                silent_s=s.silent_stream_s,
+                duration_s=round(time.monotonic() - started, 3),
+            )
+            return
         except (_Failure, _Gone):
             raise
         except TimeoutError as error:
@@ -527,13 +625,22 @@ class ListWatch:
             state.rv = rv
 
 
-async def _lines(content: aiohttp.StreamReader) -> AsyncGenerator[bytes, None]:
-    """Newline-framed chunks of the body; a trailing partial line is a truncated stream.
+async def _lines(
+    content: aiohttp.StreamReader, silent_s: float | None = None
+) -> AsyncGenerator[bytes, None]:
+    """Newline-framed chunks of the body; a trailing partial line is a truncated stream, and
+    ``silent_s`` (``None``: no bound) without a single byte raises :class:`_Silent`.
 
-    Not ``readline()``: aiohttp caps a line at 128 KiB and big objects exist."""
+    Not ``readline()``: aiohttp caps a line at 128 KiB and big objects exist. The silence clock
+    runs only while waiting for bytes, never while the consumer holds a line (backpressure from
+    a full intake queue is not a silent stream)."""
     buffer = bytearray()
     while True:
-        chunk = await content.readany()
+        try:
+            async with asyncio.timeout(silent_s):
+                chunk = await content.readany()
+        except TimeoutError:
+            raise _Silent from None
         if not chunk:
             break
         buffer += chunk

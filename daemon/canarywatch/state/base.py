@@ -16,7 +16,9 @@ What is kept, and why it must survive a restart:
 
 Times are stored with microsecond precision and handed back as timezone-aware UTC; a naive
 datetime is refused (``ValueError``) since canarywatch never makes one. Every write is one
-transaction that is durable when the call returns.
+transaction that is durable when the call returns, or raises; in the daemon ``HoldingStateStore``
+turns a write the disk cannot take (full, read-only, I/O error) into one held in memory and
+written later, in order (see there).
 """
 
 from __future__ import annotations
@@ -48,6 +50,31 @@ class StateError(CanarywatchError):
     """The state store cannot be used: unreadable, read-only, full, newer schema, closed.
 
     The message names the database path and what was being done, so the operator can act.
+    """
+
+
+class StateUnwritable(StateError):
+    """A write failed for a reason that can pass: the disk or a quota is full (ENOSPC, EDQUOT,
+    SQLite's "database or disk is full"), the filesystem went read-only (EROFS), an I/O error
+    (EIO), or another process held the lock too long. Retrying the same write later can succeed.
+
+    ``errno_name`` is the operating system's reason when it could be found (``"ENOSPC"``),
+    ``code`` SQLite's (``"SQLITE_FULL"``); either may be empty.
+    """
+
+    def __init__(self, message: str, *, code: str = "", errno_name: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.errno_name = errno_name
+
+
+class StateHeld(StateError):
+    """The notification could not be made durable now and is *held in memory*: it will be
+    written, in order, once the store takes writes again (``HoldingStateStore``).
+
+    Raised by ``HoldingStateStore.outbox_put`` instead of returning an id, so that a caller
+    that would act on a durable item (queue it for delivery) does not; the held item reaches
+    the outbox, with an id, when it is written.
     """
 
 
@@ -148,6 +175,10 @@ class StateStore(Protocol):
 
     def outbox_dead(self, id: int, reason: str) -> None:
         """Give up on a pending item: it becomes a dead letter with ``reason``."""
+        ...
+
+    def outbox_item(self, id: int) -> OutboxItem | None:
+        """The item ``id`` while it is pending or dead; ``None`` once done, dropped or unknown."""
         ...
 
     def outbox_dead_letters(self) -> list[OutboxItem]:

@@ -205,6 +205,12 @@ class MemoryStateStore:
                 row.last_error = reason
                 row.finished_us = now_us
 
+    def outbox_item(self, id: int) -> OutboxItem | None:
+        with self._lock:
+            self._check_open()
+            row = self._outbox.get(id)
+            return row.item() if row is not None and row.state != _DONE else None
+
     def outbox_dead_letters(self) -> list[OutboxItem]:
         with self._lock:
             self._check_open()

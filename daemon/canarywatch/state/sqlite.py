@@ -20,16 +20,24 @@ Thread safety: one connection opened with ``check_same_thread=False``, every use
 
 Schema: versioned in the ``meta`` table (key ``schema_version``). A database written by a
 newer canarywatch is refused with a ``StateError`` rather than misread; older versions are
-migrated forward in one transaction when opened. Every ``sqlite3`` failure (read-only file or
-directory, full disk, not a database, locked) becomes a ``StateError`` naming the path.
+migrated forward in one transaction when opened (a database already at this version is only
+read, so an existing store opens on a full disk). Every ``sqlite3`` failure (read-only file or
+directory, full disk, not a database, locked) becomes a ``StateError`` naming the path; one that
+can pass (full disk or quota, read-only filesystem, I/O error, a lock held too long) is a
+``StateUnwritable``, whose message also carries the operating system's reason (``ENOSPC``,
+``EDQUOT``, ``EROFS``, ``EIO``) found by writing one page next to the database, since SQLite
+reports most of them as a bare "disk I/O error".
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
+import os
 import sqlite3
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -51,6 +59,7 @@ from canarywatch.state.base import (
     OutboxItem,
     SilenceRecord,
     StateError,
+    StateUnwritable,
     check_limit,
     check_meta_key,
     check_silence,
@@ -137,12 +146,66 @@ _HINTS = {
 }
 
 
+_PASSING = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")
+"""Failures of the disk under the database: a write may succeed later (``StateUnwritable``)."""
+_BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")
+"""Another process held the lock too long: also worth retrying, nothing to probe."""
+
+_ERRNO_HINTS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.EROFS: "the filesystem is read-only",
+    errno.EIO: "an I/O error occurred",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+
+_PROBE_BYTES = 4096
+"""What the write probe writes and syncs: one page, as a small SQLite commit would."""
+
+
+def _code(exc: sqlite3.Error) -> str:
+    return getattr(exc, "sqlite_errorname", None) or ""
+
+
+def _is(code: str, prefixes: Sequence[str]) -> bool:
+    return any(code == p or code.startswith(p + "_") for p in prefixes)
+
+
 def _hint(exc: sqlite3.Error) -> str:
-    name = getattr(exc, "sqlite_errorname", None) or ""
+    name = _code(exc)
     for prefix, hint in _HINTS.items():
-        if name == prefix or name.startswith(prefix + "_"):
+        if _is(name, (prefix,)):
             return hint
     return "the database reported an error"
+
+
+def probe_write(directory: Path) -> OSError | None:
+    """Create, write and fsync one page in ``directory``, then remove it: ``None`` when that
+    works, else the ``OSError`` saying why (its ``errno`` is ENOSPC, EDQUOT, EROFS, EIO...)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".canarywatch-probe-", dir=directory)
+    except OSError as exc:
+        return exc
+    try:
+        block = memoryview(bytes(_PROBE_BYTES))
+        while block:
+            block = block[os.write(fd, block) :]
+        os.fsync(fd)
+    except OSError as exc:
+        return exc
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+    return None
+
+
+def errno_text(exc: OSError) -> tuple[str, str]:
+    """``("ENOSPC", "ENOSPC: No space left on device")`` for an ``OSError``."""
+    code = exc.errno if exc.errno is not None else 0
+    name = errno.errorcode.get(code, f"errno {code}")
+    return name, f"{name}: {exc.strerror or os.strerror(code)}"
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -212,7 +275,18 @@ class SqliteStateStore:
     # -- plumbing ---------------------------------------------------------------------------
 
     def _error(self, what: str, exc: sqlite3.Error) -> StateError:
-        return StateError(f"state database {self.path}: cannot {what}: {_hint(exc)} ({exc})")
+        code = _code(exc)
+        prefix = f"state database {self.path}: cannot {what}"
+        if _is(code, _BUSY):
+            return StateUnwritable(f"{prefix}: {_hint(exc)} ({exc})", code=code)
+        if not _is(code, _PASSING):
+            return StateError(f"{prefix}: {_hint(exc)} ({exc})")
+        found = probe_write(self.path.parent)
+        if found is None or found.errno is None:
+            return StateUnwritable(f"{prefix}: {_hint(exc)} ({exc})", code=code)
+        name, text = errno_text(found)
+        hint = _ERRNO_HINTS.get(found.errno, _hint(exc))
+        return StateUnwritable(f"{prefix}: {hint} ({text}; {exc})", code=code, errno_name=name)
 
     def _configure(self, conn: sqlite3.Connection, max_size_bytes: int | None) -> None:
         try:
@@ -260,7 +334,21 @@ class SqliteStateStore:
             raise StateError(f"state database {self.path}: the store is closed")
         return self._conn
 
+    def _stored_version(self) -> str | None:
+        with self._read("open") as conn:
+            table = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+            ).fetchone()
+            if table is None:
+                return None
+            row = conn.execute(
+                "SELECT value FROM meta WHERE key = ?", (SCHEMA_VERSION_KEY,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
     def _migrate(self) -> None:
+        if self._stored_version() == str(SCHEMA_VERSION):
+            return  # nothing to write, so an existing store opens even on a full disk
         with self._write("open") as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
@@ -443,6 +531,14 @@ class SqliteStateStore:
                 " WHERE id = ? AND state = ?",
                 (_DEAD, reason, now_us, id, _PENDING),
             )
+
+    def outbox_item(self, id: int) -> OutboxItem | None:
+        with self._read("read the outbox") as conn:
+            row = conn.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM outbox WHERE id = ? AND state != ?",  # noqa: S608 - constant
+                (id, _DONE),
+            ).fetchone()
+        return self._item(row) if row is not None else None
 
     def outbox_dead_letters(self) -> list[OutboxItem]:
         with self._read("read the outbox") as conn:
