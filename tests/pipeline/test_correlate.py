@@ -502,3 +502,17 @@ def test_a_slower_source_repeating_a_closed_occurrence_is_no_new_episode() -> No
     assert [e.transition for e in out].count(Transition.NOT_READY) == 2
     # Without the webhook's second report the late Events sighting adds nothing at all.
     assert [e.transition for e in run(events[:5])].count(Transition.NOT_READY) == 1
+
+
+def test_a_late_initialized_after_the_next_revision_is_the_same_initialization() -> None:
+    """Real Flagger 1.37: the status said Initialized, the webhook said "New revision
+    detected!", and only then did the Events watch deliver "Initialization done!"."""
+    out = run(
+        [
+            ev(Transition.INITIALIZED, 0, source=SourceName.CANARIES),
+            ev(Transition.REVISION_DETECTED, 1, source=SourceName.FLAGGER_WEBHOOK),
+            ev(Transition.INITIALIZED, 1.1),
+            ev(Transition.ANALYSIS_STARTED, 2),
+        ]
+    )
+    assert [e.transition for e in out].count(Transition.INITIALIZED) == 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,8 +42,10 @@ from tests.helpers.prometheus import run_prometheus
 
 from canarywatch.app import App
 from canarywatch.config import Config
+from canarywatch.record import record
 
 NS = "test"
+RECORDINGS = Path(__file__).resolve().parents[1] / "recordings"
 SECRET = "flagger-intake-secret"
 OPTIONAL = {"not-ready"}
 """Transitions whose presence depends on timing (Flagger's read vs the stand-in's write)."""
@@ -60,6 +63,7 @@ class FlaggerCluster:
     gates: GateServer
     flagger: RealFlagger
     out: Path
+    recording: Path
 
     async def deploy(self, name: str, revision: str) -> None:
         body = {
@@ -224,6 +228,8 @@ async def flagger_cluster(version: str, tmp_path: Path) -> AsyncIterator[Flagger
             extra=f"webhook_intake: {{enabled: true, secret: {{value: {SECRET}}}}}\n",
         )
         await stack.enter_async_context(running_on(config, port))
+        recording = tmp_path / "recording.jsonl"
+        await stack.enter_async_context(recording_to(config, recording))
         await stack.enter_async_context(
             flagger.running(
                 kubeconfig=plane.kubeconfig,
@@ -232,7 +238,9 @@ async def flagger_cluster(version: str, tmp_path: Path) -> AsyncIterator[Flagger
                 prometheus_url=prometheus.url,
             )
         )
-        yield FlaggerCluster(version, plane, rest, standin, exporter, gates, flagger, out)
+        yield FlaggerCluster(
+            version, plane, rest, standin, exporter, gates, flagger, out, recording
+        )
 
 
 def transitions(out: Path, canary: str) -> Counter[tuple[str, str]]:
@@ -240,6 +248,18 @@ def transitions(out: Path, canary: str) -> Counter[tuple[str, str]]:
 
 
 Seen = Counter[tuple[str, str]]
+
+
+@asynccontextmanager
+async def recording_to(config: Config, path: Path) -> AsyncIterator[None]:
+    """``canarywatch record`` beside the daemon: what real Flagger produced, for replay."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(record(config, path, stop=stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
 
 
 @asynccontextmanager
@@ -416,33 +436,83 @@ async def test_every_scenario_against_real_flagger(version: str, tmp_path: Path)
         )
         await asyncio.sleep(5)  # the last notifications, and a late duplicate would show
         events = await fc.events()
+    expectations: dict[str, dict[str, int]] = {}
     failures = []
     for (name, _), result in zip(SCENARIOS.items(), results, strict=True):
         if isinstance(result, BaseException):
             failures.append(f"{name}: scenario failed: {result!r}")
             continue
         want = result + iteration_oracle(events, name)
+        expectations[name] = {f"{t}|{d}": n for (t, d), n in sorted(want.items())}
         got = transitions(fc.out, name)
         not_ready = got.pop(("not-ready", ""), 0)
         said = [e["message"] for e in events if e["involvedObject"]["name"] == name]
-        said += [f"[not-ready sent] {line}" for line in not_ready_sent(fc.out, name)]
+        said += [f"[sent] {line}" for line in sent(fc.out, name)]
         if got != want or not_ready > got_rollouts(want):
             failures.append(
                 f"{name}: got {dict(got)} (+{not_ready} not-ready)\n  want {dict(want)}"
                 f"\n  flagger said {said}"
             )
     assert not failures, f"flagger {version}:\n" + "\n".join(failures)
+    if os.environ.get("CANARYWATCH_RERECORD") == "1":
+        save_recording(version, fc.recording, expectations)
 
 
-def not_ready_sent(out: Path, name: str) -> list[str]:
+def save_recording(version: str, recording: Path, expectations: dict[str, dict[str, int]]) -> None:
+    """Keep what real Flagger produced under tests/recordings/flagger-<version>/ (replayed by
+    tests/test_real_flagger_recordings.py on machines without Go); see ``compact_recording``."""
+    target = RECORDINGS / f"flagger-{version}"
+    target.mkdir(parents=True, exist_ok=True)
+    lines = recording.read_text(encoding="utf-8").splitlines()
+    (target / "scenarios.jsonl").write_text(
+        "\n".join(compact_recording(lines)) + "\n", encoding="utf-8"
+    )
+    (target / "expected.json").write_text(
+        json.dumps({"namespace": NS, "canaries": expectations}, indent=2, sort_keys=True) + "\n",
+        encoding="utf-8",
+    )
+
+
+def compact_recording(lines: list[str]) -> list[str]:
+    """What canarywatch reads, without what it never looks at: ``/metrics`` scrapes keep only
+    the ``flagger_*`` families (Go runtime and process metrics change every scrape), and a
+    scrape equal to the one before is dropped (the metrics normaliser acts on changes only);
+    objects lose ``metadata.managedFields``."""
+    kept, previous = [], None
+    for line in lines:
+        if not line.startswith("{"):
+            kept.append(line)
+            continue
+        obs = json.loads(line)
+        if obs.get("source") == "flagger-metrics" and isinstance(obs.get("data"), str):
+            families = [
+                row for row in obs["data"].splitlines()
+                if row.startswith(("flagger_", "# HELP flagger_", "# TYPE flagger_"))
+            ]  # fmt: skip
+            obs["data"] = "\n".join(families) + "\n"
+            if obs["data"] == previous:
+                continue
+            previous = obs["data"]
+        data = obs.get("data")
+        if isinstance(data, dict) and isinstance(data.get("object"), dict):
+            data["object"].get("metadata", {}).pop("managedFields", None)
+        kept.append(json.dumps(obs, separators=(",", ":")))
+    return kept
+
+
+def sent(out: Path, name: str) -> list[str]:
+    """Every notification about ``name``: what a failure message needs to be debugged."""
     lines = []
     for line in out.read_text().splitlines() if out.exists() else []:
         for event in json.loads(line)["events"]:
-            if event["canary"] == f"{NS}/{name}" and event["transition"] == "not-ready":
-                lines.append(f"rollout {event['rollout']} {event['sources']} {event['message']}")
+            if event["canary"] == f"{NS}/{name}":
+                lines.append(
+                    f"{event['transition']} {event['detail']} rollout {event['rollout']} "
+                    f"{event['sources']} {event['message']}"
+                )
     return lines
 
 
 def got_rollouts(want: Seen) -> int:
-    """At most one ``not-ready`` per rollout (readiness opens a condition)."""
+    """At most one ``not-ready`` per rollout (readiness opens a condition), and one before."""
     return want[("revision-detected", "")] + 1

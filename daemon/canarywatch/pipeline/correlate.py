@@ -395,6 +395,11 @@ class Correlator:
         return None
 
     def _identity(self, state: _CanaryState, event: CanaryEvent) -> Identity:
+        if event.transition is Transition.INITIALIZED:
+            # Once per Canary, not per rollout: Flagger initialises a Canary once, and its
+            # "Initialization done!" Event can reach the watch after the webhook already
+            # reported the next revision (real Flagger 1.37; client-go records asynchronously).
+            return (0, event.transition, event.detail, 0)
         seq = state.rollout.seq
         spec = event.spec
         if spec.opens is not None:
