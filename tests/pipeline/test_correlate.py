@@ -516,3 +516,22 @@ def test_a_late_initialized_after_the_next_revision_is_the_same_initialization()
         ]
     )
     assert [e.transition for e in out].count(Transition.INITIALIZED) == 1
+
+
+def test_occurrences_are_remembered_as_long_as_the_api_server_keeps_events() -> None:
+    """Issue 12 item 6: a busy canary's 200 Event occurrences, a restart, and the relist
+    re-delivering all of them: none is new (it was 64 remembered, the rest re-announced)."""
+    correlator = Correlator()
+
+    def occurrence(i: int, minute: float) -> CanaryEvent:
+        return ev(Transition.NOT_READY, minute, hints={"occurrence": f"uid-{i}/1"})
+
+    for i in range(200):
+        correlator(occurrence(i, i * 0.1), T0 + timedelta(minutes=i * 0.1))
+    restored = Correlator.restore(correlator.snapshot())
+    again = [restored(occurrence(i, 30), T0 + timedelta(minutes=30)) for i in range(200)]
+    assert all(r.new is None and r.duplicate_of is None for r in again)
+    # Past the API server's lifetime of an Event, the memory lets go.
+    later = T0 + timedelta(hours=30)
+    restored(ev(Transition.NOT_READY, 0, hints={"occurrence": "uid-new/1"}), later)
+    assert len(restored._canaries[PODINFO].occurrences) == 1

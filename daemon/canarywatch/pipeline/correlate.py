@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -43,9 +44,16 @@ from canarywatch.state.codec import decode_event, encode_event, exact_time
 Identity = tuple[int, Transition, str, int]
 """(rollout sequence, transition, detail, episode) within one canary."""
 
-MAX_OCCURRENCES = 64
-"""Occurrence keys remembered per canary: enough for the Events a relist can re-deliver
-(Kubernetes keeps Events for an hour; a rollout produces a few dozen)."""
+OCCURRENCE_MEMORY = timedelta(hours=25)
+"""How long an Event occurrence is remembered: as long as the API server can still list it.
+kube-apiserver deletes an Event ``--event-ttl`` after its last write (1 h by default; some
+platforms raise it, rarely beyond a day), so a restart's relist can only re-deliver
+occurrences younger than that. Bounded by the Events' lifetime, not by a count: with a count
+(64, before), a busy canary's older Events re-listed after a restart counted as new."""
+
+MAX_OCCURRENCES = 4096
+"""A safety cap per canary (a canary that writes thousands of distinct Events an hour is
+broken); the oldest are dropped first."""
 
 REVISION_MERGE_WINDOW = timedelta(minutes=5)
 """How far apart two sources' ``revision-detected`` may be and still be one rollout start."""
@@ -136,7 +144,7 @@ class _CanaryState:
     so a fleet of canaries stays small."""
     target: str = ""
     facts: dict[str, str] = field(default_factory=dict)
-    occurrences: dict[int, None] = field(default_factory=dict)
+    occurrences: dict[int, float] = field(default_factory=dict)
     """Digests of recent source occurrence keys (an Event's uid and count), oldest first,
     bounded: 64-bit integers rather than the keys, so a fleet of canaries stays small."""
     failed_before: list[CanaryEvent] = field(default_factory=list)
@@ -171,7 +179,8 @@ class Correlator:
             if occurrence in state.occurrences:
                 # The very same Event occurrence again (re-listed after a restart).
                 return Correlation()
-            state.occurrences[occurrence] = None
+            _forget_old_occurrences(state.occurrences, now)
+            state.occurrences[occurrence] = now.timestamp()
             while len(state.occurrences) > MAX_OCCURRENCES:
                 del state.occurrences[next(iter(state.occurrences))]
         if event.target:
@@ -580,7 +589,7 @@ def _state_to_json(ref: CanaryRef, state: _CanaryState) -> dict[str, JSONValue]:
         ],
         "target": state.target,
         "facts": [[k, v] for k, v in state.facts.items()],
-        "occurrences": list(state.occurrences),
+        "occurrences": [[key, at] for key, at in state.occurrences.items()],
         "failed_before": [encode_event(ev) for ev in state.failed_before],
         "unannounced": sorted(state.unannounced),
     }
@@ -614,11 +623,38 @@ def _state_from_json(data: JSONValue) -> tuple[CanaryRef, _CanaryState]:
         seen=seen,
         target=str(data["target"]),
         facts={str(k): str(v) for k, v in data["facts"]},
-        occurrences=dict.fromkeys(k for k in data.get("occurrences", []) if isinstance(k, int)),
+        occurrences=_occurrences_from_json(data.get("occurrences", [])),
         failed_before=[decode_event(ev) for ev in data.get("failed_before", [])],
         unannounced={str(k) for k in data.get("unannounced", [])},
     )
     return ref, state
+
+
+def _forget_old_occurrences(occurrences: dict[int, float], now: datetime) -> None:
+    """Drop occurrences the API server can no longer list (oldest first, insertion order)."""
+    horizon = (now - OCCURRENCE_MEMORY).timestamp()
+    while occurrences:
+        oldest = next(iter(occurrences))
+        if occurrences[oldest] >= horizon:
+            return
+        del occurrences[oldest]
+
+
+def _occurrences_from_json(raw: JSONValue) -> dict[int, float]:
+    """``[[digest, epoch seconds], ...]``; an older snapshot's bare digests have no time: they
+    are kept (until the count cap) rather than forgotten at once."""
+    occurrences: dict[int, float] = {}
+    for item in raw if isinstance(raw, list) else []:
+        if isinstance(item, int):
+            occurrences[item] = math.inf
+        elif (
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], int)
+            and isinstance(item[1], int | float)
+        ):
+            occurrences[item[0]] = float(item[1])
+    return occurrences
 
 
 def _union(known: tuple[SourceName, ...], more: tuple[SourceName, ...]) -> tuple[SourceName, ...]:
