@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
-from canarywatch.cli import main
+from canarywatch.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDINGS = Path(__file__).parent / "recordings"
@@ -125,3 +126,84 @@ def test_demo_replay_plays_the_bundled_day_through_the_console_sink() -> None:
     assert "rolled-back" in done.stdout
     assert "test/podinfo" in done.stdout
     assert "56 observations -> 39 transitions -> 39 notifications" in done.stderr
+
+
+def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"canarywatch {metadata.version('canarywatch')}\n"
+
+
+@pytest.mark.parametrize("action", ["add", "list", "expire"])
+def test_the_daemon_options_count_after_the_action_as_before_it(action: str) -> None:
+    rest = {
+        "add": ['namespace="shop"', "--created-by", "ana", "--comment", "load test"],
+        "list": [],
+        "expire": ["some-id"],
+    }[action]
+    url, token = "http://127.0.0.1:19999", "/run/token"
+    before = build_parser().parse_args(
+        ["silence", "--url", url, "--token-file", token, action, *rest]
+    )
+    after = build_parser().parse_args(
+        ["silence", action, *rest, "--url", url, "--token-file", token]
+    )
+    for args in (before, after):
+        assert args.url == url
+        assert args.token_file == Path(token)
+    # Not given after the action: what was given before it (or the default) stands.
+    untouched = build_parser().parse_args(["silence", "--url", url, action, *rest])
+    assert untouched.url == url
+    assert untouched.token_file is None
+    assert build_parser().parse_args(["outbox", "list"]).url == "http://127.0.0.1:9797"
+
+
+def test_silence_add_with_url_after_the_action_reaches_that_daemon(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Nothing listens on port 9 (discard): the error must name the given address, not 9797.
+    code = main(
+        [
+            "silence", "add", "--url", "http://127.0.0.1:9", 'namespace="shop"',
+            "--created-by", "ana", "--comment", "x",
+        ]
+    )  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "http://127.0.0.1:9" in err
+
+
+def test_demo_json_without_replay_is_refused_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["demo", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("canarywatch: demo --json needs --replay")
+
+
+@pytest.mark.parametrize("command", [["tail"], ["silence", "list"], ["outbox", "list"]])
+def test_an_unreadable_token_file_is_one_line_naming_it_and_why(
+    command: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "token"
+    for path, why in ((missing, "No such file or directory"), (tmp_path, "Is a directory")):
+        assert main([*command, "--token-file", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"canarywatch: {path}: cannot read token file: {why}\n"
+
+
+def test_record_output_in_a_missing_directory_or_naming_one_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    cases = {
+        tmp_path / "nope" / "bug.jsonl": f"{tmp_path / 'nope'}: no such directory",
+        tmp_path: "it is a directory",
+    }
+    for output, why in cases.items():
+        assert main(["record", "--output", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"canarywatch: {output}: cannot write the recording: {why}\n"
+    assert not (tmp_path / "nope").exists()  # not created on the way

@@ -1,27 +1,38 @@
 """Command line: parse arguments, hand off, map errors to exit codes. Nothing else.
 
-Exit codes: 0 success, 1 runtime failure, 2 configuration or usage error.
+Exit codes: 0 success (also a demo stopped with Ctrl-C or SIGTERM, and ``run`` stopped by
+SIGTERM after its drain), 1 runtime failure, 2 configuration or usage error, 130 interrupted
+with Ctrl-C (after the same clean shutdown as SIGTERM), 141 stdout closed early (``| head``).
+
+No Python traceback reaches a user for anything but a bug: every expected failure is one line
+on stderr. The command modules are imported only once the arguments parsed, so ``--help``,
+``--version`` and usage errors answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from canarywatch import commands as commands
+from canarywatch import stdio
 from canarywatch.durations import parse_duration
 from canarywatch.errors import CanarywatchError, ConfigError
-from canarywatch.recording import RecordingError
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+"""128 + SIGINT: what a shell reports for a command stopped with Ctrl-C."""
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE: what a shell reports for ``yes | head``; nothing is printed."""
 
 DEFAULT_CONFIG = Path("/etc/canarywatch/config.yaml")
+DEFAULT_URL = "http://127.0.0.1:9797"
 
 
 def _duration(text: str) -> float:
@@ -31,11 +42,60 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _parser() -> argparse.ArgumentParser:
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535 (0: any free port), not {port}")
+    return port
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed distribution's version, as ``canarywatch_build_info``."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(
+            option_strings,
+            dest=argparse.SUPPRESS,
+            default=argparse.SUPPRESS,
+            nargs=0,
+            help="print the version and exit",
+        )
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        from canarywatch.metrics import package_version
+
+        print(f"canarywatch {package_version()}")
+        parser.exit()
+
+
+def _daemon_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """``--url`` and ``--token-file``. On an action (``silence add``) they default to nothing,
+    so given after the action they count as much as before it, and not given they leave the
+    value from before it alone."""
+    url_default: object = DEFAULT_URL if defaults else argparse.SUPPRESS
+    path_default: object = None if defaults else argparse.SUPPRESS
+    parser.add_argument("--url", default=url_default, help="the daemon's HTTP address")
+    parser.add_argument(
+        "--token-file", type=Path, default=path_default, help="file holding the API token"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line (tests walk it to run every subcommand)."""
     parser = argparse.ArgumentParser(
         prog="canarywatch",
         description="One notification per Flagger canary transition.",
     )
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the daemon")
@@ -51,7 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--duration", type=_duration, default=40.0, help="wall time of the demo (default 40s)"
     )
-    demo.add_argument("--port", type=int, default=9797, help="the daemon's HTTP port")
+    demo.add_argument(
+        "--port", type=_port, default=9797, help="the daemon's HTTP port (0: any free one)"
+    )
     demo.add_argument(
         "--replay",
         action="store_true",
@@ -98,8 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     tail = sub.add_parser("tail", help="live view of the running daemon: canaries and transitions")
-    tail.add_argument("--url", default="http://127.0.0.1:9797", help="the daemon's HTTP address")
-    tail.add_argument("--token-file", type=Path, help="file holding the API token")
+    _daemon_options(tail, defaults=True)
     tail.add_argument("--once", action="store_true", help="print a snapshot and exit")
     tail.add_argument(
         "--interval", type=_duration, default=1.0, help="redraw interval (default 1s)"
@@ -111,10 +172,7 @@ def _parser() -> argparse.ArgumentParser:
         ("outbox", "list, retry or drop undelivered notifications of the running daemon"),
     ):
         control = sub.add_parser(name, help=help_text)
-        control.add_argument(
-            "--url", default="http://127.0.0.1:9797", help="the daemon's HTTP address"
-        )
-        control.add_argument("--token-file", type=Path, help="file holding the API token")
+        _daemon_options(control, defaults=True)
         actions = control.add_subparsers(dest="action", required=True, metavar="ACTION")
         if name == "silence":
             add = actions.add_parser("add", help="add a silence")
@@ -133,17 +191,57 @@ def _parser() -> argparse.ArgumentParser:
             retry.add_argument("id", type=int)
             drop = actions.add_parser("drop", help="delete an outbox item")
             drop.add_argument("id", type=int)
+        for action in actions.choices.values():
+            _daemon_options(action, defaults=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    stdio.ensure_std_streams()
+    command = ""
     try:
-        return _dispatch(args)
-    except KeyboardInterrupt:
-        return 130
+        args = build_parser().parse_args(argv)
+        command = args.command
+        return _run(args)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # Ctrl-C outside the commands' own handling: before a command started (or after it
+        # ended), or a second Ctrl-C that cut a shutdown short.
+        return _interrupted(command, None)
+    except BrokenPipeError as exc:
+        return _broken_pipe(exc)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from canarywatch import commands
+
+    try:
+        code = _dispatch(args)
+        sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+    except commands.Interrupted as exc:
+        return _interrupted(args.command, exc.detail)
     except (CanarywatchError, ExceptionGroup) as exc:
         return _report(exc)
+    return code
+
+
+def _interrupted(command: str, detail: str | None) -> int:
+    """Ctrl-C: one line. Stopping a demo is how a demo ends, so that is a success."""
+    if command == "demo":
+        print("canarywatch demo: stopped", file=sys.stderr)
+        return EXIT_OK
+    who = f"canarywatch {command}" if command else "canarywatch"
+    suffix = f" ({detail})" if detail else ""
+    print(f"{who}: interrupted{suffix}", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _broken_pipe(exc: BrokenPipeError) -> int:
+    """stdout's reader went away: quiet, as Unix tools are. Any other broken pipe is an error."""
+    if stdio.stdout_gone() or stdio.stdout_discarded():
+        stdio.discard_stdout()
+        return EXIT_BROKEN_PIPE
+    print(f"canarywatch: {exc.strerror or exc}", file=sys.stderr)
+    return EXIT_RUNTIME
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -153,12 +251,18 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 
 def _report(exc: BaseException) -> int:
-    """Print what went wrong; config/recording errors exit 2, other known errors 1.
+    """Print what went wrong; config, usage and recording errors exit 2, other known errors 1.
 
     The daemon runs in a ``TaskGroup``, so its errors arrive as exception groups: they are
     flattened here. An unexpected exception (a bug) is re-raised with its traceback.
     """
+    from canarywatch.commands import UsageError
+    from canarywatch.recording import RecordingError
+
     leaves = _leaves(exc)
+    pipes = [leaf for leaf in leaves if isinstance(leaf, BrokenPipeError)]
+    if pipes and all(isinstance(leaf, BrokenPipeError | CanarywatchError) for leaf in leaves):
+        return _broken_pipe(pipes[0])
     if not all(isinstance(leaf, CanarywatchError) for leaf in leaves):
         raise exc
     code = EXIT_RUNTIME
@@ -169,12 +273,17 @@ def _report(exc: BaseException) -> int:
         elif isinstance(leaf, RecordingError):
             print(f"canarywatch: bad recording: {leaf}", file=sys.stderr)
             code = EXIT_CONFIG
+        elif isinstance(leaf, UsageError):
+            print(f"canarywatch: {leaf}", file=sys.stderr)
+            code = EXIT_CONFIG
         else:
             print(f"canarywatch: {leaf}", file=sys.stderr)
     return code
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    from canarywatch import commands
+
     command: str = args.command
     if command == "run":
         return asyncio.run(commands.run_command(args.config))
@@ -185,14 +294,24 @@ def _dispatch(args: argparse.Namespace) -> int:
                 return asyncio.run(
                     commands.replay_demo_command(path, config_path=args.config, as_json=args.json)
                 )
-        return asyncio.run(
-            commands.demo_command(
-                config_path=args.config,
-                scenarios=args.scenarios,
-                duration_s=args.duration,
-                port=args.port,
+        if args.json:
+            raise commands.UsageError(
+                "demo --json needs --replay: the live demo notifies through its receivers "
+                "(the console by default; a jsonl receiver in --config prints JSON lines)"
             )
-        )
+        # Until the demo installs its own handlers, SIGTERM stops it as Ctrl-C does.
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            return asyncio.run(
+                commands.demo_command(
+                    config_path=args.config,
+                    scenarios=args.scenarios,
+                    duration_s=args.duration,
+                    port=args.port,
+                )
+            )
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     if command == "replay":
         return asyncio.run(
             commands.replay_command(

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import dataclasses
+import errno
 import json
+import signal
 import sys
 from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
@@ -14,10 +18,11 @@ import aiohttp
 import structlog
 from prometheus_client import CollectorRegistry
 
-from canarywatch import policy, recording
+from canarywatch import policy, recording, stdio
 from canarywatch.clock import SystemClock
 from canarywatch.config import Config, load_config
 from canarywatch.dispatch import Dispatcher
+from canarywatch.errors import CanarywatchError
 from canarywatch.jsonout import dumps, notification_to_json
 from canarywatch.logs import configure_logging, get_logger
 from canarywatch.metrics import Metrics
@@ -28,6 +33,31 @@ from canarywatch.sinks import Sink, SinkLoadError, build_sink, discover_sinks
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
+
+
+class UsageError(CanarywatchError):
+    """A command-line argument that cannot work (an unreadable file, options that exclude
+    each other): one line, exit 2, like a configuration error."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C ended the command after it cleaned up; ``detail`` completes the one line."""
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or "interrupted")
+        self.detail = detail
+
+
+def read_token(path: Path | None) -> str | None:
+    """The API token from ``--token-file``; ``UsageError`` naming the file and why not."""
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read token file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: cannot read token file: not UTF-8 text") from None
 
 
 def _load(config_path: Path | None) -> Config | None:
@@ -133,9 +163,17 @@ async def _deliver_all(config: Config | None, notifications: Iterable[Notificati
             await sink.check()
         dispatcher = Dispatcher(sinks, clock=SystemClock(), metrics=metrics, log=log)
         for n in notifications:
+            _stop_if_stdout_gone()  # `demo --replay | head`: the console sink's reader left
             outcome = await dispatcher.deliver_now(n)
-            failed += 0 if outcome.ok else 1
+            if not outcome.ok:
+                _stop_if_stdout_gone()
+                failed += 1
     return failed
+
+
+def _stop_if_stdout_gone() -> None:
+    if stdio.stdout_gone():
+        raise BrokenPipeError(errno.EPIPE, "stdout closed")
 
 
 def _build_sinks(
@@ -160,35 +198,150 @@ def _stats(stats: PipelineStats) -> Mapping[str, object]:
 
 
 async def run_command(config_path: Path) -> int:
-    """``canarywatch run``: the daemon, until SIGTERM/SIGINT."""
-    from canarywatch.app import App
-
+    """``canarywatch run``: the daemon, until SIGTERM (exit 0) or Ctrl-C (``Interrupted``)."""
     config = load_config(config_path)
-    configure_logging(level=config.log.level, fmt=config.log.format)
-    await App(config, config_path=config_path).run()
+    # The log goes to stderr, as every command's: stdout is the console sink's.
+    configure_logging(level=config.log.level, fmt=config.log.format, stream=sys.stderr)
+    watched = bool(config.clusters) or config.metrics_source.mode != "off"
+    if not watched and not config.webhook_intake.enabled:
+        get_logger("cli").warning(
+            "sources_not_configured",
+            config=str(config_path),
+            detail="no clusters, metrics_source or webhook_intake: nothing to notify about",
+        )
+    from canarywatch.app import App  # only now: a mistyped config path answers at once
+
+    class TerminalApp(App):
+        """Tells Ctrl-C (exit 130) from SIGTERM (exit 0). Both drain the same way: the exit
+        status is the command line's business, so the app keeps its one stop handler and
+        this wraps it for SIGINT."""
+
+        interrupted = False
+
+        def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+            super()._install_signals(loop)
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGINT, self._on_interrupt)
+
+        def _on_interrupt(self) -> None:
+            self.interrupted = True
+            self._on_stop_signal()
+
+    app = TerminalApp(config, config_path=config_path)
+    await app.run()
+    if app.interrupted:
+        raise Interrupted("shut down cleanly")
     return EXIT_OK
 
 
 async def demo_command(
     *, config_path: Path | None, scenarios: list[str] | None, duration_s: float, port: int
 ) -> int:
-    """``canarywatch demo``: the daemon against the built-in simulated cluster."""
+    """``canarywatch demo``: the daemon against the built-in simulated cluster.
+
+    While the daemon runs it handles SIGINT/SIGTERM (a graceful stop the demo reports); before
+    it starts and after it ends, a signal cancels the demo, which cleans up on the way out
+    (``Interrupted``: one line, exit 0). When stdout's reader goes away (``| head``) the demo
+    stops the same way and ends quietly.
+    """
     from canarywatch.demo import run_demo
 
     configure_logging(level="warning", stream=sys.stderr)
-    return await run_demo(
-        config_path=config_path, scenarios=scenarios, duration_s=duration_s, listen_port=port
+    demo = asyncio.ensure_future(
+        run_demo(
+            config_path=config_path, scenarios=scenarios, duration_s=duration_s, listen_port=port
+        )
     )
+    return await _while_stdout_read(demo, stop_signals=(signal.SIGINT, signal.SIGTERM))
+
+
+async def _while_stdout_read(
+    work: asyncio.Future[int], *, stop_signals: tuple[signal.Signals, ...] = ()
+) -> int:
+    """Await ``work`` (a long-running command) while someone reads its stdout.
+
+    When stdout's reader goes away (``| head``), ``work`` is cancelled (it cleans up on the
+    way out), stdout is discarded and ``BrokenPipeError`` tells the command line to end
+    quietly. A signal in ``stop_signals`` cancels ``work`` too (``Interrupted``) until
+    something inside it installs its own handler.
+    """
+    loop = asyncio.get_running_loop()
+    watcher = asyncio.ensure_future(stdio.until_stdout_gone())
+    for sig in stop_signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, work.cancel)
+    either = asyncio.Event()
+    work.add_done_callback(lambda _: either.set())
+    watcher.add_done_callback(lambda _: either.set())
+    try:
+        await either.wait()
+        if watcher.done() and not watcher.cancelled():
+            stdio.discard_stdout()
+    finally:
+        watcher.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.wait({work})
+        for sig in stop_signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    if stdio.stdout_discarded():
+        raise BrokenPipeError(errno.EPIPE, "stdout closed")
+    if work.cancelled():
+        raise Interrupted
+    return work.result()
 
 
 async def record_command(config_path: Path, output: Path, duration_s: float | None) -> int:
+    """``canarywatch record``: until ``--duration``, SIGTERM (exit 0) or Ctrl-C (exit 130)."""
     from canarywatch.record import record
 
+    _check_output(output)
     config = load_config(config_path)
     configure_logging(level=config.log.level, fmt=config.log.format, stream=sys.stderr)
-    count = await record(config, output, duration_s=duration_s)
-    print(f"recorded {count} observations to {output}", file=sys.stderr)
+    _open_output(output)
+    stop = asyncio.Event()
+    interrupted = False
+
+    def on_signal(sig: signal.Signals) -> None:
+        nonlocal interrupted
+        interrupted = interrupted or sig == signal.SIGINT
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        count = await record(config, output, duration_s=duration_s, stop=stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    summary = f"recorded {count} observations to {output}"
+    if interrupted:
+        raise Interrupted(summary)
+    print(summary, file=sys.stderr)
     return EXIT_OK
+
+
+def _check_output(output: Path) -> None:
+    """Before anything else: ``--output`` must be a file in a directory that exists."""
+    if output.is_dir():
+        raise UsageError(f"{output}: cannot write the recording: it is a directory")
+    parent = output.parent
+    if not parent.is_dir():
+        why = "not a directory" if parent.exists() else "no such directory"
+        raise UsageError(f"{output}: cannot write the recording: {parent}: {why}")
+
+
+def _open_output(output: Path) -> None:
+    """Once the configuration loaded: the file opens for appending (permissions, disk)."""
+    try:
+        with output.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{output}: cannot write the recording: {exc.strerror or exc}") from None
 
 
 async def test_sink_command(config_path: Path | None, receiver: str, *, dry_run: bool) -> int:
@@ -204,8 +357,7 @@ async def control_command(args: argparse.Namespace) -> int:
     """``canarywatch silence|outbox ...``: talk to the running daemon's local API."""
     from canarywatch.control_client import ControlClient, format_outbox, format_silences
 
-    token = args.token_file.read_text(encoding="utf-8").strip() if args.token_file else None
-    client = ControlClient(args.url, token=token)
+    client = ControlClient(args.url, token=read_token(args.token_file))
     if args.command == "silence":
         if args.action == "add":
             added = await client.add_silence(
@@ -236,12 +388,15 @@ async def tail_command(args: argparse.Namespace) -> int:
     """``canarywatch tail``: the live terminal view of a running daemon."""
     from canarywatch.tail import tail
 
-    token = args.token_file.read_text(encoding="utf-8").strip() if args.token_file else None
-    return await tail(
-        args.url,
-        token=token,
-        once=args.once,
-        out=sys.stdout,
-        interval_s=max(args.interval, 0.1),
-        color=args.color,
+    token = read_token(args.token_file)
+    view = asyncio.ensure_future(
+        tail(
+            args.url,
+            token=token,
+            once=args.once,
+            out=sys.stdout,
+            interval_s=max(args.interval, 0.1),
+            color=args.color,
+        )
     )
+    return await _while_stdout_read(view)

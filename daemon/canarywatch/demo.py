@@ -5,6 +5,9 @@ a Flagger-style ``/metrics``), runs the real daemon against them over HTTP with 
 kubernetes_asyncio client, and plays the scenarios at an accelerated pace. Notifications go to
 the terminal (``console`` sink) unless a config file names other receivers. The daemon's
 ``/metrics``, ``/healthz`` and ``/readyz`` are served while it runs.
+
+Ctrl-C or SIGTERM is how a demo is cut short: the daemon shuts down gracefully, one line says
+how far the demo got, and that is a success (exit 0), not an error.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from canarywatch.app import App
 from canarywatch.clock import SystemClock, VirtualClock
 from canarywatch.config import Config, load_config, parse_config
 from canarywatch.config.daemon_models import ClusterSettings, MetricsSourceSettings
+from canarywatch.errors import CanarywatchError
 from canarywatch.simulator import SimulatedApiServer, Store
 from canarywatch.simulator.flagger import FlaggerSimulator
 from canarywatch.simulator.metrics_server import FlaggerMetricsServer
@@ -30,6 +34,8 @@ from canarywatch.simulator.scenarios import SCENARIOS, play_all, realtime_pace, 
 DEMO_CLUSTER = "sim"
 TARGET_DURATION_S = 40.0
 """How long the whole demo should take in wall time: the pace is derived from it."""
+READY_TIMEOUT_S = 30.0
+"""How long the daemon may take to list the simulated cluster before the demo gives up."""
 
 
 async def flagger_seconds(names: Sequence[str]) -> float:
@@ -71,7 +77,10 @@ async def run_demo(
     names = list(scenarios) if scenarios else list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
-        print(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}", file=out)
+        print(
+            f"canarywatch demo: unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}",
+            file=out,
+        )
         return 2
     base = load_config(config_path) if config_path is not None else None
     speed = max(await flagger_seconds(names) / max(duration_s, 1.0), 1.0)
@@ -89,41 +98,62 @@ async def run_demo(
                 )
                 app = App(config, listen=("127.0.0.1", listen_port))
                 daemon = asyncio.create_task(app.run(), name="daemon")
+                started = time.monotonic()
+                finished = False
                 try:
-                    async with asyncio.timeout(30):
-                        await _first(app.ready.wait(), daemon)
-                    print(
-                        f"canarywatch demo: simulated cluster at {api.url}, daemon at "
-                        f"http://127.0.0.1:{app.port}/metrics (/healthz, /readyz)\n"
-                        f"playing {len(names)} Flagger scenario(s) at {speed:.0f}x: "
-                        f"{', '.join(names)}\n",
-                        file=out,
-                    )
-                    started = time.monotonic()
-                    await _first(play_all(sim, realtime_pace(speed), names=names), daemon)
-                    await _first(asyncio.sleep(2.0), daemon)  # the last scrape and deliveries
-                    elapsed = time.monotonic() - started
+                    try:
+                        async with asyncio.timeout(READY_TIMEOUT_S):
+                            ready = await _first(app.ready.wait(), daemon)
+                    except TimeoutError:
+                        raise CanarywatchError(
+                            f"the daemon was not ready after {READY_TIMEOUT_S:g} s"
+                        ) from None
+                    if ready:
+                        print(
+                            f"canarywatch demo: simulated cluster at {api.url}, daemon at "
+                            f"http://127.0.0.1:{app.port}/metrics (/healthz, /readyz)\n"
+                            f"playing {len(names)} Flagger scenario(s) at {speed:.0f}x: "
+                            f"{', '.join(names)}\n",
+                            file=out,
+                        )
+                        started = time.monotonic()
+                        finished = await _first(
+                            play_all(sim, realtime_pace(speed), names=names), daemon
+                        ) and await _first(asyncio.sleep(2.0), daemon)  # last scrape, deliveries
                 finally:
                     app.stop()
                     await daemon
+                elapsed = time.monotonic() - started
                 stats = app.runner.pipeline.stats if app.runner is not None else None
+                counts = (
+                    f"{stats.observations} observations -> {stats.transitions} transitions -> "
+                    f"{stats.notifications} notifications"
+                    if stats is not None
+                    else "nothing played"
+                )
+                if not finished:  # SIGINT/SIGTERM: the daemon stopped gracefully, so does the demo
+                    print(f"\ncanarywatch demo: stopped after {elapsed:.1f} s ({counts})", file=out)
+                    return 0
                 if stats is not None:
                     suppressed = ", ".join(f"{k}={v}" for k, v in sorted(stats.suppressed.items()))
                     print(
-                        f"\n{stats.observations} observations -> {stats.transitions} "
-                        f"transitions -> {stats.notifications} notifications in "
-                        f"{elapsed:.1f} s (suppressed: {suppressed or 'none'})",
+                        f"\n{counts} in {elapsed:.1f} s (suppressed: {suppressed or 'none'})",
                         file=out,
                     )
     return 0
 
 
-async def _first(aw: Awaitable[object], daemon: asyncio.Task[None]) -> None:
-    """Await ``aw`` unless the daemon dies first (then re-raise its error)."""
+async def _first(aw: Awaitable[object], daemon: asyncio.Task[None]) -> bool:
+    """Await ``aw`` unless the daemon ends first: ``False`` when it stopped as asked (a signal),
+    its error when it failed."""
     task = asyncio.ensure_future(aw)
-    done, _ = await asyncio.wait({task, daemon}, return_when=asyncio.FIRST_COMPLETED)
-    if daemon in done and task not in done:
-        task.cancel()
-        daemon.result()
-        raise RuntimeError("the daemon stopped during the demo")
+    try:
+        await asyncio.wait({task, daemon}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+    if daemon.done() and not task.done():
+        daemon.result()  # its error, if it failed
+        return False
     await task
+    return True

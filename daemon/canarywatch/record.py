@@ -31,15 +31,33 @@ async def record(
     clock: Clock | None = None,
     stop: asyncio.Event | None = None,
 ) -> int:
-    """Record until ``duration_s`` passes, ``stop`` is set, or SIGINT/SIGTERM; returns count."""
+    """Record until ``duration_s`` passes or ``stop`` is set; returns the count.
+
+    Without ``stop``, SIGINT and SIGTERM stop it; a caller that passes ``stop`` owns the
+    signals (the command line tells Ctrl-C from SIGTERM). ``output``'s directory must exist.
+    """
     clock = clock or SystemClock()
     log = get_logger("record")
-    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    signals = () if stop is not None else (signal.SIGINT, signal.SIGTERM)
+    stop = stop or asyncio.Event()
+    for sig in signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        count = await _record(config, output, duration_s=duration_s, clock=clock, stop=stop)
+    finally:
+        for sig in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    log.info("recording_finished", output=str(output), observations=count)
+    return count
+
+
+async def _record(
+    config: Config, output: Path, *, duration_s: float | None, clock: Clock, stop: asyncio.Event
+) -> int:
+    log = get_logger("record")
     sources = Sources()
 
     async def ignore_self_event(_: CanaryEvent) -> None:
@@ -64,23 +82,19 @@ async def record(
                     asyncio.create_task(sources.metrics.run(emit), name="source:flagger_metrics")
                 )
             log.info("recording_started", output=str(output), sources=len(tasks))
+            waiter = asyncio.ensure_future(stop.wait())
             try:
-                waiter = asyncio.ensure_future(stop.wait())
                 await asyncio.wait(
                     [waiter, *tasks], timeout=duration_s, return_when=asyncio.FIRST_COMPLETED
                 )
-                waiter.cancel()
                 for task in tasks:
                     if task.done() and not task.cancelled():
                         error = task.exception()
                         if error is not None:
                             raise error
             finally:
+                waiter.cancel()
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.remove_signal_handler(signal.SIGINT)
-                    loop.remove_signal_handler(signal.SIGTERM)
-    log.info("recording_finished", output=str(output), observations=writer.count)
     return writer.count

@@ -8,6 +8,7 @@ see "sink slack: credentials revoked" without reading logs.
 
 from __future__ import annotations
 
+import errno
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from canarywatch.errors import CanarywatchError
 from canarywatch.secrets import Secret
 
 ReadinessCheck = Callable[[], tuple[bool, str]]
@@ -86,6 +88,24 @@ def build_app(
     return app
 
 
+class ListenError(CanarywatchError):
+    """The HTTP listener cannot bind its address: in use, not permitted, not a local address.
+
+    One line for the user (``cannot listen on 127.0.0.1:9797: address already in use``)
+    instead of the event loop's ``OSError``."""
+
+    def __init__(self, host: str, port: int, error: OSError) -> None:
+        self.host = host
+        self.port = port
+        self.errno = error.errno
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if error.errno == errno.EADDRINUSE:
+            reason = "address already in use"
+        else:
+            reason = (error.strerror or type(error).__name__).lower()
+        super().__init__(f"cannot listen on {address}: {reason}")
+
+
 class WebServer:
     """Runs an application on ``host:port`` (port 0 picks a free one; see ``port``)."""
 
@@ -96,9 +116,14 @@ class WebServer:
         self.port = port
 
     async def start(self) -> None:
+        """Bind and serve; ``ListenError`` (nothing left running) when the address is refused."""
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise ListenError(self._host, self._port, exc) from None
         for address in self._runner.addresses:
             if isinstance(address, tuple) and len(address) >= 2:
                 self.port = int(address[1])
