@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -187,8 +187,7 @@ class Pipeline:
             transition=event.transition.value,
             rollout=event.rollout,
         )
-        firing = self.correlator.firing(event.canary)
-        if self.inhibitor.mutes(event, firing):
+        if self.inhibitor.mutes(event, self._firing()):
             self._suppress("inhibited", event)
             self.correlator.mark_unannounced(event)
             return event
@@ -198,6 +197,12 @@ class Pipeline:
             return event
         self._route(event, now, NotificationStatus.FIRING)
         return event
+
+    def _firing(self) -> Iterator[CanaryEvent]:
+        """Every firing opener, of every canary and self-event pseudo-canary: inhibition
+        sources, as in Alertmanager, are not limited to the target's canary (``equal`` is)."""
+        for canary in self.correlator.canaries():
+            yield from self.correlator.firing(canary)
 
     def _route(self, event: CanaryEvent, now: datetime, status: NotificationStatus) -> None:
         routed = self.router.route(event, now, status)
@@ -241,9 +246,8 @@ class Pipeline:
             return n
         kept: list[CanaryEvent] = []
         for event in n.events:
-            firing = self.correlator.firing(event.canary)
             current = self.correlator.current_rollout(event.canary)
-            if self.inhibitor.mutes(event, firing) or (
+            if self.inhibitor.mutes(event, self._firing()) or (
                 current is not None
                 and event.rollout
                 and event.rollout != current

@@ -1,9 +1,20 @@
 """Inhibition: "a firing source event mutes matching target events with equal labels".
 
-Alertmanager's semantics: a target is muted when some *firing* event (an open condition) matches
-the rule's source matchers, the target matches its target matchers, and both carry the same value
-for every ``equal`` label (a missing label equals the empty string). An event that matches both
-sides never inhibits itself.
+Alertmanager's semantics (``inhibit/inhibit.go``, ``Inhibitor.Mutes`` and ``hasEqual``): a target
+is muted when some *firing* event matches the rule's source matchers, the target matches its
+target matchers, and both carry the same value for every ``equal`` label (a missing label equals
+the empty string). The sources are every firing event, whichever canary (or self-event's
+pseudo-canary) it belongs to: ``equal`` alone decides how far a source reaches, so
+``equal: [cluster]`` lets a ``metrics-source-down`` mute the ``no-traffic`` of every canary in
+its cluster.
+
+When the target matches the source matchers too, sources that also match the target matchers
+are left out (Alertmanager's ``excludeTwoSidedMatch``): two events that both match both sides
+never mute each other, and an event never mutes itself.
+
+Only condition openers fire (``TransitionSpec.opens``); one-shot transitions never fire, so they
+never inhibit (README, "Notification policy"). A rule whose source side can match nothing but
+one-shots is logged once, as ``inhibit_rule_never_fires``, when the inhibitor is built.
 """
 
 from __future__ import annotations
@@ -11,8 +22,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import structlog
+
 from canarywatch.matchers import Matcher, matches_all
-from canarywatch.model import CanaryEvent
+from canarywatch.model import TRANSITIONS, CanaryEvent
+
+_DECIDED_BY_TRANSITION = frozenset({"transition", "severity"})
+"""Labels fixed by the transition alone (``model.TRANSITIONS``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,10 +40,57 @@ class InhibitRule:
     def _equal(self, a: Mapping[str, str], b: Mapping[str, str]) -> bool:
         return all(a.get(name, "") == b.get(name, "") for name in self.equal)
 
+    def source_can_fire(self) -> bool:
+        """Whether some condition-opening transition can match the source side.
+
+        Only the ``transition`` and ``severity`` matchers are decided here (every other label
+        depends on the event); ``False`` means the rule can never inhibit anything.
+        """
+        decided = [m for m in self.source_matchers if m.name in _DECIDED_BY_TRANSITION]
+        return any(
+            matches_all(decided, {"transition": t.value, "severity": spec.severity.value})
+            for t, spec in TRANSITIONS.items()
+            if spec.opens is not None
+        )
+
+    def inhibited_by(
+        self, target: CanaryEvent, firing: Iterable[CanaryEvent]
+    ) -> CanaryEvent | None:
+        """The first firing event through which this rule mutes ``target``, if any."""
+        if not matches_all(self.target_matchers, target.labels):
+            return None
+        two_sided = matches_all(self.source_matchers, target.labels)
+        for source in firing:
+            if source.spec.opens is None:
+                continue
+            if not matches_all(self.source_matchers, source.labels):
+                continue
+            if not self._equal(source.labels, target.labels):
+                continue
+            if two_sided and matches_all(self.target_matchers, source.labels):
+                continue
+            return source
+        return None
+
 
 class Inhibitor:
-    def __init__(self, rules: Sequence[InhibitRule] = ()) -> None:
+    def __init__(
+        self,
+        rules: Sequence[InhibitRule] = (),
+        *,
+        log: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
         self._rules = tuple(rules)
+        log = log or structlog.get_logger().bind(component="stage.inhibit")
+        for index, rule in enumerate(self._rules):
+            if not rule.source_can_fire():
+                log.warning(
+                    "inhibit_rule_never_fires",
+                    rule=index,
+                    source_matchers=[str(m) for m in rule.source_matchers],
+                    detail="its source_matchers match only one-shot transitions, which never "
+                    "fire, so it never inhibits; use a condition-opening transition",
+                )
 
     def __bool__(self) -> bool:
         return bool(self._rules)
@@ -36,18 +99,19 @@ class Inhibitor:
         return len(self._rules)
 
     def mutes(self, target: CanaryEvent, firing: Iterable[CanaryEvent]) -> bool:
-        """Whether any rule mutes ``target`` given the currently firing events."""
+        """Whether any rule mutes ``target`` given the firing events (of every canary).
+
+        ``firing`` may be a lazy iterable: it is only walked when some rule's target matchers
+        match ``target``.
+        """
         if not self._rules:
             return False
-        firing = tuple(firing)
+        cached: tuple[CanaryEvent, ...] | None = None
         for rule in self._rules:
             if not matches_all(rule.target_matchers, target.labels):
                 continue
-            for source in firing:
-                if source is target or source.labels == target.labels:
-                    continue
-                if matches_all(rule.source_matchers, source.labels) and rule._equal(
-                    source.labels, target.labels
-                ):
-                    return True
+            if cached is None:
+                cached = tuple(firing)
+            if rule.inhibited_by(target, cached) is not None:
+                return True
         return False
