@@ -349,6 +349,99 @@ TRANSITION_CASES: list[tuple[str, str, Transition, str, str, str]] = [
     ("skipping canary run as object is suspended", "suspended", T.SUSPENDED, "", "", ""),
     ("Terminating canary podinfo.test", "terminating", T.TERMINATED, "", "", ""),
     ("Terminated canary podinfo.test", "terminated", T.TERMINATED, "", "", ""),
+    # Old spellings (0.x, early 1.x), from tests/normalise/flagger_messages.json.
+    (
+        "Starting canary deployment for podinfo.test",
+        "analysis-started-0x",
+        T.ANALYSIS_STARTED,
+        "",
+        "",
+        "",
+    ),
+    (
+        "New revision detected podinfo.test old 48214612 new 48215181",
+        "new-revision-0x",
+        T.REVISION_DETECTED,
+        "",
+        "",
+        "podinfo",
+    ),
+    (
+        "Metrics server http://prometheus:9090 query failed for error-rate: no values found",
+        "metrics-server-query-failed",
+        T.WEBHOOK_FAILED,
+        "",
+        "prometheus-query error-rate",
+        "",
+    ),
+    (
+        "Metric query failed for no usable metrics template and query were configured",
+        "metric-query-unconfigured",
+        T.WEBHOOK_FAILED,
+        "",
+        "metric-query no-usable-template",
+        "",
+    ),
+    (
+        "Error fetching Knative service test/podinfo not found",
+        "knative-service-error",
+        T.WEBHOOK_FAILED,
+        "",
+        "knative-service test/podinfo",
+        "",
+    ),
+    (
+        "Error building Prometheus client for http://prometheus:9090 parse error",
+        "prometheus-client-error",
+        T.WEBHOOK_FAILED,
+        "",
+        "prometheus-client",
+        "",
+    ),
+    ("Scaling down podinfo.test", "promotion-completed-0x", T.PROMOTED, "", "", "podinfo"),
+    (
+        "Halt podinfo.test advancement waiting for rollout to finish: 1 old replicas are pending "
+        "termination",
+        "not-ready-0x-halt",
+        T.NOT_READY,
+        "",
+        "waiting for rollout to finish: 1 old replicas are pending termination",
+        "",
+    ),
+    (
+        'Halt advancement podinfo-primary.test deployment "podinfo-primary" exceeded its progress '
+        "deadline",
+        "not-ready-0x-halt-advancement",
+        T.NOT_READY,
+        "",
+        'primary: deployment "podinfo-primary" exceeded its progress deadline',
+        "podinfo",
+    ),
+    (
+        "waiting for rollout to finish: 0 of 1 updated replicas are available",
+        "not-ready-0x-bare",
+        T.NOT_READY,
+        "",
+        "waiting for rollout to finish: 0 of 1 updated replicas are available",
+        "",
+    ),
+    (
+        "Knative Revision podinfo-00002.test is not ready",
+        "knative-revision-not-ready",
+        T.NOT_READY,
+        "",
+        "knative revision podinfo-00002: not ready",
+        "",
+    ),
+    (
+        "HTTPRoute podinfo.test parent gw is not ready (status: False, observed generation: 1, "
+        "current generation: 2)",
+        "httproute-not-ready",
+        T.NOT_READY,
+        "",
+        "httproute parent gw: status: False, observed generation: 1, current generation: 2",
+        "",
+    ),
 ]
 
 INFORMATIONAL_CASES: list[tuple[str, str]] = [
@@ -368,6 +461,8 @@ INFORMATIONAL_CASES: list[tuple[str, str]] = [
         "kubernetes-provider-unsupported",
     ),
     ("Setting canaryAnalysis.iterations: 10", "kubernetes-provider-iterations"),
+    ("Scaling up podinfo.test", "scaling-up-0x"),
+    ("Service podinfo-canary.test created", "object-created-0x"),
 ]
 
 

@@ -10,6 +10,10 @@ A message either names a transition (``reference/transitions.md``), is *known bu
 entry records the Flagger versions that emit it. The entries are documentation only: an Event does
 not say which Flagger wrote it, so every entry is always tried.
 
+Every format every Flagger release records (0.0.1 on) is listed, with what it means, in
+``tests/normalise/flagger_messages.json``; ``tests/normalise/test_flagger_messages.py`` checks
+each one against this catalogue. Old spellings map to the transition their current form has.
+
 Messages written with ``%s.%s`` name an object as ``name.namespace``. Some name the Canary itself
 and some name its target workload ("T" in the fact sheet). Only the second kind fills
 ``MessageMatch.target``.
@@ -210,6 +214,25 @@ def _not_ready_other(m: re.Match[str]) -> Facts:
     return Facts(reason=f"{m['subject']}: {m['why']}")
 
 
+def _not_ready_named(m: re.Match[str]) -> Facts:
+    """0.x ``Halt advancement <workload>.<ns> <why>``: the workload is named, its role is not."""
+    workload = "primary" if m["name"].endswith(_PRIMARY_SUFFIX) else "canary"
+    return Facts(reason=f"{workload}: {m['why']}", target=_workload_target(m["name"]))
+
+
+def _not_ready_unnamed(m: re.Match[str]) -> Facts:
+    """0.x readiness texts that do not say which workload they are about."""
+    return Facts(reason=m["why"])
+
+
+def _route_not_ready(m: re.Match[str]) -> Facts:
+    return Facts(reason=f"httproute parent {m['parent']}: {m['why']}")
+
+
+def _revision_not_ready(m: re.Match[str]) -> Facts:
+    return Facts(reason=f"knative revision {m['name']}: not ready")
+
+
 def _fixed_reason(reason: str, *, target: bool = False) -> Callable[[re.Match[str]], Facts]:
     def extract(m: re.Match[str]) -> Facts:
         return Facts(reason=reason, target=m["name"] if target else "")
@@ -227,6 +250,11 @@ _COMPARISON = r"(?P<value>\S+) (?P<op>[<>]) (?P<threshold>\S+)"
 _NOT_READY = r" not ready(?: with retryable \S+)?:"
 _NOT_READY_TAIL = rf"{_NOT_READY} (?P<why>.+)"
 _WORKLOAD = r"(?:canary deployment |canary dae?monset |primary (?:deployment|daemonset) )?"
+_READINESS_WHY = (
+    r"(?P<why>waiting for rollout to finish: .+"
+    r'|(?:deployment "[^"]*"|daemonset \S+) exceeded its progress deadline)'
+)
+"""0.x readiness reasons (``getDeploymentStatus``/``isDeploymentReady``/``isDaemonSetReady``)."""
 
 _T = Transition
 # Order matters only where two shapes overlap: specific before generic (gates before custom
@@ -287,11 +315,29 @@ CATALOGUE: tuple[Entry, ...] = (
         _fixed_reason("analysis-restarted", target=True),
     ),
     Entry(
+        "new-revision-0x",
+        _p(rf"New revision detected {REF}(?: old \S+ new \S+)?"),
+        _T.REVISION_DETECTED,
+        Phase.PROGRESSING,
+        _target,
+        since="0.0.1",
+        until="0.1.0-alpha.1",
+    ),
+    Entry(
         "analysis-started",
         _p(rf"Starting canary analysis for {REF}"),
         _T.ANALYSIS_STARTED,
         Phase.PROGRESSING,
         _target,
+    ),
+    Entry(
+        "analysis-started-0x",
+        # 0.x: ``%s.%s`` is the Canary's own name here, not its target.
+        _p(rf"Starting canary deployment for {REF}"),
+        _T.ANALYSIS_STARTED,
+        Phase.PROGRESSING,
+        since="0.0.1",
+        until="0.3.0",
     ),
     Entry(
         "canary-weight",
@@ -347,12 +393,14 @@ CATALOGUE: tuple[Entry, ...] = (
     Entry(
         "no-values-builtin",
         _p(
-            rf"Halt advancement no values found for (?P<provider>\S+) metric (?P<metric>\S+)"
+            # 0.4.1–0.20.4 said "for metric X", v1 "for <provider> metric X".
+            rf"Halt advancement no values found for (?:(?P<provider>\S+) )?metric (?P<metric>\S+)"
             rf" probably {REF} is not receiving traffic(?:: .*)?"
         ),
         _T.NO_TRAFFIC,
         Phase.PROGRESSING,
         _no_values,
+        since="0.4.1",
     ),
     Entry(
         "no-values-query",
@@ -387,10 +435,41 @@ CATALOGUE: tuple[Entry, ...] = (
         extract=_metric_error("prometheus-query"),
     ),
     Entry(
+        "metrics-server-query-failed",
+        # 0.x spelling of "Prometheus query failed …": the first %s is the server URL.
+        _p(r"Metrics server \S+ query failed(?: for (?P<subject>\S+))?: .*"),
+        _T.WEBHOOK_FAILED,
+        extract=_metric_error("prometheus-query"),
+        since="0.0.1",
+        until="0.23.0",
+    ),
+    Entry(
         "metric-query-failed",
         _p(r"Metric query failed for (?P<subject>\S+): .*"),
         _T.WEBHOOK_FAILED,
         extract=_metric_error("metric-query"),
+    ),
+    Entry(
+        "metric-query-unconfigured",
+        # v1.36.0–1.36.1 without "and query".
+        _p(r"Metric query failed for no usable metrics template(?: and query)? were configured"),
+        _T.WEBHOOK_FAILED,
+        extract=_fixed_reason("metric-query no-usable-template"),
+        since="1.36.0",
+    ),
+    Entry(
+        "knative-service-error",
+        _p(r"Error fetching Knative service (?P<subject>\S+) .*"),
+        _T.WEBHOOK_FAILED,
+        extract=_metric_error("knative-service"),
+        since="1.41.0",
+    ),
+    Entry(
+        "prometheus-client-error",
+        _p(r"Error building Prometheus client for \S+ .*"),
+        _T.WEBHOOK_FAILED,
+        extract=_fixed_reason("prometheus-client"),
+        since="0.20.0",
     ),
     Entry(
         "metric-template-error",
@@ -423,6 +502,17 @@ CATALOGUE: tuple[Entry, ...] = (
         _T.PROMOTED,
         Phase.SUCCEEDED,
         _target,
+    ),
+    Entry(
+        "promotion-completed-0x",
+        # 0.0.1–0.1.0-alpha.1: recorded once the rollout finished (a rollback said
+        # "Canary failed! Scaling down …"); names the canary deployment.
+        _p(rf"Scaling down {REF}"),
+        _T.PROMOTED,
+        Phase.SUCCEEDED,
+        _target,
+        since="0.0.1",
+        until="0.1.0-alpha.1",
     ),
     Entry(
         "promotion-skipped-analysis",
@@ -474,7 +564,11 @@ CATALOGUE: tuple[Entry, ...] = (
         # deadline it is the primary's readiness (``primary-not-ready`` below), and Flagger 1.44
         # follows with "Promotion of … failed" — traffic stays on the canary, nothing rolls back
         # (seen from the real Flagger 1.44 in tests/realcluster/test_real_flagger.py).
-        _p(rf"{_WORKLOAD}(?!\S+-primary\.){REF}{_NOT_READY} .*exceeded its progress deadline.*"),
+        # DaemonSets say "exceeded its progressDeadlineSeconds: N".
+        _p(
+            rf"{_WORKLOAD}(?!\S+-primary\.){REF}{_NOT_READY}"
+            r" .*exceeded its progress(?: deadline|DeadlineSeconds).*"
+        ),
         _T.ROLLED_BACK,
         Phase.FAILED,
         _deadline,
@@ -494,9 +588,57 @@ CATALOGUE: tuple[Entry, ...] = (
     ),
     Entry(
         "primary-scaled-to-zero",
-        _p(rf"halt {REF} advancement: primary deployment is scaled to zero"),
+        # 0.x: "Halt"/"halt" without the colon; v1.0.0-rc.2–rc.3 prefix "IsPrimaryReady failed: ".
+        _p(
+            r"(?:IsPrimaryReady failed: )?[Hh]alt "
+            rf"{REF} advancement:? primary deployment is scaled to zero"
+        ),
         _T.NOT_READY,
         extract=_fixed_reason("primary: primary deployment is scaled to zero"),
+        since="0.1.0-alpha.2",
+    ),
+    Entry(
+        "not-ready-0x-halt",
+        # 0.0.1–0.3.0: ``%s.%s`` is the Canary, for the canary and the primary alike.
+        _p(rf"Halt {REF} advancement {_READINESS_WHY}"),
+        _T.NOT_READY,
+        extract=_not_ready_unnamed,
+        since="0.0.1",
+        until="0.3.0",
+    ),
+    Entry(
+        "not-ready-0x-halt-advancement",
+        # 0.4.0–v1.0.0-rc.1: names the workload (``<target>`` or ``<target>-primary``).
+        _p(rf"[Hh]alt advancement {REF} {_READINESS_WHY}"),
+        _T.NOT_READY,
+        extract=_not_ready_named,
+        since="0.4.0",
+        until="1.0.0-rc.1",
+    ),
+    Entry(
+        "not-ready-0x-bare",
+        # 0.1.1–0.3.0: the primary's non-retriable readiness error, recorded as it is.
+        _p(rf"{_READINESS_WHY}"),
+        _T.NOT_READY,
+        extract=_not_ready_unnamed,
+        since="0.1.1",
+        until="0.3.0",
+    ),
+    Entry(
+        "knative-revision-not-ready",
+        _p(rf"Knative Revision {REF} is not ready"),
+        _T.NOT_READY,
+        extract=_revision_not_ready,
+        since="1.41.0",
+    ),
+    Entry(
+        "httproute-not-ready",
+        # Gateway API: the route is not yet accepted by its parent; Flagger waits like for a
+        # workload.
+        _p(rf"HTTPRoute {REF} parent (?P<parent>\S+) is not ready \((?P<why>.*)\)"),
+        _T.NOT_READY,
+        extract=_route_not_ready,
+        since="1.42.0",
     ),
     Entry(
         "other-not-ready",
@@ -530,6 +672,21 @@ CATALOGUE: tuple[Entry, ...] = (
         None,
     ),
     Entry("kubernetes-provider-iterations", _p(r"Setting canaryAnalysis\.iterations: \d+"), None),
+    Entry(
+        "scaling-up-0x",
+        # Follows "New revision detected …" in the same tick; that message is the transition.
+        _p(rf"Scaling up {REF}"),
+        None,
+        since="0.0.1",
+        until="0.1.0-alpha.1",
+    ),
+    Entry(
+        "object-created-0x",
+        _p(rf"(?:Deployment|Service|VirtualService|HorizontalPodAutoscaler) {REF} created"),
+        None,
+        since="0.1.0-alpha.1",
+        until="0.1.0-alpha.1",
+    ),
 )
 
 
