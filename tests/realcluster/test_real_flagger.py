@@ -21,13 +21,14 @@ import os
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.e2e.test_daemon import config_with, notified
+from tests.fakes.webhook_receiver import run_webhook_receiver
 from tests.helpers.flagger_rig import (
     FLAGGER_VERSIONS,
     DeploymentStandIn,
@@ -39,6 +40,8 @@ from tests.helpers.flagger_rig import (
 from tests.helpers.kube_apiserver import RealControlPlane, free_port
 from tests.helpers.kube_rest import KubeRest
 from tests.helpers.prometheus import run_prometheus
+from tests.resilience import announced, wait_for_count
+from tests.resilience.test_crash_restart import Daemon, unique_by_idempotency_key
 
 from canarywatch.app import App
 from canarywatch.config import Config
@@ -183,7 +186,11 @@ class FlaggerCluster:
 
 
 @asynccontextmanager
-async def flagger_cluster(version: str, tmp_path: Path) -> AsyncIterator[FlaggerCluster]:
+async def flagger_cluster(
+    version: str, tmp_path: Path, *, daemon: ProcessDaemon | None = None
+) -> AsyncIterator[FlaggerCluster]:
+    """``daemon``: runs canarywatch on the port Flagger's event webhook is given (default:
+    the ``App`` in this process, plus ``canarywatch record`` beside it)."""
     flagger = RealFlagger(version, tmp_path)  # skips (fails under CI) when not built
     (tmp_path / "kube").mkdir()
     plane = RealControlPlane(tmp_path / "kube", crds=flagger_crds(version))
@@ -227,9 +234,12 @@ async def flagger_cluster(version: str, tmp_path: Path) -> AsyncIterator[Flagger
             metrics_url=flagger.metrics_url,
             extra=f"webhook_intake: {{enabled: true, secret: {{value: {SECRET}}}}}\n",
         )
-        await stack.enter_async_context(running_on(config, port))
         recording = tmp_path / "recording.jsonl"
-        await stack.enter_async_context(recording_to(config, recording))
+        if daemon is None:
+            await stack.enter_async_context(running_on(config, port))
+            await stack.enter_async_context(recording_to(config, recording))
+        else:
+            await stack.enter_async_context(daemon(plane, flagger.metrics_url, port))
         await stack.enter_async_context(
             flagger.running(
                 kubeconfig=plane.kubeconfig,
@@ -309,12 +319,15 @@ def core(*items: tuple[str, str]) -> Seen:
     return Counter(items)
 
 
+PROMOTION = core(("initialized", ""), ("revision-detected", ""), ("analysis-started", ""),
+                 ("promoting", ""), ("finalising", ""), ("promoted", ""))  # fmt: skip
+
+
 async def successful_promotion(fc: FlaggerCluster, name: str) -> Seen:
     fc.exporter.values[(NS, name)] = 100.0
     await fc.rollout(name)
     await fc.wait_phase(name, "Succeeded")
-    return core(("initialized", ""), ("revision-detected", ""), ("analysis-started", ""),
-                ("promoting", ""), ("finalising", ""), ("promoted", ""))  # fmt: skip
+    return PROMOTION.copy()
 
 
 async def failed_metric_checks(fc: FlaggerCluster, name: str) -> Seen:
@@ -516,3 +529,81 @@ def sent(out: Path, name: str) -> list[str]:
 def got_rollouts(want: Seen) -> int:
     """At most one ``not-ready`` per rollout (readiness opens a condition), and one before."""
     return want[("revision-detected", "")] + 1
+
+
+# -- kill -9 canarywatch in the middle of a real rollout ---------------------------------------
+
+ProcessDaemon = Callable[[RealControlPlane, str, int], AbstractAsyncContextManager[None]]
+
+
+def process_config_text(
+    plane: RealControlPlane, hook_url: str, metrics_url: str, state: Path, port: int
+) -> str:
+    return (
+        "receivers:\n"
+        "  - name: hook\n"
+        "    sink: webhook\n"
+        f'    options: {{url: {{value: "{hook_url}"}}, timeout_s: 5}}\n'
+        'route: {receiver: hook, group_by: ["..."], group_wait: 0s, group_interval: 0s}\n'
+        f"state: {{dir: {str(state)!r}}}\n"
+        f'clusters: [{{name: sim, connection: kubeconfig, kubeconfig: "{plane.kubeconfig}"}}]\n'
+        "metrics_source: {mode: scrape, interval: 1s, timeout: 1s, targets: "
+        f'[{{name: flagger, url: "{metrics_url}", cluster: sim}}]}}\n'
+        f"webhook_intake: {{enabled: true, secret: {{value: {SECRET}}}}}\n"
+        "dispatch: {attempt_timeout: 5s, retry_budget: 60s, drain_timeout: 5s}\n"
+        f'server: {{listen: "127.0.0.1:{port}"}}\n'
+        "log: {level: info, format: json}\n"
+    )
+
+
+@pytest.mark.timeout(600)
+async def test_kill_9_canarywatch_mid_rollout_of_real_flagger(tmp_path: Path) -> None:
+    """SIGKILL the daemon after the first iteration; Flagger goes on (its webhook calls fail
+    meanwhile); the restarted daemon catches up from the Events, the Canary status and
+    /metrics: every transition of the promotion announced once. (A delivery acknowledged but
+    not yet recorded may be resent as the identical request, same idempotency key, which the
+    receiver drops: at-least-once by design, never a second, different announcement.)"""
+    version = FLAGGER_VERSIONS[0]
+    daemons: list[Daemon] = []
+    async with run_webhook_receiver(path="/") as receiver:
+
+        @asynccontextmanager
+        async def as_process(
+            plane: RealControlPlane, metrics_url: str, port: int
+        ) -> AsyncIterator[None]:
+            path = tmp_path / "canarywatch.yaml"
+            text = process_config_text(plane, receiver.url, metrics_url, tmp_path / "state", port)
+            path.write_text(text, encoding="utf-8")
+            daemon = Daemon(path, tmp_path)
+            daemons.append(daemon)
+            daemon.start()
+            await daemon.wait_listed()
+            try:
+                yield
+            finally:
+                await daemon.stop()
+
+        async with flagger_cluster(version, tmp_path, daemon=as_process) as fc:
+            name = "ok"
+            fc.exporter.values[(NS, name)] = 100.0
+            await fc.deploy(name, "1")
+            await fc.rollout(name)
+            await fc.wait_iterations(name, 1)
+            (daemon,) = daemons
+            daemon.kill()
+            await asyncio.sleep(12)  # at least one Flagger tick happens while nobody listens
+            daemon.start()
+            await daemon.wait_listed()
+            await fc.wait_phase(name, "Succeeded")
+            want = PROMOTION + iteration_oracle(await fc.events(), name)
+            await wait_for_count(receiver.requests, sum(want.values()), timeout_s=30, settle_s=3)
+    unique, resent = unique_by_idempotency_key(receiver.requests)
+    got = Counter(
+        {
+            (t, d): n
+            for (c, t, d), n in announced(r.json() for r in unique).items()
+            if c == f"{NS}/ok"
+        }
+    )
+    got.pop(("not-ready", ""), None)
+    assert got == want, f"{resent} idempotent resends; got {dict(got)}, want {dict(want)}"
