@@ -148,6 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("config", type=Path)
 
+    route_test = sub.add_parser(
+        "route-test",
+        help="which receivers a label set reaches (like amtool config routes test)",
+    )
+    route_test.add_argument("config", type=Path)
+    route_test.add_argument("labels", nargs="+", metavar="NAME=VALUE", help="the event's labels")
+    route_test.add_argument(
+        "--verify-receivers",
+        metavar="R1,R2",
+        help="the receivers expected, comma-separated, in tree order; exit 1 if they differ",
+    )
+
     sub.add_parser("plugins", help="list every discovered sink plugin")
 
     test_sink = sub.add_parser(
@@ -322,6 +334,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(commands.record_command(args.config, args.output, args.duration))
     if command == "check-config":
         return commands.check_config_command(args.config)
+    if command == "route-test":
+        return commands.route_test_command(args.config, args.labels, verify=args.verify_receivers)
     if command == "plugins":
         return commands.plugins_command()
     if command == "test-sink":

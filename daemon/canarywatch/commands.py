@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import errno
 import json
+import re
 import signal
 import sys
 from collections.abc import Iterable, Mapping
@@ -28,6 +29,7 @@ from canarywatch.logs import configure_logging, get_logger
 from canarywatch.metrics import Metrics
 from canarywatch.model import Notification
 from canarywatch.pipeline.core import PipelineStats
+from canarywatch.pipeline.route import group_labels
 from canarywatch.replay import replay
 from canarywatch.sinks import Sink, SinkLoadError, build_sink, discover_sinks
 
@@ -73,6 +75,57 @@ def check_config_command(path: Path) -> int:
         f"{len(policy.build_inhibitor(config))} inhibit rules, {len(config.silences)} silences)"
     )
     return EXIT_OK
+
+
+def route_test_command(path: Path, label_args: list[str], *, verify: str | None) -> int:
+    """``amtool config routes test``'s counterpart: the receivers a label set reaches.
+
+    Prints the receivers in tree order, comma-separated as amtool does, then one line per target
+    with the labels that name its group. Time intervals are not applied (as in amtool). A
+    receiver reached by two routes with the same group is one target in canarywatch (two in
+    Alertmanager: README, differences). ``verify``: the receivers expected, comma-separated;
+    exit 1 when they differ.
+    """
+    config = load_config(path)  # first: a missing config is the first thing to hear about
+    labels = _label_set(label_args)
+    root = policy.build_router(config).root
+    targets: dict[tuple[str, tuple[tuple[str, str], ...]], None] = {}
+    for node in root.match(labels):
+        targets.setdefault((node.receiver, tuple(group_labels(labels, node.group_by).items())))
+    receivers = list(dict.fromkeys(receiver for receiver, _ in targets))
+    print(",".join(receivers))
+    for receiver, group in targets:
+        rendered = ", ".join(f'{name}="{value}"' for name, value in group)
+        print(f"  {receiver}: group {{{rendered}}}")
+    if verify is not None:
+        expected = [name for name in verify.split(",") if name]
+        if expected != receivers:
+            print(
+                f"canarywatch route-test: expected receivers {','.join(expected)} "
+                f"but the labels reach {','.join(receivers) or 'none'}",
+                file=sys.stderr,
+            )
+            return EXIT_RUNTIME
+    return EXIT_OK
+
+
+_LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _label_set(args: list[str]) -> dict[str, str]:
+    """``name=value`` arguments (a value may hold ``=``); a bad one is a usage error."""
+    labels: dict[str, str] = {}
+    for arg in args:
+        name, sep, value = arg.partition("=")
+        if not sep or not _LABEL_NAME.fullmatch(name):
+            raise UsageError(
+                f"route-test: {arg!r} is not a label: write name=value "
+                "(a name is letters, digits and _, not starting with a digit)"
+            )
+        labels[name] = (
+            value.strip('"') if len(value) >= 2 and value[0] == value[-1] == '"' else value
+        )
+    return labels
 
 
 def check_receivers(config: Config) -> None:
