@@ -145,6 +145,19 @@ class DeploymentStandIn:
         self.writes += 1
 
 
+@asynccontextmanager
+async def _serving(app: web.Application) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1 (a free port) until the block exits; yields its base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
 class MetricExporter:
     """``/metrics`` with ``canary_success_rate{namespace,deployment}`` at ``value`` (``None``:
     the series is absent, so Prometheus has no values)."""
@@ -168,15 +181,8 @@ class MetricExporter:
     async def serving(self) -> AsyncIterator[MetricExporter]:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        try:
+        async with _serving(app) as self.url:
             yield self
-        finally:
-            await runner.cleanup()
 
 
 class GateServer:
@@ -198,15 +204,8 @@ class GateServer:
     async def serving(self) -> AsyncIterator[GateServer]:
         app = web.Application()
         app.router.add_post("/gate/{name}", self._gate)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        try:
+        async with _serving(app) as self.url:
             yield self
-        finally:
-            await runner.cleanup()
 
 
 class RealFlagger:

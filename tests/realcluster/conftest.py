@@ -9,13 +9,12 @@ disagree the real server is right.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from tests.helpers.kube_apiserver import RealControlPlane
-from tests.realcluster.target import KubeTarget, simulated_kubeconfig
+from tests.realcluster.target import KubeTarget, open_target, simulated_kubeconfig
 
 from canarywatch.simulator import SimulatedApiServer, Store
 
@@ -28,16 +27,11 @@ def real_control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rea
 
 @pytest.fixture(params=["simulated", "real"])
 async def kube_target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KubeTarget]:
-    namespace = f"t-{uuid.uuid4().hex[:10]}"
-    if request.param == "real":
-        plane: RealControlPlane = request.getfixturevalue("real_control_plane")
-        async with KubeTarget.real(plane, namespace) as target:
-            yield target
-        return
-    async with SimulatedApiServer(Store()) as api:
-        kubeconfig = simulated_kubeconfig(tmp_path / "kubeconfig", api.url)
-        async with KubeTarget.simulated(api, kubeconfig, namespace) as target:
-            yield target
+    def plane() -> RealControlPlane:
+        return request.getfixturevalue("real_control_plane")  # type: ignore[no-any-return]
+
+    async with open_target(request.param, tmp_path, plane) as target:
+        yield target
 
 
 @pytest.fixture(params=["simulated", "real"])

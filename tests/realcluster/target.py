@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 from tests.helpers.kube_apiserver import RealControlPlane
 from tests.helpers.kube_rest import KubeRest
 
-from canarywatch.simulator import SimulatedApiServer
+from canarywatch.simulator import SimulatedApiServer, Store
 
 SIMULATOR_TOKEN = "simulator-accepts-any-token"
 
@@ -88,3 +89,20 @@ class KubeTarget:
                 await asyncio.to_thread(plane.start_apiserver)
         elif self.simulator is not None:
             self.simulator.compact()
+
+
+@asynccontextmanager
+async def open_target(
+    kind: str, tmp_path: Path, real_plane: Callable[[], RealControlPlane]
+) -> AsyncIterator[KubeTarget]:
+    """A ``KubeTarget`` of ``kind`` (``simulated`` or ``real``) with a fresh namespace of its
+    own; ``real_plane()`` gives the running control plane (only asked for when ``real``)."""
+    namespace = f"t-{uuid.uuid4().hex[:10]}"
+    if kind == "real":
+        async with KubeTarget.real(real_plane(), namespace) as real:
+            yield real
+        return
+    async with SimulatedApiServer(Store()) as api:
+        kubeconfig = simulated_kubeconfig(tmp_path / "kubeconfig", api.url)
+        async with KubeTarget.simulated(api, kubeconfig, namespace) as simulated:
+            yield simulated

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from kubernetes_asyncio import client
 from structlog.testing import LogCapture
 from tests.fakes.webhook_receiver import run_webhook_receiver
 from tests.helpers.kube_apiserver import RealControlPlane
-from tests.realcluster.target import KubeTarget, simulated_kubeconfig
+from tests.realcluster.target import KubeTarget, open_target
 from tests.realcluster.test_protocol import canary_event
 from tests.resilience import daemon_config, running_daemon
 from tests.sources.test_kube_events_source import plain_event, running, until
@@ -202,16 +201,11 @@ def real_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealControl
 
 @pytest.fixture(params=["simulated", "real"])
 async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KubeTarget]:
-    namespace = f"t-{uuid.uuid4().hex[:10]}"
-    if request.param == "real":
-        plane: RealControlPlane = request.getfixturevalue("real_plane")
-        async with KubeTarget.real(plane, namespace) as real:
-            yield real
-        return
-    async with SimulatedApiServer(Store()) as api:
-        kubeconfig = simulated_kubeconfig(tmp_path / "kubeconfig", api.url)
-        async with KubeTarget.simulated(api, kubeconfig, namespace) as simulated:
-            yield simulated
+    def plane() -> RealControlPlane:
+        return request.getfixturevalue("real_plane")  # type: ignore[no-any-return]
+
+    async with open_target(request.param, tmp_path, plane) as kube:
+        yield kube
 
 
 async def through(target: KubeTarget, proxy: HalfOpenProxy) -> client.Configuration:
