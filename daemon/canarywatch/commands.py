@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import errno
 import json
-import re
 import signal
 import sys
 from collections.abc import Iterable, Mapping
@@ -22,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from canarywatch import policy, recording, stdio
 from canarywatch.clock import SystemClock
 from canarywatch.config import Config, load_config
+from canarywatch.config.fields import LABEL_NAME
 from canarywatch.dispatch import Dispatcher
 from canarywatch.errors import CanarywatchError
 from canarywatch.jsonout import dumps, notification_to_json
@@ -109,15 +109,12 @@ def route_test_command(path: Path, label_args: list[str], *, verify: str | None)
     return EXIT_OK
 
 
-_LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
 def _label_set(args: list[str]) -> dict[str, str]:
     """``name=value`` arguments (a value may hold ``=``); a bad one is a usage error."""
     labels: dict[str, str] = {}
     for arg in args:
         name, sep, value = arg.partition("=")
-        if not sep or not _LABEL_NAME.fullmatch(name):
+        if not sep or not LABEL_NAME.fullmatch(name):
             raise UsageError(
                 f"route-test: {arg!r} is not a label: write name=value "
                 "(a name is letters, digits and _, not starting with a digit)"
