@@ -231,3 +231,27 @@ async def test_an_outbox_retry_is_delivered_at_once_not_at_the_next_start() -> N
     assert leader.sink.payloads == [leader.sink.render(n)]
     assert leader.store.outbox_depth(RECEIVER) == 0
     assert leader.store.outbox_dead_letters() == []
+
+
+async def test_an_event_already_pending_in_the_outbox_is_not_accepted_again() -> None:
+    """Issue 12: after a crash the next start derives some transitions again while their first
+    notification still waits in the outbox (the sink was down). Acceptance checks the pending
+    and dead outbox items as well as the notification log: the same event is not queued twice,
+    a new event of the same group is."""
+    clock = VirtualClock(T0)
+    store = MemoryStateStore(clock=clock)
+    first = make_event(Transition.ROLLED_BACK, canary="shop/a", at=T0)
+    store.outbox_put(RECEIVER, make_notification(first, receiver=RECEIVER), T0)
+    replica = Replica(clock, leader=True, store=store)
+    again = make_notification(first, receiver=RECEIVER)
+    await replica.delivery.accept(again)
+    assert store.outbox_depth(RECEIVER) == 1
+    other = make_event(Transition.HALTED, canary="shop/a", at=T0)
+    await replica.delivery.accept_batch([make_notification(first, other, receiver=RECEIVER), again])
+    pending = store.outbox_pending(RECEIVER)
+    assert [len(item.notification.events) for item in pending] == [1, 1]
+    assert pending[1].notification.events == (other,)
+    suppressed = replica.registry.get_sample_value(
+        "canarywatch_events_suppressed_total", {"reason": "duplicate"}
+    )
+    assert suppressed == 3

@@ -196,9 +196,8 @@ class App:
             runner = Runner(
                 pipeline,
                 clock=self.clock,
-                deliver=delivery.accept,
+                commit=lambda due, new: self._commit(delivery, correlator, due, new),
                 log=get_logger("pipeline.runner"),
-                on_transitions=lambda events: self._on_transitions(state, correlator, events),
             )
             self.runner = runner
             if config.low_traffic.enabled:
@@ -442,24 +441,26 @@ class App:
 
     # -- running ----------------------------------------------------------------------------
 
-    def _on_transitions(
-        self, state: StateStore, correlator: Correlator, events: list[CanaryEvent]
+    async def _commit(
+        self,
+        delivery: DurableDelivery,
+        correlator: Correlator,
+        due: list[Notification],
+        new: list[CanaryEvent],
     ) -> None:
-        """After each intake batch (its notifications already in the outbox): update the views
-        and write the changed canaries' correlation state through."""
-        if events:
-            self.canary_metrics.observe_all(events)
-            self.live.on_transitions(events)
-            if self.low_traffic is not None:
-                self.low_traffic.on_transitions(events)
-        self._dirty.update(e.canary for e in events)
-        if self._dirty:
-            self._persist(state, correlator)
+        """After each intake batch (or a group timer): update the views, then write the due
+        notifications and the changed canaries' correlation state in one transaction.
 
-    def _persist(self, state: StateStore, correlator: Correlator) -> None:
-        """One transaction for every changed canary whose events are no longer waiting in a
-        group: "seen" is written only once what was seen is in the outbox (a canary whose
-        events still wait for ``group_wait`` stays dirty until they are flushed)."""
+        A canary whose events still wait in a group (``group_wait``) is not written yet: its
+        state would say "seen" of events the outbox does not hold. It stays dirty until they
+        are flushed (and the outbox's own dedup covers a crash in between).
+        """
+        if new:
+            self.canary_metrics.observe_all(new)
+            self.live.on_transitions(new)
+            if self.low_traffic is not None:
+                self.low_traffic.on_transitions(new)
+        self._dirty.update(e.canary for e in new)
         assert self.runner is not None  # noqa: S101 - called from the runner
         ready = self._dirty - self.runner.pipeline.grouper.pending_canaries()
         snapshots = {}
@@ -467,13 +468,15 @@ class App:
             snap = correlator.snapshot_canary(ref)
             if snap is not None:
                 snapshots[snap[0]] = snap[1]
-        if not snapshots:
+        if not due and not snapshots:
             return
         try:
-            state.save_canary_states(snapshots)
+            await delivery.accept_batch(due, canary_states=snapshots)
         except StateError as exc:
-            # The notifications are safe in the outbox; a restart would re-announce these
-            # canaries' transitions and the notification log would drop the repeats.
+            if due:
+                raise  # the outbox cannot be written: nothing may be delivered unrecorded
+            # Nothing to deliver: a restart would re-derive these canaries' transitions and
+            # the notification log would drop the repeats.
             self.metrics.state_errors.inc()
             self._state_error = str(exc)
             self._log.error("state_write_failed", error=str(exc), canaries=len(snapshots))

@@ -45,7 +45,7 @@ from canarywatch.clock import Clock
 from canarywatch.dispatch import Dispatcher
 from canarywatch.identity import fingerprint
 from canarywatch.metrics import Metrics
-from canarywatch.model import DeliveryOutcome, Notification, NotificationStatus
+from canarywatch.model import DeliveryOutcome, JSONValue, Notification, NotificationStatus
 from canarywatch.state import StateHeld, StateStore
 from canarywatch.state.configmap import entry_key
 
@@ -138,33 +138,72 @@ class DurableDelivery:
 
     async def accept(self, n: Notification) -> None:
         """Take a notification from the pipeline: dedup, persist, queue."""
-        if n.repeat:  # a repeat_interval re-send: the log has these events, by design
-            await self._persist(n)
+        await self.accept_batch([n])
+
+    async def accept_batch(
+        self,
+        notifications: Sequence[Notification],
+        *,
+        canary_states: Mapping[str, Mapping[str, JSONValue]] | None = None,
+    ) -> None:
+        """Take a batch from the pipeline: dedup each notification, write the survivors to the
+        outbox together with ``canary_states`` (the correlator snapshots that say their
+        transitions were seen) in one transaction, then queue them.
+
+        One transaction, because a crash between the two writes would leave outbox rows whose
+        transitions the next start derives again from the initial lists. ``StateError`` from
+        the store propagates (a corrupt or closed store ends the daemon, as it must).
+        """
+        admitted: list[Notification] = []
+        taken: set[tuple[str, str, NotificationStatus]] = set()
+        for n in notifications:
+            kept = self._admit(n, taken)
+            if kept is not None:
+                admitted.append(kept)
+        if not admitted and not canary_states:
             return
-        fresh = tuple(
-            e for e in n.events if self._store.sent(n.receiver, fingerprint(e), n.status) is None
-        )
+        try:
+            items = self._store.outbox_put_many(
+                [(n.receiver, n) for n in admitted], self._clock.now(), canary_states=canary_states
+            )
+        except StateHeld:
+            # The state store cannot take writes (disk full...): the notifications are held in
+            # memory and delivered once they have been written (``written``), never before: a
+            # delivery the outbox does not know of could be repeated after a restart.
+            self._log.debug("notifications_held", notifications=len(admitted))
+            return
+        for n, item in zip(admitted, items, strict=True):
+            await self._queue_or_hold(n, item)
+
+    def _admit(
+        self, n: Notification, taken: set[tuple[str, str, NotificationStatus]]
+    ) -> Notification | None:
+        """``n`` without the events already accepted for its receiver (sent, or pending or
+        dead in the outbox, or earlier in this batch); ``None`` when nothing is left."""
+        if n.repeat:  # a repeat_interval re-send: the log has these events, by design
+            return n
+        fresh = []
+        for event in n.events:
+            key = (n.receiver, fingerprint(event), n.status)
+            if key in taken or self._accepted_before(*key):
+                continue
+            taken.add(key)
+            fresh.append(event)
         if not fresh:
             self._metrics.events_suppressed.labels(reason="duplicate").inc(len(n.events))
             self._log.debug("notification_deduplicated", receiver=n.receiver, group_key=n.group_key)
-            return
+            return None
         if len(fresh) != len(n.events):
             self._metrics.events_suppressed.labels(reason="duplicate").inc(
                 len(n.events) - len(fresh)
             )
-            n = dataclasses.replace(n, events=fresh)
-        await self._persist(n)
+            n = dataclasses.replace(n, events=tuple(fresh))
+        return n
 
-    async def _persist(self, n: Notification) -> None:
-        try:
-            item = self._store.outbox_put(n.receiver, n, self._clock.now())
-        except StateHeld:
-            # The state store cannot take writes (disk full...): the notification is held in
-            # memory and is delivered once it has been written (``written``), never before: a
-            # delivery the outbox does not know of could be repeated after a restart.
-            self._log.debug("notification_held", receiver=n.receiver, group_key=n.group_key)
-            return
-        await self._queue_or_hold(n, item)
+    def _accepted_before(self, receiver: str, key: str, status: NotificationStatus) -> bool:
+        return self._store.sent(receiver, key, status) is not None or self._store.outbox_holds(
+            receiver, key, status
+        )
 
     def written(self, receivers: frozenset[str]) -> None:
         """Notifications held while the state store could not be written have reached the

@@ -310,3 +310,53 @@ def test_kill_9_mid_stream_keeps_every_acknowledged_write(writer: Writer, db: Pa
         # and the store is intact and writable after the crash
         s.record_notification("team", "g", FIRING, ["after"], T0)
         assert s.sent("team", "after", FIRING) == T0
+
+
+def test_a_batch_that_does_not_fit_writes_neither_its_notifications_nor_its_state(
+    db: Path, clock: VirtualClock
+) -> None:
+    """Issue 12: outbox rows and the correlation state of one batch are one transaction. A
+    crash (here: a full database) between the two must not leave rows whose transitions the
+    state does not know were seen, nor state claiming what the outbox does not hold."""
+    big = make_notification(make_event(message="x" * 6000), receiver="team")
+    with open_store(db, clock, max_size_bytes=128 * 1024) as s:
+        committed = 0
+        failure: StateError | None = None
+        for i in range(100):
+            try:
+                s.outbox_put_many(
+                    [("team", big), ("team", big)], T0, canary_states={f"k{i}": {"i": i}}
+                )
+            except StateError as exc:
+                failure = exc
+                break
+            committed += 1
+        assert isinstance(failure, StateUnwritable)
+        assert committed > 0
+        assert s.outbox_depth("team") == 2 * committed
+        assert sorted(s.load_canary_states()) == sorted(f"k{i}" for i in range(committed))
+
+
+def test_a_version_1_database_is_migrated_and_its_pending_events_indexed(
+    db: Path, clock: VirtualClock
+) -> None:
+    """Upgrading keeps the promise for what a version-1 daemon left pending: the events of its
+    pending and dead items count as accepted, delivered ones do not."""
+    pending, dead, done = (make_event(canary=f"shop/{n}") for n in ("p", "d", "x"))
+    with open_store(db, clock) as s:
+        ids = [
+            s.outbox_put("team", make_notification(e, receiver="team"), T0)
+            for e in (pending, dead, done)
+        ]
+        s.outbox_dead(ids[1], "http_4xx")
+        s.outbox_done(ids[2], T0)
+    conn = sqlite3.connect(db)  # back to what version 1 wrote: no index of outbox events
+    conn.execute("DROP TABLE outbox_events")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with open_store(db, clock) as s:
+        assert s.get_meta("schema_version") == "2"
+        assert s.outbox_holds("team", fingerprint(pending), FIRING)
+        assert s.outbox_holds("team", fingerprint(dead), FIRING)
+        assert not s.outbox_holds("team", fingerprint(done), FIRING)

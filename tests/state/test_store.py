@@ -276,6 +276,43 @@ def test_outbox_depths_counts_pending_items_per_receiver(store: StateStore) -> N
     assert store.outbox_depths()["team"] == store.outbox_depth("team")
 
 
+def test_outbox_holds_the_events_of_pending_and_dead_items_only(store: StateStore) -> None:
+    """What acceptance checks besides the notification log: an event waiting in the outbox (or
+    dead-lettered, for an operator to retry) is accepted already; once delivered it is in the
+    log instead, and a dropped item holds nothing."""
+    a, b = make_event(canary="shop/a"), make_event(canary="shop/b")
+    fa, fb = fingerprint(a), fingerprint(b)
+    first = store.outbox_put("team", make_notification(a, b, receiver="team"), at(1))
+    assert store.outbox_holds("team", fa, FIRING)
+    assert store.outbox_holds("team", fb, FIRING)
+    assert not store.outbox_holds("team", fa, RESOLVED)
+    assert not store.outbox_holds("other", fa, FIRING)
+    store.outbox_dead(first, "http_4xx")
+    assert store.outbox_holds("team", fa, FIRING)
+    store.outbox_retry(first)
+    store.outbox_done(first, at(2))
+    assert not store.outbox_holds("team", fa, FIRING)
+    assert store.sent("team", fa, FIRING) == at(2)
+    second = store.outbox_put("team", make_notification(a, receiver="team"), at(3))
+    assert store.outbox_drop(second)
+    assert not store.outbox_holds("team", fa, FIRING)
+
+
+def test_outbox_put_many_writes_notifications_and_canary_states_together(
+    store: StateStore,
+) -> None:
+    ns = [make_notification(make_event(canary=f"shop/c{i}"), receiver="team") for i in range(3)]
+    ids = store.outbox_put_many(
+        [(n.receiver, n) for n in ns], at(1), canary_states={"k/shop/c0": {"seq": 1}}
+    )
+    assert len(set(ids)) == 3
+    assert [item.id for item in store.outbox_pending("team")] == ids
+    assert [item.notification for item in store.outbox_pending("team")] == ns
+    assert store.load_canary_states() == {"k/shop/c0": {"seq": 1}}
+    assert store.outbox_put_many([], at(2), canary_states={"k/shop/c1": {"seq": 2}}) == []
+    assert set(store.load_canary_states()) == {"k/shop/c0", "k/shop/c1"}
+
+
 # --- silences ----------------------------------------------------------------------------------
 
 

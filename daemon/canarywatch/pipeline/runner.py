@@ -35,7 +35,9 @@ class _Listed:
 
 
 IntakeItem = Observation | CanaryEvent | StopIntake | _Listed
-Deliver = Callable[[Notification], Awaitable[None]]
+Commit = Callable[[list[Notification], list[CanaryEvent]], Awaitable[None]]
+"""Hands a batch's due notifications and its new transitions on, together (the daemon writes
+the notifications to the outbox and the correlation state in one transaction)."""
 
 INTAKE_SIZE: Final = 10_000
 BATCH: Final = 500
@@ -48,18 +50,16 @@ class Runner:
         pipeline: Pipeline,
         *,
         clock: Clock,
-        deliver: Deliver,
+        commit: Commit,
         intake: asyncio.Queue[IntakeItem] | None = None,
         log: structlog.typing.FilteringBoundLogger | None = None,
-        on_transitions: Callable[[list[CanaryEvent]], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
-        self._on_transitions = on_transitions
         self._listed: asyncio.Event | None = None
         self._held: list[Observation] = []
         self.intake: asyncio.Queue[IntakeItem] = intake or asyncio.Queue(maxsize=INTAKE_SIZE)
         self._clock = clock
-        self._deliver = deliver
+        self._commit = commit
         self._log = log or structlog.get_logger().bind(component="pipeline.runner")
 
     def hold_live_until(self, listed: asyncio.Event) -> None:
@@ -92,10 +92,10 @@ class Runner:
         """Process intake until a ``StopIntake`` arrives; then flush and return.
 
         Items are taken in batches (what is already queued, up to ``BATCH``): the due
-        notifications of a batch are handed to dispatch first, and only then are its new
-        transitions reported (``on_transitions``: the daemon persists correlation state
-        there). So state that says "seen" is never written before what was seen is safely in
-        the outbox, and a busy start-up writes state once per batch, not once per event.
+        notifications of a batch and its new transitions are committed together
+        (``commit``: the daemon writes both in one transaction). So state that says "seen" is
+        never durable without what was seen, nor the other way round, and a busy start-up
+        writes state once per batch, not once per event.
         """
         while True:
             first = await self._next_item()
@@ -118,9 +118,7 @@ class Runner:
                 due.extend(
                     self.pipeline.flush_all(now) if stop.flush_all else self.pipeline.due(now)
                 )
-            await self._send(due)
-            if self._on_transitions is not None:
-                self._on_transitions(new)
+            await self._commit(due, new)
             if stop is not None:
                 self._log.info("pipeline_stopped", flushed=len(due))
                 return
@@ -171,8 +169,4 @@ class Runner:
                     await sleeper
             if getter.done() and not getter.cancelled():
                 return getter.result()
-            await self._send(self.pipeline.due(self._clock.now()))
-
-    async def _send(self, notifications: list[Notification]) -> None:
-        for n in notifications:
-            await self._deliver(n)
+            await self._commit(self.pipeline.due(self._clock.now()), [])

@@ -34,8 +34,10 @@ from canarywatch.model import JSONValue, Notification, NotificationStatus
 if TYPE_CHECKING:
     from canarywatch.sinks import SinkMemory
 
-SCHEMA_VERSION = 1
-"""The layout this canarywatch writes; a database with a newer one is refused, not guessed at."""
+SCHEMA_VERSION = 2
+"""The layout this canarywatch writes; a database with a newer one is refused, not guessed at.
+
+2: ``outbox_events`` indexes the events of pending and dead outbox items (``outbox_holds``)."""
 
 SCHEMA_VERSION_KEY = "schema_version"
 """The reserved ``meta`` key holding the schema version; ``set_meta`` refuses it."""
@@ -156,6 +158,28 @@ class StateStore(Protocol):
 
     def outbox_put(self, receiver: str, notification: Notification, at: datetime) -> int:
         """Queue ``notification`` for ``receiver``; returns its id (ids are never reused)."""
+        ...
+
+    def outbox_put_many(
+        self,
+        items: Sequence[tuple[str, Notification]],
+        at: datetime,
+        *,
+        canary_states: Mapping[str, Mapping[str, JSONValue]] | None = None,
+    ) -> list[int]:
+        """Queue each ``(receiver, notification)`` and save ``canary_states`` (correlator
+        snapshots, as ``save_canary_states``) in ONE transaction; returns the ids in order.
+
+        The pipeline commits a batch this way: the notifications its transitions produced and
+        the state that says "these transitions were seen" are durable together or not at all,
+        so a crash between the two cannot leave rows that the next start derives again.
+        """
+        ...
+
+    def outbox_holds(self, receiver: str, fingerprint: str, status: NotificationStatus) -> bool:
+        """Whether a pending or dead item for ``receiver`` carries the event ``fingerprint``
+        with ``status``: accepted already, so the same event again is a duplicate (with
+        ``sent``, what acceptance checks)."""
         ...
 
     def outbox_pending(self, receiver: str | None = None, *, limit: int = 100) -> list[OutboxItem]:

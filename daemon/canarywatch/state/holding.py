@@ -74,6 +74,8 @@ DEFAULT_MAX_HELD_NOTIFICATIONS = 1000
 FLUSH_CHUNK = 50
 """Held writes written between two yields to the event loop while catching up."""
 
+_fingerprint = fingerprint  # ``outbox_holds`` takes a parameter of that name
+
 KINDS = ("notification", "outbox", "snapshot", "other")
 """What held writes are, for the ``canarywatch_state_held_writes{kind}`` gauge: notifications not
 yet in the outbox, outbox records (delivered / attempted / dead), correlator snapshots, the rest
@@ -495,6 +497,45 @@ class HoldingStateStore:
         raise StateHeld(
             f"notification for receiver {receiver!r} held in memory, not yet durable: "
             f"{self._failure}"
+        )
+
+    def outbox_put_many(
+        self,
+        items: Sequence[tuple[str, Notification]],
+        at: datetime,
+        *,
+        canary_states: Mapping[str, Mapping[str, JSONValue]] | None = None,
+    ) -> list[int]:
+        """The ids once everything is durable together; ``StateHeld`` when the notifications
+        are only held in memory (the states are then held behind them, in the same order)."""
+        to_us(at)
+        for _, notification in items:
+            encode_notification(notification)  # refuse what the store would refuse, now
+        states = dict(canary_states or {})
+        if not self._journal:
+            try:
+                return self.inner.outbox_put_many(items, at, canary_states=states)
+            except StateUnwritable as exc:
+                self._failed(exc)
+        for receiver, notification in items:
+            self._hold(("put", next(self._seq)), _Put(receiver, notification, at))
+        for key, data in states.items():  # a copy: the caller may change its mapping later
+            self._hold(("snapshot", key), _Snapshot(key, json.loads(dumps(dict(data)))))
+        if not items:
+            return []
+        raise StateHeld(
+            f"{len(items)} notification(s) held in memory, not yet durable: {self._failure}"
+        )
+
+    def outbox_holds(self, receiver: str, fingerprint: str, status: NotificationStatus) -> bool:
+        if self.inner.outbox_holds(receiver, fingerprint, status):
+            return True
+        return any(
+            isinstance(op, _Put)
+            and op.receiver == receiver
+            and op.notification.status == status
+            and any(_fingerprint(ev) == fingerprint for ev in op.notification.events)
+            for op in self._journal.values()
         )
 
     def _finished(self) -> dict[int, str]:

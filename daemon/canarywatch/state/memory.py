@@ -37,6 +37,8 @@ from canarywatch.state.codec import encode_notification
 if TYPE_CHECKING:
     from canarywatch.sinks import SinkMemory
 
+_fingerprint = fingerprint  # ``outbox_holds`` takes a parameter of that name
+
 _PENDING, _DEAD, _DONE = "pending", "dead", "done"
 
 
@@ -149,14 +151,41 @@ class MemoryStateStore:
     # -- outbox -----------------------------------------------------------------------------
 
     def outbox_put(self, receiver: str, notification: Notification, at: datetime) -> int:
+        return self.outbox_put_many([(receiver, notification)], at)[0]
+
+    def outbox_put_many(
+        self,
+        items: Sequence[tuple[str, Notification]],
+        at: datetime,
+        *,
+        canary_states: Mapping[str, Mapping[str, JSONValue]] | None = None,
+    ) -> list[int]:
         created_us = to_us(at)
-        encode_notification(notification)  # fail the same way the SQLite store would
+        for _, notification in items:
+            encode_notification(notification)  # fail the same way the SQLite store would
+        encoded = {key: dumps(dict(data)) for key, data in (canary_states or {}).items()}
+        ids: list[int] = []
         with self._lock:
             self._check_open()
-            id_ = self._next_id
-            self._next_id += 1
-            self._outbox[id_] = _OutboxRow(id_, receiver, notification, created_us)
-        return id_
+            for receiver, notification in items:
+                id_ = self._next_id
+                self._next_id += 1
+                self._outbox[id_] = _OutboxRow(id_, receiver, notification, created_us)
+                ids.append(id_)
+            self._canaries.update(encoded)
+        return ids
+
+    def outbox_holds(self, receiver: str, fingerprint: str, status: NotificationStatus) -> bool:
+        status = NotificationStatus(status)
+        with self._lock:
+            self._check_open()
+            return any(
+                row.state != _DONE
+                and row.receiver == receiver
+                and row.notification.status is status
+                and any(_fingerprint(ev) == fingerprint for ev in row.notification.events)
+                for row in self._outbox.values()
+            )
 
     def _items(self, state: str, receiver: str | None = None) -> list[_OutboxRow]:
         rows = [

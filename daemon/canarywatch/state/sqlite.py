@@ -40,7 +40,7 @@ import sqlite3
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -128,8 +128,46 @@ _SCHEMA_V1 = (
     ) WITHOUT ROWID""",
 )
 
-_MIGRATIONS: Mapping[int, Sequence[str]] = {}
-"""Statements taking version ``n`` to ``n + 1``; empty while there is only version 1."""
+_OUTBOX_EVENTS = (
+    """CREATE TABLE outbox_events (
+        receiver TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        status TEXT NOT NULL,
+        outbox_id INTEGER NOT NULL,
+        PRIMARY KEY (receiver, fingerprint, status, outbox_id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX outbox_events_item ON outbox_events (outbox_id)",
+)
+"""The events of pending and dead outbox items, so acceptance finds a duplicate in one lookup."""
+
+
+def _index_outbox_events(conn: sqlite3.Connection) -> None:
+    """Version 1 -> 2: index the events of the items already pending or dead."""
+    rows = conn.execute(
+        "SELECT id, receiver, notification FROM outbox WHERE state != ?", (_DONE,)
+    ).fetchall()
+    for id_, receiver, text in rows:
+        try:
+            n = decode_notification(json.loads(text))
+        except ValueError:
+            continue  # an unreadable item is reported when it is read; nothing to index
+        _insert_outbox_events(conn, id_, receiver, n)
+
+
+def _insert_outbox_events(
+    conn: sqlite3.Connection, id_: int, receiver: str, n: Notification
+) -> None:
+    conn.executemany(
+        "INSERT OR IGNORE INTO outbox_events (receiver, fingerprint, status, outbox_id)"
+        " VALUES (?, ?, ?, ?)",
+        [(receiver, fingerprint(ev), n.status.value, id_) for ev in n.events],
+    )
+
+
+_MIGRATIONS: Mapping[int, Sequence[str | Callable[[sqlite3.Connection], None]]] = {
+    1: (*_OUTBOX_EVENTS, _index_outbox_events),
+}
+"""Statements (or functions of the connection) taking version ``n`` to ``n + 1``."""
 
 _HINTS = {
     "SQLITE_READONLY": "the database is read-only (check the permissions of the file and its "
@@ -357,9 +395,9 @@ class SqliteStateStore:
             row = conn.execute("SELECT value FROM meta WHERE key = ?", (SCHEMA_VERSION_KEY,))
             found = row.fetchone()
             if found is None:
-                for statement in _SCHEMA_V1:
+                for statement in (*_SCHEMA_V1, *_OUTBOX_EVENTS):
                     conn.execute(statement)
-                version = 1
+                version = SCHEMA_VERSION
             else:
                 try:
                     version = int(found[0])
@@ -374,8 +412,11 @@ class SqliteStateStore:
                     f"or point state.dir at another directory"
                 )
             while version < SCHEMA_VERSION:
-                for statement in _MIGRATIONS[version]:
-                    conn.execute(statement)
+                for step in _MIGRATIONS[version]:
+                    if callable(step):
+                        step(conn)
+                    else:
+                        conn.execute(step)
                 version += 1
             conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
@@ -451,18 +492,43 @@ class SqliteStateStore:
     # -- outbox -----------------------------------------------------------------------------
 
     def outbox_put(self, receiver: str, notification: Notification, at: datetime) -> int:
+        return self.outbox_put_many([(receiver, notification)], at)[0]
+
+    def outbox_put_many(
+        self,
+        items: Sequence[tuple[str, Notification]],
+        at: datetime,
+        *,
+        canary_states: Mapping[str, Mapping[str, JSONValue]] | None = None,
+    ) -> list[int]:
         created_us = to_us(at)
-        text = dumps(encode_notification(notification))
-        with self._write("queue a notification in the outbox") as conn:
-            cur = conn.execute(
-                "INSERT INTO outbox (receiver, notification, created_us, state)"
-                " VALUES (?, ?, ?, ?)",
-                (receiver, text, created_us, _PENDING),
-            )
-            id_ = cur.lastrowid
-        if id_ is None:  # pragma: no cover - an INSERT into a rowid table always sets it
-            raise StateError(f"state database {self.path}: outbox insert returned no id")
-        return id_
+        texts = [(receiver, n, dumps(encode_notification(n))) for receiver, n in items]
+        states = [(key, dumps(dict(data))) for key, data in (canary_states or {}).items()]
+        ids: list[int] = []
+        with self._write("queue notifications in the outbox") as conn:
+            for receiver, n, text in texts:
+                cur = conn.execute(
+                    "INSERT INTO outbox (receiver, notification, created_us, state)"
+                    " VALUES (?, ?, ?, ?)",
+                    (receiver, text, created_us, _PENDING),
+                )
+                id_ = cur.lastrowid
+                if id_ is None:  # pragma: no cover - an INSERT into a rowid table always sets it
+                    raise StateError(f"state database {self.path}: outbox insert returned no id")
+                _insert_outbox_events(conn, id_, receiver, n)
+                ids.append(id_)
+            if states:
+                self._save_states(conn, states)
+        return ids
+
+    def outbox_holds(self, receiver: str, fingerprint: str, status: NotificationStatus) -> bool:
+        with self._read("read the outbox") as conn:
+            row = conn.execute(
+                "SELECT 1 FROM outbox_events WHERE receiver = ? AND fingerprint = ?"
+                " AND status = ? LIMIT 1",
+                (receiver, fingerprint, NotificationStatus(status).value),
+            ).fetchone()
+        return row is not None
 
     def _item(self, row: tuple[int, str, str, int, int, str | None]) -> OutboxItem:
         id_, receiver, text, created_us, attempts, last_error = row
@@ -522,6 +588,7 @@ class SqliteStateStore:
             conn.execute(
                 "UPDATE outbox SET state = ?, finished_us = ? WHERE id = ?", (_DONE, at_us, id)
             )
+            conn.execute("DELETE FROM outbox_events WHERE outbox_id = ?", (id,))
 
     def outbox_dead(self, id: int, reason: str) -> None:
         now_us = to_us(self._clock.now())
@@ -560,6 +627,7 @@ class SqliteStateStore:
 
     def outbox_drop(self, id: int) -> bool:
         with self._write("update the outbox") as conn:
+            conn.execute("DELETE FROM outbox_events WHERE outbox_id = ?", (id,))
             return conn.execute("DELETE FROM outbox WHERE id = ?", (id,)).rowcount > 0
 
     def outbox_depth(self, receiver: str) -> int:
@@ -675,12 +743,15 @@ class SqliteStateStore:
 
     def save_canary_states(self, states: Mapping[str, Mapping[str, JSONValue]]) -> None:
         rows = [(key, dumps(dict(data))) for key, data in states.items()]
-        now_us = to_us(self._clock.now())
         with self._write("save correlator state") as conn:
-            conn.executemany(
-                "INSERT OR REPLACE INTO canary_state (key, data, saved_us) VALUES (?, ?, ?)",
-                [(key, text, now_us) for key, text in rows],
-            )
+            self._save_states(conn, rows)
+
+    def _save_states(self, conn: sqlite3.Connection, rows: Sequence[tuple[str, str]]) -> None:
+        now_us = to_us(self._clock.now())
+        conn.executemany(
+            "INSERT OR REPLACE INTO canary_state (key, data, saved_us) VALUES (?, ?, ?)",
+            [(key, text, now_us) for key, text in rows],
+        )
 
     def load_canary_states(self) -> dict[str, JSONValue]:
         with self._read("load correlator state") as conn:
