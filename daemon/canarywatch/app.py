@@ -209,7 +209,6 @@ class App:
                     emit_event=runner.emit_event,
                     registry=self.registry,
                 )
-            runner.hold_live_until(self.ready)
             await build_sources(
                 config,
                 sources,
@@ -218,6 +217,7 @@ class App:
                 emit_event=runner.emit_event,
                 reachability=lambda cluster: self._reachability(cluster, runner),
             )
+            runner.hold_until_listed(_listed_by_cluster(sources))
             await self._build_leader(delivery)
             self._add_readiness(sources, sinks, state)
             routes = control_routes(
@@ -767,6 +767,15 @@ async def build_sources(
             log=get_logger("source.flagger_metrics"),
             emit_event=emit_event,
         )
+
+
+def _listed_by_cluster(sources: Sources) -> dict[str, list[asyncio.Event]]:
+    """Each cluster's Kubernetes sources' "listed" markers: the start-up backlog of a cluster
+    is replayed once they are all set (``Runner.hold_until_listed``)."""
+    listed: dict[str, list[asyncio.Event]] = {}
+    for cluster, source in sources.kube:
+        listed.setdefault(cluster, []).append(source.listed)
+    return listed
 
 
 def _no_receivers(receivers: frozenset[str]) -> None:

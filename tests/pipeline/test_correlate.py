@@ -351,6 +351,65 @@ def test_a_step_reported_after_the_verdict_is_not_news() -> None:
     ]
 
 
+def test_an_old_revision_event_after_the_status_showed_the_verdict_opens_no_rollout() -> None:
+    """Issue 12: after an API outage the Canary backlog (new spec, then rolled back) was
+    processed before the Events backlog; the Event "New revision detected!" from before the
+    verdict started a phantom rollout that repeated the whole rollback. Flagger's own time
+    (``occurred_at``) says it happened before the verdict: not a new rollout."""
+
+    def at(minute: float, e: CanaryEvent) -> CanaryEvent:
+        return dataclasses.replace(e, occurred_at=T0 + timedelta(minutes=minute))
+
+    spec = {"spec": "5f7d9"}
+    out = run(
+        [
+            at(0, ev(Transition.REVISION_DETECTED, 10, source=ST, hints=spec)),
+            at(6, ev(Transition.ROLLED_BACK, 10, source=ST, hints=spec)),
+            # the Events backlog, replayed after the status one
+            at(0, ev(Transition.REVISION_DETECTED, 10.1)),
+            at(1, ev(Transition.WEIGHT_ADVANCED, 10.1, detail="10")),
+            at(6, ev(Transition.ROLLED_BACK, 10.1)),
+            # the next real revision is news again
+            at(20, ev(Transition.REVISION_DETECTED, 20)),
+        ]
+    )
+    assert names(out) == [
+        ("revision-detected", ""),
+        ("rolled-back", ""),
+        ("revision-detected", ""),
+    ]
+    assert out[0].rollout == "5f7d9"
+    assert out[2].rollout != out[0].rollout
+
+
+def test_the_status_written_with_the_verdict_is_that_rollout_not_a_new_one() -> None:
+    """The Events reported a whole rollout (no spec in them); the Canary status, written by the
+    same reconcile as the verdict, arrives after it (a backlog, a slow stream) showing the spec
+    for the first time. Issue 12 item 5: that is the rollout the Events reported, not a new
+    one repeating its rollback; a spec first seen minutes later is a new rollout."""
+
+    def at(minute: float, e: CanaryEvent) -> CanaryEvent:
+        return dataclasses.replace(e, occurred_at=T0 + timedelta(minutes=minute))
+
+    out = run(
+        [
+            at(0, ev(Transition.REVISION_DETECTED, 0)),
+            at(1, ev(Transition.WEIGHT_ADVANCED, 1, detail="10")),
+            at(9, ev(Transition.ROLLED_BACK, 9)),
+            at(9.02, ev(Transition.REVISION_DETECTED, 9.5, source=ST, hints={"spec": "s1"})),
+            at(9.02, ev(Transition.ROLLED_BACK, 9.5, source=ST, hints={"spec": "s1"})),
+            at(20, ev(Transition.REVISION_DETECTED, 20, source=ST, hints={"spec": "s2"})),
+        ]
+    )
+    assert names(out) == [
+        ("revision-detected", ""),
+        ("weight-advanced", "10"),
+        ("rolled-back", ""),
+        ("revision-detected", ""),
+    ]
+    assert out[3].rollout == "s2"
+
+
 # -- rollout-failed: every failed rollout fires until the canary's next promotion ---------------
 
 

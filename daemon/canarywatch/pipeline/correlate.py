@@ -58,6 +58,10 @@ broken); the oldest are dropped first."""
 REVISION_MERGE_WINDOW = timedelta(minutes=5)
 """How far apart two sources' ``revision-detected`` may be and still be one rollout start."""
 
+STATUS_OF_VERDICT = timedelta(seconds=5)
+"""How close (Flagger's clock) a status write is to the verdict it reports: one reconcile.
+Below Flagger's minimum analysis interval (10 s), the time before anything new can happen."""
+
 _CLOSES_ANALYSIS = frozenset(
     {Transition.WEIGHT_ADVANCED, Transition.ITERATION_ADVANCED, Transition.PROMOTING}
 )
@@ -114,6 +118,9 @@ class _Rollout:
     started_at: datetime | None = None
     spec: str = ""
     ended: bool = False
+    ended_at: datetime | None = None
+    """When Flagger reached the verdict (its own time, when the source said): a revision
+    sighting older than this is the start of this or an earlier rollout, never a new one."""
     quiet: bool = True
     """No transition other than ``revision-detected`` was new in this rollout yet."""
     revision_sources: set[SourceName] = field(default_factory=set)
@@ -314,8 +321,14 @@ class Correlator:
         current = state.rollout
         spec = event.hints.get("spec", "")
         source = event.sources[0] if event.sources else SourceName.SELF
+        if self._older_than_the_verdict(current, event):
+            # A backlog replayed after an outage (or a slow stream) reporting the start of a
+            # rollout whose verdict another source has already shown: not news.
+            return Correlation()
         if spec and current.spec:
             same_rollout = spec == current.spec
+        elif spec and self._status_of_the_verdict(current, event):
+            same_rollout = True
         elif current.seq > 0 and not current.ended and current.quiet:
             # Nothing happened since this rollout started: a repeated sighting (a retried
             # webhook, a second source), not a revision that restarted the analysis.
@@ -354,6 +367,34 @@ class Correlator:
         state.seen = {k: v for k, v in state.seen.items() if k[0] in keep}
         identity = (state.rollout.seq, event.transition, "", 0)
         return Correlation(new=self._finish(state, event, identity), resolved=resolved)
+
+    @staticmethod
+    def _status_of_the_verdict(current: _Rollout, event: CanaryEvent) -> bool:
+        """The first sighting of a spec, written by the same reconcile as the verdict of the
+        current rollout, which the Events reported without a spec: that rollout, not a new one.
+
+        Flagger writes the status and records the verdict's Events in one reconcile; a new
+        revision is detected one analysis interval (10 s at least) later, so a sighting within
+        ``STATUS_OF_VERDICT`` of the verdict is the same rollout. Without this, a Canary list
+        replayed after an outage (showing the spec and ``Failed``) repeated the whole rollback
+        as a phantom rollout.
+        """
+        if current.spec or not current.ended or current.ended_at is None:
+            return False
+        if event.occurred_at is None:
+            return False
+        return abs(event.occurred_at - current.ended_at) <= STATUS_OF_VERDICT
+
+    @staticmethod
+    def _older_than_the_verdict(current: _Rollout, event: CanaryEvent) -> bool:
+        """A revision sighting without a spec (an Event, a webhook) that happened before the
+        current rollout's verdict. Only ``occurred_at`` (Flagger's clock) is compared: when
+        the daemon saw it says nothing about when it happened."""
+        if event.hints.get("spec") or event.occurred_at is None:
+            return False
+        if not current.ended or current.ended_at is None:
+            return False
+        return event.occurred_at < current.ended_at
 
     # -- identity and conditions ------------------------------------------------------------
 
@@ -520,6 +561,7 @@ class Correlator:
             state.open[opens] = finished
         if event.spec.ends_rollout:
             rollout.ended = True
+            rollout.ended_at = event.occurred_at
         return finished
 
     def _refresh_open(self, state: _CanaryState, merged: CanaryEvent) -> None:
@@ -569,6 +611,7 @@ def _state_to_json(ref: CanaryRef, state: _CanaryState) -> dict[str, JSONValue]:
             "label": r.label,
             "spec": r.spec,
             "ended": r.ended,
+            "ended_at": exact_time(r.ended_at) if r.ended_at is not None else None,
             "quiet": r.quiet,
             "started_at": exact_time(r.started_at) if r.started_at is not None else None,
             "revision_sources": sorted(src.value for src in r.revision_sources),
@@ -606,6 +649,7 @@ def _state_from_json(data: JSONValue) -> tuple[CanaryRef, _CanaryState]:
         started_at=datetime.fromisoformat(started) if started is not None else None,
         spec=str(r["spec"]),
         ended=bool(r["ended"]),
+        ended_at=_optional_time(r.get("ended_at")),
         quiet=bool(r["quiet"]),
         revision_sources={SourceName(src) for src in r["revision_sources"]},
         label=str(r["label"]),
@@ -628,6 +672,10 @@ def _state_from_json(data: JSONValue) -> tuple[CanaryRef, _CanaryState]:
         unannounced={str(k) for k in data.get("unannounced", [])},
     )
     return ref, state
+
+
+def _optional_time(raw: JSONValue) -> datetime | None:
+    return datetime.fromisoformat(raw) if isinstance(raw, str) else None
 
 
 def _forget_old_occurrences(occurrences: dict[int, float], now: datetime) -> None:

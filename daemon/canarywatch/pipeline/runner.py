@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Final
+from datetime import datetime, timedelta
+from typing import Any, Final
 
 import structlog
 
 from canarywatch.clock import Clock
 from canarywatch.model import CanaryEvent, Notification, Observation
+from canarywatch.normalise.timing import occurred_at
 from canarywatch.pipeline.core import Pipeline
 
 
@@ -31,7 +32,9 @@ class StopIntake:
 
 @dataclass(frozen=True, slots=True)
 class _Listed:
-    """Put on the intake when every source has listed: release the held live items."""
+    """Put on the intake when a cluster's sources have listed: release what is held of it."""
+
+    cluster: str
 
 
 IntakeItem = Observation | CanaryEvent | StopIntake | _Listed
@@ -40,6 +43,12 @@ Commit = Callable[[list[Notification], list[CanaryEvent]], Awaitable[None]]
 the notifications to the outbox and the correlation state in one transaction)."""
 
 INTAKE_SIZE: Final = 10_000
+START_HOLD_LIMIT: Final = 200_000
+"""Observations held at start-up (to be replayed in the order they happened) at most; past
+this they are processed in arrival order."""
+START_HOLD_MAX_S: Final = 30.0
+"""How long start-up holds observations for a source that has not listed yet (a cluster that
+is unreachable at start must not delay every other cluster's news)."""
 BATCH: Final = 500
 """Intake items processed before their notifications are sent and their state written."""
 
@@ -55,27 +64,55 @@ class Runner:
         log: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self.pipeline = pipeline
-        self._listed: asyncio.Event | None = None
-        self._held: list[Observation] = []
+        self._held: dict[str, list[Observation]] = {}
+        """Per cluster still holding (until its sources have listed), what arrived of it."""
+        self._releases: list[asyncio.Future[None]] = []
         self.intake: asyncio.Queue[IntakeItem] = intake or asyncio.Queue(maxsize=INTAKE_SIZE)
         self._clock = clock
         self._commit = commit
         self._log = log or structlog.get_logger().bind(component="pipeline.runner")
 
-    def hold_live_until(self, listed: asyncio.Event) -> None:
-        """Process every source's initial list before any live change.
+    def hold_until_listed(
+        self,
+        listed: Mapping[str, Sequence[asyncio.Event]],
+        *,
+        max_wait_s: float = START_HOLD_MAX_S,
+    ) -> None:
+        """Per cluster, hold every observation until all of its sources have listed (or
+        ``max_wait_s`` passed), then process them in the order they happened
+        (``normalise.timing``).
 
-        Sources list concurrently: without this, a live Canary status change could be
-        processed before an older Event from the Events' initial list, and the older Event
-        would then look like news that closes (and reopens) a condition.
+        A cluster's sources list concurrently, and each list is a backlog of what happened while
+        the daemon was down: the Canary list can show a rollout's verdict and the next revision
+        before the Events list shows the steps that led there. Processed in arrival order, the
+        older Events would look like news about the newer rollout (steps and verdicts it never
+        had). Clusters are held apart: one that cannot be reached delays no other.
         """
-        self._listed = listed
+        for cluster, events in listed.items():
+            self._held[cluster] = []
+            self._releases.append(
+                asyncio.ensure_future(self._release_when_listed(cluster, events, max_wait_s))
+            )
 
-        async def release() -> None:
-            await listed.wait()
-            await self.intake.put(_Listed())
-
-        self._release = asyncio.ensure_future(release())
+    async def _release_when_listed(
+        self, cluster: str, events: Sequence[asyncio.Event], max_wait_s: float
+    ) -> None:
+        deadline = self._clock.now() + timedelta(seconds=max_wait_s)
+        waiting: asyncio.Future[Any] = asyncio.gather(*(e.wait() for e in events))
+        timer: asyncio.Future[Any] = asyncio.ensure_future(self._clock.sleep_until(deadline))
+        try:
+            await asyncio.wait({waiting, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+            timer.cancel()
+        if not all(e.is_set() for e in events):
+            self._log.warning(
+                "sources_not_listed",
+                cluster=cluster,
+                waited_s=max_wait_s,
+                detail="processing what was listed; the rest as it arrives",
+            )
+        await self.intake.put(_Listed(cluster))
 
     async def emit(self, obs: Observation) -> None:
         """What sources call: waits when the intake is full (backpressure)."""
@@ -120,12 +157,16 @@ class Runner:
                 )
             await self._commit(due, new)
             if stop is not None:
+                for release in self._releases:
+                    release.cancel()  # a cluster still not listed: nothing more to release
                 self._log.info("pipeline_stopped", flushed=len(due))
                 return
 
     def _process(self, item: IntakeItem | None, now: datetime) -> list[CanaryEvent]:
         if isinstance(item, _Listed):
-            held, self._held = self._held, []
+            # From here on, this cluster's observations are processed in arrival order.
+            held = self._held.pop(item.cluster, [])
+            held.sort(key=occurred_at)  # stable: same-time items keep their arrival order
             new: list[CanaryEvent] = []
             for obs in held:
                 new.extend(self.pipeline.observe(obs, now))
@@ -140,13 +181,12 @@ class Runner:
         return []
 
     def _holding(self, obs: Observation) -> bool:
-        if self._listed is None or self._listed.is_set():
+        held = self._held.get(obs.cluster or self.pipeline.cluster)
+        if held is None:
             return False
-        if isinstance(obs.data, dict) and obs.data.get("initial") is True:
-            return False
-        if len(self._held) >= INTAKE_SIZE:
+        if len(held) >= START_HOLD_LIMIT:
             return False  # bounded: past this, process in arrival order rather than hold
-        self._held.append(obs)
+        held.append(obs)
         return True
 
     async def _next_item(self) -> IntakeItem | None:

@@ -1,0 +1,138 @@
+"""The runner at start-up: every source's backlog is replayed in the order things happened.
+
+Issue 12: sources list concurrently. When the Canary list (the rollout already rolled back)
+was processed before the Events list (the revision, its steps, the rollback), the older Events
+were taken for news about a finished rollout: steps were lost and, before the correlator's
+own guard, a phantom rollout repeated the whole rollback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from canarywatch.clock import SystemClock
+from canarywatch.config import parse_config
+from canarywatch.model import CanaryEvent, Notification, Observation, SourceName
+from canarywatch.pipeline.runner import Runner
+from canarywatch.policy import build_pipeline
+
+T0 = datetime(2026, 12, 5, 1, 0, tzinfo=UTC)
+"""When Flagger did things: minutes before the daemon started (inside the catch-up window)."""
+
+
+POLICY = parse_config(
+    "receivers: [{name: all, sink: console}]\n"
+    'route: {receiver: all, group_by: ["..."], group_wait: 0s, group_interval: 0s}\n'
+    "inhibit_rules: []\n"
+)
+"""Every transition its own notification at once, nothing inhibited: what is announced is
+exactly what the correlator made of the backlog."""
+
+
+def stamp(minute: float) -> str:
+    return (T0 + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def event(uid: str, minute: float, reason: str, message: str, kind: str = "Normal") -> Observation:
+    obj: dict[str, Any] = {
+        "metadata": {"name": f"podinfo.{uid}", "namespace": "test", "uid": uid},
+        "involvedObject": {"kind": "Canary", "namespace": "test", "name": "podinfo"},
+        "reason": reason,
+        "message": message,
+        "type": kind,
+        "count": 1,
+        "firstTimestamp": stamp(minute),
+        "lastTimestamp": stamp(minute),
+        "source": {"component": "flagger"},
+    }
+    return Observation(
+        at=datetime.now(UTC),
+        source=SourceName.KUBERNETES_EVENTS,
+        data={"type": "ADDED", "object": obj, "initial": True},
+    )
+
+
+def canary(minute: float, phase: str, spec: str) -> Observation:
+    obj = {
+        "apiVersion": "flagger.app/v1beta1",
+        "kind": "Canary",
+        "metadata": {"name": "podinfo", "namespace": "test", "uid": "c1"},
+        "spec": {"targetRef": {"name": "podinfo"}, "analysis": {"stepWeight": 10}},
+        "status": {
+            "phase": phase,
+            "canaryWeight": 0,
+            "failedChecks": 0,
+            "iterations": 0,
+            "lastAppliedSpec": spec,
+            "lastTransitionTime": stamp(minute),
+        },
+    }
+    return Observation(
+        at=datetime.now(UTC),
+        source=SourceName.CANARIES,
+        data={"type": "ADDED", "object": obj, "initial": True},
+    )
+
+
+async def run(
+    before: list[Observation], observations: list[Observation]
+) -> list[tuple[str, str, str]]:
+    """``before`` is what the daemon saw before it went down; ``observations`` the backlog the
+    sources list when it starts again, in the order they arrive. What the backlog announced."""
+    pipeline = build_pipeline(POLICY, catch_up=False)
+    for obs in before:
+        pipeline.observe(obs, obs.at)
+    pipeline.flush_all(datetime.now(UTC))
+    sent: list[Notification] = []
+
+    async def commit(due: list[Notification], new: list[CanaryEvent]) -> None:
+        sent.extend(due)
+
+    runner = Runner(pipeline, clock=SystemClock(), commit=commit)
+    listed = asyncio.Event()
+    runner.hold_until_listed({"default": [listed]})
+    task = asyncio.create_task(runner.run())
+    for obs in observations:
+        await runner.emit(obs)
+    await asyncio.sleep(0.05)
+    assert not sent, "nothing is processed before every source has listed"
+    listed.set()
+    await asyncio.sleep(0.05)
+    await runner.stop(flush_all=True)
+    await task
+    return [(e.transition.value, e.detail, e.rollout) for n in sent for e in n.events]
+
+
+async def test_the_canary_list_first_does_not_hide_the_steps_the_events_list_shows() -> None:
+    before = [
+        canary(-60, "Initialized", "s0"),
+        event("e0", -60, "Synced", "Initialization done! podinfo.test"),
+        canary(-59, "Succeeded", "s0"),
+    ]
+    # While the daemon was down: a new revision, one step, a rollback. The Canary list shows
+    # only the outcome (one object, its latest status) and arrives first.
+    status = [canary(9, "Failed", "s1")]
+    events = [
+        event("e1", 0, "Synced", "New revision detected! Scaling up podinfo.test"),
+        event("e2", 1, "Synced", "Starting canary analysis for podinfo.test"),
+        event("e3", 2, "Synced", "Advance podinfo.test canary weight 10"),
+        event(  # one reconcile: the verdict's Events and the status write (as Flagger does)
+            "e4",
+            9,
+            "Synced",
+            "Rolling back podinfo.test failed checks threshold reached 5",
+            "Warning",
+        ),
+        event("e5", 9, "Synced", "Canary failed! Scaling down podinfo.test", "Warning"),
+    ]
+    got = await run(before, [*status, *events])
+    transitions = [(t, d) for t, d, _ in got]
+    assert sorted(transitions) == [
+        ("analysis-started", ""),
+        ("revision-detected", ""),
+        ("rolled-back", ""),
+        ("weight-advanced", "10"),
+    ]
+    assert len({rollout for _, _, rollout in got}) == 1, got
