@@ -80,7 +80,8 @@ def test_parse_full_interval() -> None:
         ({"years": ["2026:2024"]}, "end year 2024 is before start year 2026"),
         ({"years": [" 2024"]}, "not a valid year"),
         ({"location": "Mars/Olympus_Mons"}, "unknown time zone"),
-        ({"location": ""}, "location"),
+        ({"location": 5}, "expected an IANA time zone name"),
+        ({"location": "Local"}, "name the zone"),
         ({"weekdays": "monday"}, "expected a list"),
         ({"weekday": ["monday"]}, "unknown time interval keys ['weekday']"),
         ({"years": [True]}, "expected a string"),
@@ -166,6 +167,14 @@ def test_without_location_times_are_utc() -> None:
     assert interval.contains(datetime(2025, 6, 2, 11, 0, tzinfo=plus_two))
 
 
+def test_empty_location_is_utc_as_in_alertmanager() -> None:
+    """Go's ``time.LoadLocation("")`` is UTC; ``amtool check-config`` accepts it."""
+    plus_two = timezone(timedelta(hours=2))
+    interval = parse_time_interval({**BUSINESS_HOURS, "location": ""})
+    assert not interval.contains(datetime(2025, 6, 2, 10, 0, tzinfo=plus_two))  # 08:00 UTC
+    assert interval.contains(datetime(2025, 6, 2, 11, 0, tzinfo=plus_two))
+
+
 def test_naive_datetime_is_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         TimeInterval().contains(datetime(2025, 1, 1))
@@ -193,6 +202,14 @@ def test_naive_datetime_is_refused() -> None:
 )
 def test_days_of_month(days: list[str], moment: datetime, inside: bool) -> None:
     assert parse_time_interval({"days_of_month": days}).contains(moment) is inside
+
+
+def test_negative_days_count_calendar_days_across_a_dst_change() -> None:
+    """README, differences: Alertmanager 0.25 counts March in Berlin (23-hour day) as 30 days,
+    so its ``-1`` is 30 March; canarywatch counts the calendar, as Alertmanager's later fix."""
+    last = parse_time_interval({"days_of_month": ["-1"], "location": "Europe/Berlin"})
+    assert last.contains(datetime(2026, 3, 31, 10, 0, tzinfo=UTC))
+    assert not last.contains(datetime(2026, 3, 30, 10, 0, tzinfo=UTC))
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,12 @@ Same keys, syntax and semantics as Alertmanager's ``timeinterval`` package:
 - ``weekdays``: ``monday`` or ranges ``monday:friday`` (case-insensitive);
 - ``days_of_month``: ``1``, ``1:5``, negatives count from the month's end (``-1`` is its last
   day, ``-3:-1`` its last three days);
-- ``months``: names or numbers, and ranges of either (``january:march``, ``1:3``);
+- ``months``: names or numbers, and ranges of either (``january:march``, ``1:3``); a number
+  outside 1..12 is refused (Alertmanager 0.25 accepts it: ``13`` never matches, ``0:3`` is
+  ``1:3``);
 - ``years``: ``2024`` or ``2024:2026``;
-- ``location``: an IANA zone (``Europe/Berlin``); without one, times are UTC.
+- ``location``: an IANA zone (``Europe/Berlin``); without one (or with ``""``), times are UTC.
+  ``Local`` (Go's zone of the Alertmanager process) is refused: name the zone.
 
 A field that is absent (or ``null``) matches everything; a present field matches when any of its
 ranges does, so an empty list matches nothing (as in Alertmanager); an interval contains a moment
@@ -277,8 +280,16 @@ def _parse_years(items: Sequence[object]) -> tuple[InclusiveRange, ...]:
 
 
 def _parse_location(value: object) -> ZoneInfo:
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str):
         raise TimeIntervalError(("location",), f"expected an IANA time zone name, got {value!r}")
+    if not value:
+        return ZoneInfo("UTC")  # Go's time.LoadLocation(""), so Alertmanager accepts it too
+    if value == "Local":
+        raise TimeIntervalError(
+            ("location",),
+            "'Local' (the zone of the machine Alertmanager runs on) is not supported: "
+            "name the zone, e.g. Europe/Berlin",
+        )
     try:
         return ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError) as exc:

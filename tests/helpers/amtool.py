@@ -50,9 +50,13 @@ class AlertmanagerOracle:
 
     def check(self, config: Mapping[str, Any]) -> Checked:
         """``amtool check-config`` on ``config``."""
+        return self.check_text(json.dumps(config, indent=2))
+
+    def check_text(self, text: str) -> Checked:
+        """``amtool check-config`` on YAML ``text`` as written (quoting and all)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         path = self.workdir / f"am-{next(self._names)}.yml"
-        path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
         done = self._run("check-config", str(path))
         return Checked(done.returncode == 0, (done.stdout + done.stderr).strip(), path)
 
