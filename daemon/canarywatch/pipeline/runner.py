@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
 import structlog
 
@@ -97,14 +97,20 @@ class Runner:
     async def _release_when_listed(
         self, cluster: str, events: Sequence[asyncio.Event], max_wait_s: float
     ) -> None:
+        async def all_listed() -> None:
+            for event in events:
+                await event.wait()
+
         deadline = self._clock.now() + timedelta(seconds=max_wait_s)
-        waiting: asyncio.Future[Any] = asyncio.gather(*(e.wait() for e in events))
-        timer: asyncio.Future[Any] = asyncio.ensure_future(self._clock.sleep_until(deadline))
+        waiting = asyncio.ensure_future(all_listed())
+        timer = asyncio.ensure_future(self._clock.sleep_until(deadline))
         try:
             await asyncio.wait({waiting, timer}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            waiting.cancel()
-            timer.cancel()
+            for task in (waiting, timer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if not all(e.is_set() for e in events):
             self._log.warning(
                 "sources_not_listed",
