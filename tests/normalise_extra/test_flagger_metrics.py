@@ -98,17 +98,82 @@ def test_the_whole_day_in_order() -> None:
     assert [seen(r) for r in results] == [
         [],
         [("test/podinfo", Transition.PROMOTED, "")],
-        # frontend was promoted at 11:38 (its counter appeared); podinfo's new rollout is at 20.
+        # frontend was promoted at 11:38 (its counter appeared); podinfo's new rollout (status
+        # 1 -> 0) is at 20.
         [
             ("test/frontend", Transition.PROMOTED, ""),
+            ("test/podinfo", Transition.REVISION_DETECTED, ""),
             ("test/podinfo", Transition.WEIGHT_ADVANCED, "20"),
         ],
         [("test/podinfo", Transition.ROLLED_BACK, "")],
-        # checkout 1 -> 0 and its first weight series are state, not news.
-        [],
+        # checkout 1 -> 0 is its new rollout; its first weight series is state, not news.
+        [("shop/checkout", Transition.REVISION_DETECTED, "")],
         [("shop/checkout", Transition.ROLLED_BACK, "")],
     ]
-    assert results[4].outcome is Outcome.INFORMATIONAL
+
+
+def status_scrape(value: int, *, name: str = "podinfo") -> str:
+    return (
+        'flagger_info{mesh_provider="istio",version="1.44.0"} 1\n'
+        f'flagger_canary_status{{name="{name}",namespace="test"}} {value}\n'
+    )
+
+
+@pytest.mark.parametrize("before", [1, 2])
+def test_status_to_progressing_is_a_new_revision(before: int) -> None:
+    """Flagger sets Progressing only for a new revision (checkCanaryStatus; a restart from
+    WaitingPromotion): from Initialized/Succeeded/Waiting (1) or Failed (2). Without it, the
+    metrics alone took every rollout of a canary for one."""
+    normaliser = FlaggerMetricsNormaliser()
+    normaliser(scrape(status_scrape(before)))
+    result = normaliser(scrape(status_scrape(0)))
+    assert seen(result) == [("test/podinfo", Transition.REVISION_DETECTED, "")]
+    (event,) = result.events
+    assert event.phase is Phase.PROGRESSING
+    assert event.reason == "flagger_canary_status=0"
+    assert event.severity is Severity.INFO
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [0],  # first sight: state, not news
+        [0, 0],  # a revision restarting an analysis still Progressing leaves it at 0
+        [1, 1, 2, 2],
+        [0, 1],  # Progressing -> Promoting/Finalising/Succeeded/Waiting...: no new revision
+    ],
+)
+def test_no_new_revision_without_a_move_into_progressing(values: list[int]) -> None:
+    normaliser = FlaggerMetricsNormaliser()
+    found = [t for v in values for _, t, _ in seen(normaliser(scrape(status_scrape(v))))]
+    assert Transition.REVISION_DETECTED not in found
+
+
+def test_a_new_revision_comes_before_the_weight_step_of_the_same_scrape() -> None:
+    normaliser = FlaggerMetricsNormaliser()
+    normaliser(scrape(fixture("rollout-succeeded")))
+    text = (
+        fixture("rollout-progressing")
+        .replace('workload="podinfo"} 30', 'workload="podinfo"} 10')
+        .replace('workload="podinfo-primary"} 70', 'workload="podinfo-primary"} 90')
+    )
+    assert seen(normaliser(scrape(text)))[:2] == [
+        ("test/podinfo", Transition.REVISION_DETECTED, ""),
+        ("test/podinfo", Transition.WEIGHT_ADVANCED, "10"),
+    ]
+
+
+def test_a_promotion_and_the_next_revision_in_one_scrape_come_in_that_order() -> None:
+    """Finalising, then Succeeded and a new revision between two scrapes: the counter's
+    ``promoted`` is the previous rollout's, so it comes before the new ``revision-detected``."""
+    status = 'flagger_canary_status{name="podinfo",namespace="test"} '
+    normaliser = FlaggerMetricsNormaliser()
+    normaliser(scrape(fixture("rollout-progressing").replace(status + "0", status + "1")))
+    result = normaliser(scrape(fixture("rollout-succeeded").replace(status + "1", status + "0")))
+    assert seen(result) == [
+        ("test/podinfo", Transition.PROMOTED, ""),
+        ("test/podinfo", Transition.REVISION_DETECTED, ""),
+    ]
 
 
 def test_unchanged_rescrape_is_a_repeat_with_no_events() -> None:
@@ -331,6 +396,14 @@ def test_phase_metric_announces_succeeded() -> None:
     result = normaliser(scrape(with_phase(fixture("rollout-succeeded"), "Succeeded")))
     assert seen(result) == [("test/podinfo", Transition.PROMOTED, "")]
     assert result.events[0].phase is Phase.SUCCEEDED
+
+
+def test_phase_metric_into_progressing_is_a_new_revision() -> None:
+    normaliser = FlaggerMetricsNormaliser()
+    normaliser(scrape(with_phase(fixture("rollout-succeeded"), "Succeeded")))
+    result = normaliser(scrape(with_phase(fixture("rollout-progressing"), "Progressing")))
+    assert seen(result)[0] == ("test/podinfo", Transition.REVISION_DETECTED, "")
+    assert result.events[0].reason == "flagger_canary_phase=Progressing"
 
 
 def test_phase_metric_with_an_unknown_phase_label_is_rejected() -> None:

@@ -7,7 +7,11 @@ little, and only what the numbers cannot get wrong:
 
 - status 0/1 -> 2: ``rolled-back`` (reason ``flagger_canary_status=2``). From 1 this may really be
   a promotion failure (Promoting/Finalising also read 1); only the Canary status can tell.
-- status 2 -> 0: nothing; the new revision is announced by the other sources.
+- status 1/2 -> 0: ``revision-detected``. Flagger sets Progressing in two places only, both
+  for a new revision (``checkCanaryStatus``, and a restart from WaitingPromotion), and writes
+  the gauge at once; a revision that restarts an analysis still Progressing leaves it at 0 and
+  is not seen. Without this, the metrics alone put every rollout of a canary in one, and a
+  promotion or rollback after the first of its kind was a repeat, never notified.
 - ``flagger_canary_failures_total`` rises: ``rolled-back`` again, the same identity, so the
   correlator merges it (within one scrape it is folded into the status event).
 - ``flagger_canary_successes_total`` rises: ``promoted`` (hint ``skipped`` when
@@ -160,6 +164,7 @@ class _Snapshot:
 class _Pending:
     """The events one target accumulates during one diff, folded by transition."""
 
+    start: list[CanaryEvent] = field(default_factory=list)
     weight: list[CanaryEvent] = field(default_factory=list)
     ending: dict[Transition, CanaryEvent] = field(default_factory=dict)
 
@@ -403,8 +408,15 @@ class FlaggerMetricsNormaliser:
         events: list[CanaryEvent] = []
         for target in sorted(pending):
             found = pending[target]
-            events.extend(found.weight)
-            events.extend(found.ending.values())
+            if found.start:
+                # A verdict beside a new revision is the previous rollout's (a counter rose
+                # between two scrapes, before the next revision), and weights are the new one's.
+                events.extend(found.ending.values())
+                events.extend(found.start)
+                events.extend(found.weight)
+            else:
+                events.extend(found.weight)
+                events.extend(found.ending.values())
         return events
 
     def _diff_phase(
@@ -420,6 +432,12 @@ class FlaggerMetricsNormaliser:
             if before_phase is now_phase:
                 return
             reason = f"{PHASE_METRIC}={now_phase.value}"
+            if now_phase is Phase.PROGRESSING:
+                event = self._event(
+                    obs, target, Transition.REVISION_DETECTED, now_phase, reason=reason
+                )
+                pending.setdefault(target, _Pending()).start.append(event)
+                return
             if now_phase is Phase.SUCCEEDED:
                 transition = Transition.PROMOTED
             elif now_phase is not Phase.FAILED:
@@ -432,6 +450,16 @@ class FlaggerMetricsNormaliser:
             pending.setdefault(target, _Pending()).ending[transition] = event
             return
         before, now = _meaning(previous, target), _meaning(current, target)
+        if before not in (None, StatusMeaning.PROGRESSING) and now is StatusMeaning.PROGRESSING:
+            event = self._event(
+                obs,
+                target,
+                Transition.REVISION_DETECTED,
+                Phase.PROGRESSING,
+                reason=f"{STATUS_METRIC}=0",
+            )
+            pending.setdefault(target, _Pending()).start.append(event)
+            return
         if before is None or before is StatusMeaning.FAILED or now is not StatusMeaning.FAILED:
             return
         transition = (

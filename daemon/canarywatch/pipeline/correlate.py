@@ -438,6 +438,8 @@ class Correlator:
             return None
         if event.sources[0] is not SourceName.FLAGGER_METRICS or state.rollout.ended:
             return None
+        if SourceName.FLAGGER_METRICS in state.rollout.revision_sources:
+            return None  # the metrics reported this rollout's start: its verdict is its own
         previous = state.rollout.seq - 1
         for identity in state.seen:
             if identity[0] == previous and identity[1] is event.transition:
