@@ -564,7 +564,7 @@ def test_time_intervals_are_parsed_into_the_one_implementation() -> None:
         ("{months: ['13']}", "months[0]", "month"),
         ("{years: ['2026:2025']}", "years[0]", "is before start year"),
         ("{months: [june], years: [true]}", "years[0]", "expected a string"),
-        ("{times: [{start_time: 19:00, end_time: '20:00'}]}", "times[0].start_time", "HH:MM"),
+        ("{times: [{start_time: 19:00, end_time: '20:00'}]}", "times[0].start_time", "quote it"),
         ("{location: Mars/Olympus}", "location", "unknown time zone"),
     ],
 )

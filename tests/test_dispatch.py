@@ -320,3 +320,101 @@ async def test_aclose_counts_what_is_left_as_shutdown_drops(clock: VirtualClock)
     n = make_notification()
     outcome = await d.deliver_now(n)
     assert delivered == [(n, outcome)]
+
+
+# -- sink health: permanent failures until a delivery succeeds, the same for every sink -----
+
+
+async def test_a_permanent_failure_marks_the_sink_unhealthy_until_a_delivery_succeeds(
+    clock: VirtualClock,
+) -> None:
+    sink = RecordingSink(clock=clock)
+    gone = DeliveryError(DeliveryReason.HTTP_4XX, retryable=False, status_code=404)
+    sink.fail_next(3, gone)
+    d, _ = build({"team-payments": sink}, clock)
+    assert d.health("team-payments").healthy
+    assert d.health("team-payments").detail() == "ok, nothing delivered yet"
+    with capture_logs() as logs:
+        for _ in range(3):
+            await run_in_virtual_time(clock, d.deliver_now(make_notification()))
+        health = d.health("team-payments")
+        assert not health.healthy
+        assert health.failed == 3
+        assert health.detail() == (
+            "failing since 2025-01-02T14:08:02Z: 3 notification(s) failed for good, the last "
+            "because the destination refused it (HTTP 404, not retryable); healthy again "
+            "after a successful delivery"
+        )
+        outcome = await run_in_virtual_time(clock, d.deliver_now(make_notification()))
+    assert outcome.ok
+    assert d.health("team-payments").healthy
+    assert d.health("team-payments").detail() == "ok"
+    marks = [e["event"] for e in logs if e["event"].startswith("sink_marked")]
+    assert marks == ["sink_marked_unhealthy", "sink_marked_healthy"]  # once per streak
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        DeliveryError(DeliveryReason.INVALID_PAYLOAD, retryable=False, status_code=400),
+        DeliveryError(DeliveryReason.HTTP_5XX, retryable=True, status_code=503),
+    ],
+    ids=["one-bad-notification", "retry-budget-spent"],
+)
+async def test_failures_that_say_nothing_about_the_destination_keep_it_healthy(
+    clock: VirtualClock, error: DeliveryError
+) -> None:
+    sink = RecordingSink(clock=clock)
+    sink.fail_next(1000, error)
+    d, _ = build({"team-payments": sink}, clock, retry_budget_s=5)
+    outcome = await run_in_virtual_time(clock, d.deliver_now(make_notification()))
+    assert not outcome.ok
+    assert d.health("team-payments").healthy
+
+
+async def test_a_sink_bug_marks_the_sink_unhealthy_and_says_what_it_raised(
+    clock: VirtualClock,
+) -> None:
+    d, _ = build({"team-payments": ExplodingSink()}, clock)
+    await run_in_virtual_time(clock, d.deliver_now(make_notification()))
+    health = d.health("team-payments")
+    assert not health.healthy
+    assert "the sink raised ZeroDivisionError" in health.detail()
+    assert "sink bug" not in health.detail()  # the exception's text may hold a secret
+
+
+async def test_a_new_sink_for_the_receiver_starts_healthy(clock: VirtualClock) -> None:
+    sink = RecordingSink(clock=clock)
+    sink.fail_next(1, DeliveryError(DeliveryReason.HTTP_4XX, retryable=False, status_code=401))
+    d, _ = build({"team-payments": sink}, clock)
+    await run_in_virtual_time(clock, d.deliver_now(make_notification()))
+    assert not d.health("team-payments").healthy
+    d._sinks["team-payments"] = RecordingSink(clock=clock)  # what a reload does
+    assert d.health("team-payments").healthy
+
+
+class PrintingSink(RecordingSink):
+    prints_notifications = True
+
+
+async def test_a_sink_that_prints_its_notifications_is_not_echoed_by_an_info_line(
+    clock: VirtualClock,
+) -> None:
+    d, _ = build({"team-payments": PrintingSink(), "other": RecordingSink()}, clock)
+    with capture_logs() as logs:
+        await run_in_virtual_time(clock, d.deliver_now(make_notification()))
+        await run_in_virtual_time(clock, d.deliver_now(make_notification(receiver="other")))
+    sent = {e["receiver"]: e["log_level"] for e in logs if e["event"] == "notification_sent"}
+    assert sent == {"team-payments": "debug", "other": "info"}
+
+
+async def test_delivery_failed_carries_the_sinks_plain_words(clock: VirtualClock) -> None:
+    sink = RecordingSink(clock=clock)
+    detail = "cannot open /var/lib/out.jsonl for appending: permission denied"
+    sink.fail_next(1, DeliveryError(DeliveryReason.CONNECTION, retryable=False, detail=detail))
+    d, _ = build({"team-payments": sink}, clock)
+    with capture_logs() as logs:
+        await run_in_virtual_time(clock, d.deliver_now(make_notification()))
+    (line,) = [e for e in logs if e["event"] == "delivery_failed"]
+    assert line["detail"] == detail
+    assert d.health("team-payments").problem == f"{detail} (not retryable)"

@@ -6,11 +6,19 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
-from canarywatch.logs import Redactor, configure_logging, get_logger, reset_logging, strip_urls
+from canarywatch.logs import (
+    Redactor,
+    configure_logging,
+    get_logger,
+    reset_logging,
+    set_level,
+    strip_urls,
+)
 from canarywatch.secrets import Secret
 
 TOKEN = "tok-9f8e7d6c5b4a"
@@ -106,6 +114,24 @@ def test_level_filters_lower_levels() -> None:
     assert [line["event"] for line in json_lines(stream)] == ["kept"]
 
 
+def test_set_level_reaches_loggers_bound_before_it() -> None:
+    """A reload's ``log.level``: components bound their loggers at start-up."""
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    bound = get_logger("dispatch").bind(receiver="team")
+    bound.debug("hidden")
+    set_level("debug")
+    bound.debug("shown")
+    logging.getLogger("aiohttp.client").debug("stdlib too")
+    set_level("error")
+    bound.warning("hidden again")
+    bound.error("kept")
+    events = [line["event"] for line in json_lines(stream)]
+    assert events == ["shown", "stdlib too", "kept"]
+    with pytest.raises(ValueError, match="must be one of"):
+        set_level("verbose")
+
+
 def test_console_rendering_on_a_tty_is_redacted_too() -> None:
     stream = FakeTTY()
     configure_logging("debug", "auto", stream)
@@ -169,3 +195,32 @@ def test_get_logger_binds_component_for_capture() -> None:
             "log_level": "info",
         }
     ]
+
+
+def test_the_log_goes_to_stderr_by_default_never_to_stdout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("info", "json")
+    get_logger("app").info("daemon_started")
+    logging.getLogger("aiohttp.server").warning("stdlib too")
+    out, err = capsys.readouterr()
+    assert out == ""  # stdout is the console sink's and command output's
+    assert [json.loads(line)["event"] for line in err.splitlines()] == [
+        "daemon_started",
+        "stdlib too",
+    ]
+
+
+def test_the_log_can_go_to_a_file_instead(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "logs" / "canarywatch.log"
+    configure_logging("info", "json", io.StringIO(), file=path)
+    get_logger("app").info("daemon_started", token=TOKEN)
+    configure_logging("debug", "json", file=path)  # reconfigured: the same file, appended to
+    get_logger("app").debug("watch_started")
+    reset_logging()
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [line["event"] for line in lines] == ["daemon_started", "watch_started"]
+    assert lines[0]["token"] == "***"
+    assert capsys.readouterr() == ("", "")

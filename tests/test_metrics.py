@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from canarywatch.metrics import SUPPRESS_REASONS, Metrics
+from canarywatch.metrics import SOURCE_KINDS, SUPPRESS_REASONS, Metrics
 from canarywatch.model import DeliveryReason, Outcome, SourceName
 
 
@@ -73,3 +73,21 @@ def test_each_registry_is_independent_and_double_declaration_fails() -> None:
     Metrics(other).observations.labels(source="canaries").inc()
     assert value(other, "canarywatch_observations_total", source="canaries") == 1
     assert value(reg, "canarywatch_observations_total", source="canaries") == 0
+
+
+def test_source_up_names_the_sources_the_daemon_runs() -> None:
+    from canarywatch.sources.canaries import CanariesSource
+    from canarywatch.sources.kube_events import KubeEventsSource
+
+    daemon_sources = (
+        KubeEventsSource.name,
+        CanariesSource.name,
+        "flagger_metrics",  # FlaggerMetricsSource's default name
+        "flagger_webhook",
+    )
+    assert daemon_sources == SOURCE_KINDS
+    reg = CollectorRegistry()
+    Metrics(reg)
+    text = generate_latest(reg).decode()
+    assert "# HELP canarywatch_source_up 1 while a source reaches its input" in text
+    assert "source kube_events, canaries, flagger_metrics, flagger_webhook" in text

@@ -120,6 +120,24 @@ def test_delivery_error_text_is_fixed() -> None:
     assert str(client) == "delivery failed: http_4xx (status 404, not retryable)"
 
 
+def test_delivery_error_detail_says_what_happened_without_urls_or_line_breaks() -> None:
+    error = DeliveryError(
+        DeliveryReason.CONNECTION,
+        retryable=False,
+        detail="cannot reach https://u:pw@hooks.example/T0/s3cret?token=t0k\nsecond line",
+    )
+    assert error.detail == "cannot reach https://hooks.example second line"
+    assert str(error) == (
+        "delivery failed: cannot reach https://hooks.example second line "
+        "(reason connection, not retryable)"
+    )
+    assert "s3cret" not in repr(error)
+    assert "t0k" not in repr(error)
+    long = DeliveryError(DeliveryReason.CONNECTION, detail="x" * 1000)
+    assert long.detail is not None
+    assert len(long.detail) == 300
+
+
 def test_delivery_error_explicit_retryable_wins() -> None:
     assert not DeliveryError(DeliveryReason.TIMEOUT, retryable=False).retryable
     assert DeliveryError(DeliveryReason.TIMEOUT).retryable

@@ -271,3 +271,19 @@ async def test_contract_check_catches_leaks_and_impure_render() -> None:
     with pytest.raises(SinkContractError, match="not deterministic"):
         await check_sink_contract(RandomSink, {})
     assert await check_sink_contract(GoodSink, {})
+
+
+def test_option_errors_name_each_key_in_our_words() -> None:
+    """Issue 15: not pydantic's ``Extra inputs are not permitted`` at the options as a whole."""
+    with pytest.raises(SinkLoadError) as err:
+        validate_sink_options(ConsoleSink, {"colour": "always", "stream": 5})
+    problems = dict(err.value.option_problems)
+    assert set(problems) == {("colour",), ("stream",)}
+    assert problems[("colour",)].startswith("unknown option 'colour' (did you mean 'color'?")
+    assert "Extra inputs" not in str(err.value)
+    assert "Input should be" not in str(err.value)
+    with pytest.raises(SinkLoadError) as none_taken:
+        validate_sink_options(GoodSink, {"x": 1})
+    assert none_taken.value.option_problems == (
+        (("x",), "unknown option 'x': this sink takes no options"),
+    )

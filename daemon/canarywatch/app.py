@@ -10,15 +10,18 @@ I/O error) does not stop the group: ``HoldingStateStore`` holds the writes, ``/r
 Shutdown (SIGTERM/SIGINT, or ``App.stop()``): stop the sources, let the pipeline flush what is
 due, let dispatch drain for ``dispatch.drain_timeout``, count what is left as dropped
 (``reason="shutdown"``; it stays in the outbox and is delivered after the restart), snapshot
-state, exit 0. A second signal cancels at once. SIGHUP reloads the notification policy (routes,
-inhibit rules, time intervals, silences): a bad new file is rejected with a logged error and the
-running policy stays.
+state, exit 0. A second signal cancels at once. SIGHUP reloads the config file, all of it or
+nothing (``App.reload``): receivers (sinks rebuilt where they changed), routes, inhibit rules,
+time intervals, silences, the log level and the dispatch timeouts are swapped in one step; a file
+that does not load, or a sink that cannot be built, is rejected with a logged error and all that
+runs stays; settings that only apply at start are named in one warning.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import os
 import signal
@@ -26,11 +29,12 @@ import socket
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 from kubernetes_asyncio import client as kube_client
 from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
 
 from canarywatch import policy
 from canarywatch.canary_metrics import CanaryStateMetrics
@@ -39,10 +43,10 @@ from canarywatch.config import Config, load_config
 from canarywatch.config.daemon_models import ClusterSettings
 from canarywatch.control_api import control_routes
 from canarywatch.delivery import DurableDelivery
-from canarywatch.dispatch import Dispatcher
+from canarywatch.dispatch import Dispatcher, describe_failure
 from canarywatch.errors import CanarywatchError, ConfigError, DeliveryError
 from canarywatch.live import LiveState, live_routes
-from canarywatch.logs import get_logger
+from canarywatch.logs import get_logger, set_level
 from canarywatch.low_traffic import LowTrafficChecker
 from canarywatch.metrics import STATE_HELD_KINDS, Metrics
 from canarywatch.model import (
@@ -68,7 +72,11 @@ from canarywatch.sources.flagger_metrics import (
     MetricsMode,
     MetricsTarget,
 )
-from canarywatch.sources.flagger_webhook import webhook_rejected_counter, webhook_routes
+from canarywatch.sources.flagger_webhook import (
+    WEBHOOK_PATH,
+    webhook_rejected_counter,
+    webhook_routes,
+)
 from canarywatch.sources.kube_events import KubeEventsSource
 from canarywatch.sources.kubeconfig import ClusterAccess, build_configuration
 from canarywatch.sources.leader import LeaderElector
@@ -108,9 +116,21 @@ class App:
         state: StateStore | None = None,
         notifier: SystemdNotifier | None = None,
         listen: tuple[str, int] | None = None,
+        adapt_config: Callable[[Config], Config] | None = None,
     ) -> None:
         self.config = config
         self._config_path = config_path
+        self._adapt_config = adapt_config
+        """Applied to the file's config at each reload (the demo points it at its cluster)."""
+        self._reload_lock = asyncio.Lock()
+        self._running: _Running | None = None
+        """What a reload swaps sinks in; set once dispatch is built."""
+        self._tasks: asyncio.TaskGroup | None = None
+        self._spawned: set[asyncio.Task[Any]] = set()
+        """Tasks started after start-up (reloads, heartbeats): cancelled at shutdown."""
+        self._heartbeats: dict[str, asyncio.Task[Any]] = {}
+        self._open_sinks: list[Sink] = []
+        """Every sink built and not closed yet (closed at exit; a reload closes replaced ones)."""
         self.clock: Clock = clock or SystemClock()
         self._log = get_logger("app")
         self.registry = CollectorRegistry()
@@ -166,9 +186,8 @@ class App:
         )
         async with contextlib.AsyncExitStack() as stack:
             http = await stack.enter_async_context(aiohttp.ClientSession())
-            sinks = await self._build_sinks(http, state)
-            for sink in sinks.values():
-                stack.push_async_callback(sink.aclose)
+            stack.push_async_callback(self._close_sinks)  # a reload may replace them
+            sinks = await self._build_sinks(http, state, config, built=self._open_sinks)
             leader_ok = self._leader_predicate()
             shared_log = await self._shared_log(stack)
             delivery = DurableDelivery(
@@ -192,6 +211,7 @@ class App:
                 refill=delivery.refill,  # a full queue spills to the outbox, read back in order
             )
             delivery.attach(dispatcher)
+            self._running = _Running(http, state, dispatcher, delivery)
             state.on_written = delivery.written  # held notifications reached the outbox
             runner = Runner(
                 pipeline,
@@ -219,7 +239,7 @@ class App:
             )
             runner.hold_until_listed(_listed_by_cluster(sources))
             await self._build_leader(delivery)
-            self._add_readiness(sources, sinks, state)
+            self._add_readiness(sources, dispatcher, state)
             routes = control_routes(
                 state, silencer, clock=self.clock, on_outbox_retry=delivery.retried
             )
@@ -307,17 +327,40 @@ class App:
             self._log.error("state_restore_failed", error=str(exc))
             return Correlator(label_hints=hints)
 
-    async def _build_sinks(self, http: aiohttp.ClientSession, state: StateStore) -> dict[str, Sink]:
+    async def _build_sinks(
+        self,
+        http: aiohttp.ClientSession,
+        state: StateStore,
+        config: Config,
+        *,
+        built: list[Sink],
+        reuse: Mapping[str, Sink] | None = None,
+    ) -> dict[str, Sink]:
+        """A sink per receiver of ``config``, each built and checked; ``reuse`` (a reload)
+        supplies the running instance of a receiver whose sink and options did not change.
+
+        Every sink built is appended to ``built`` at once, so the caller closes it whatever
+        happens next; ``ConfigError`` names the receiver that cannot be built or checked."""
         sinks: dict[str, Sink] = {}
         log = get_logger("sinks")
-        for index, (receiver, sink_name, options) in enumerate(policy.receivers(self.config)):
+        for index, (receiver, sink_name, options) in enumerate(policy.receivers(config)):
+            if reuse is not None and receiver in reuse:
+                sinks[receiver] = reuse[receiver]
+                continue
             try:
                 sink = build_sink(
                     sink_name, options, http=http, log=log, memory=state.sink_memory(receiver)
                 )
             except ConfigError as exc:
-                raise self.config.error_at(("receivers", index, "sink"), exc.message) from None
-            await sink.check()
+                raise config.error_at(("receivers", index, "sink"), exc.message) from None
+            built.append(sink)
+            try:
+                await sink.check()
+            except DeliveryError as exc:  # say which receiver, and what happened
+                raise config.error_at(
+                    ("receivers", index, "options"),
+                    f"the {sink_name} sink failed its start-up check: {describe_failure(exc)}",
+                ) from None
             sinks[receiver] = sink
         return sinks
 
@@ -371,10 +414,9 @@ class App:
         )
 
     def _reachability(self, cluster: str, runner: Runner) -> Callable[[bool, str], Awaitable[None]]:
-        """The callback of one watch source of ``cluster`` (each source gets its own):
-        ``source_up`` is 0 while any of the cluster's sources is down; one
+        """The callback of one watch source of ``cluster`` (each source gets its own): one
         ``cluster-unreachable`` when the first goes down, one ``cluster-reachable`` when the
-        last is back."""
+        last is back (``source_up`` reads each source's own state: ``_add_readiness``)."""
         down = self._clusters_down.setdefault(cluster, set())
         me = object()
 
@@ -387,9 +429,6 @@ class App:
             reachable = not down
             transition = (
                 Transition.CLUSTER_REACHABLE if reachable else Transition.CLUSTER_UNREACHABLE
-            )
-            self.metrics.source_up.labels(source="kubernetes", cluster=cluster).set(
-                1 if reachable else 0
             )
             if reachable != was_down:
                 return  # another source of the cluster is (still) down: already announced
@@ -417,13 +456,33 @@ class App:
             return lambda: True
         return lambda: self.leader is not None and self.leader.is_leader
 
-    def _add_readiness(self, sources: Sources, sinks: dict[str, Sink], state: StateStore) -> None:
+    def _add_readiness(self, sources: Sources, dispatcher: Dispatcher, state: StateStore) -> None:
+        """The ``/readyz`` checks, and ``canarywatch_source_up``/``canarywatch_sink_up`` read
+        from the very same checks at each scrape, so the two never disagree and every series
+        exists (0 or 1) from start-up on: one per watch source (cluster and kind), per Flagger
+        metrics target, for the webhook intake, per receiver."""
+        up = self.metrics.source_up
         for cluster, source in sources.kube:
-            self.readiness.add(f"source:{cluster}:{source.name}", _watch_check(source))
+            check = _watch_check(source)
+            self.readiness.add(f"source:{cluster}:{source.name}", check)
+            up.labels(source=source.name, cluster=cluster).set_function(_as_gauge(check))
         if sources.metrics is not None:
-            self.readiness.add("source:flagger_metrics", _listed_check(sources.metrics.listed))
-        for receiver, sink in sinks.items():
-            self.readiness.add(f"sink:{receiver}", _sink_check(sink))
+            for target in sources.metrics.settings.targets:
+                check = _target_check(sources.metrics, target)
+                self.readiness.add(f"source:{sources.metrics.name}:{target.name}", check)
+                up.labels(source=sources.metrics.name, cluster=target.cluster).set_function(
+                    _as_gauge(check)
+                )
+        intake = self.config.webhook_intake
+        if intake.enabled:
+            cluster = intake.cluster or (
+                self.config.clusters[0].name if self.config.clusters else self.config.cluster
+            )
+            check = self._webhook_check
+            self.readiness.add("source:flagger_webhook", check)
+            up.labels(source="flagger_webhook", cluster=cluster).set_function(_as_gauge(check))
+        for receiver in dispatcher.sinks:
+            self._add_sink_health(dispatcher, receiver)
 
         def state_ok() -> tuple[bool, str]:
             problem = state.problem() if isinstance(state, HoldingStateStore) else None
@@ -438,6 +497,23 @@ class App:
             return True, "writable"
 
         self.readiness.add("state", state_ok)
+
+    def _add_sink_health(self, dispatcher: Dispatcher, receiver: str) -> None:
+        """``/readyz`` check ``sink:<receiver>`` and ``canarywatch_sink_up``, both read from
+        ``dispatcher.health`` (a permanent failure until a delivery succeeds)."""
+        check = _sink_check(dispatcher, receiver)
+        self.readiness.add(f"sink:{receiver}", check)
+        sink = dispatcher.sinks[receiver].name
+        self.metrics.sink_up.labels(receiver=receiver, sink=sink).set_function(_as_gauge(check))
+
+    def _webhook_check(self) -> tuple[bool, str]:
+        """The intake is up while the listener serves its route. Refused requests
+        (``canarywatch_webhook_rejected_total``) never make it not ready: Flagger reaches the
+        intake through the Service, which a not-ready pod leaves, so it could never post the
+        request that would make it ready again."""
+        if self.web is None:
+            return False, "the HTTP listener is not up yet"
+        return True, f"listening on {WEBHOOK_PATH}"
 
     # -- running ----------------------------------------------------------------------------
 
@@ -496,6 +572,7 @@ class App:
         self._install_signals(loop)
         try:
             async with asyncio.TaskGroup() as tg:
+                self._tasks = tg  # a reload starts tasks in it (``_spawn``)
                 source_tasks: list[asyncio.Task[Any]] = []
                 for cluster, source in sources.kube:
                     source_tasks.append(
@@ -522,13 +599,7 @@ class App:
                 if isinstance(self.state, HoldingStateStore):
                     side_tasks.append(tg.create_task(self._guard(self.state.run()), name="state"))
                 for receiver, sink in dispatcher.sinks.items():
-                    if callable(getattr(sink, "heartbeat", None)):
-                        side_tasks.append(
-                            tg.create_task(
-                                self._heartbeat(receiver, sink, delivery),
-                                name=f"heartbeat:{receiver}",
-                            )
-                        )
+                    self._start_heartbeat(receiver, sink, delivery)
                 if self.leader is not None:
                     side_tasks.append(tg.create_task(self._guard(self.leader.run()), name="leader"))
                 if self.low_traffic is not None:
@@ -545,7 +616,7 @@ class App:
                 await self._stopping.wait()
                 self._notifier.stopping()
                 self._log.info("shutdown_started")
-                for task in source_tasks + side_tasks:
+                for task in [*source_tasks, *side_tasks, *self._spawned]:
                     task.cancel()
                 await runner.stop(flush_all=True)  # nothing pending is left behind
                 await pipeline_task
@@ -556,6 +627,7 @@ class App:
                     self._log.warning("drain_incomplete", notifications=left)
                 dispatch_task.cancel()
         finally:
+            self._tasks = None
             self._remove_signals(loop)
 
     async def _guard(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -577,9 +649,6 @@ class App:
         assert self.state is not None  # noqa: S101 - set before the tasks start
         tick = 0
         while True:
-            for receiver, sink in sinks.items():
-                healthy = bool(getattr(sink, "healthy", True))
-                self.metrics.sink_up.labels(receiver=receiver, sink=sink.name).set(int(healthy))
             try:
                 delivery.update_gauges(list(sinks))
                 if tick % 120 == 0:
@@ -634,34 +703,248 @@ class App:
         self.stop()
 
     def _on_reload_signal(self) -> None:
-        self.reload()
+        if self._tasks is None or self._stopping.is_set():
+            self._log.warning("config_reload_skipped", detail="the daemon is starting or stopping")
+            return
+        self._spawn(self.reload(), name="reload")
 
-    def reload(self) -> bool:
-        """Re-read the config file and swap the notification policy; ``False`` if rejected."""
-        if self._config_path is None or self.runner is None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+        """A task in the supervisor's group started after start-up (a reload, a heartbeat):
+        cancelled at shutdown with the side tasks."""
+        assert self._tasks is not None  # noqa: S101 - only called while supervising
+        task = self._tasks.create_task(coro, name=name)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+        return task
+
+    def _start_heartbeat(self, receiver: str, sink: Sink, delivery: DurableDelivery) -> None:
+        if callable(getattr(sink, "heartbeat", None)):
+            self._heartbeats[receiver] = self._spawn(
+                self._heartbeat(receiver, sink, delivery), name=f"heartbeat:{receiver}"
+            )
+
+    async def reload(self) -> bool:
+        """Re-read the config file and apply it: all of it, or nothing (``False``).
+
+        New and changed receivers' sinks are built and checked first; a file that does not
+        load, or a sink that cannot be built or fails its check, rejects the whole file and the
+        running configuration stays. Then receivers, routes, inhibit rules, time intervals,
+        silences, the log level and the dispatch timeouts are swapped in one step, with nothing
+        awaited in between, so no notification is ever routed to a receiver without a sink.
+        Afterwards a removed receiver's old sink delivers what it holds (its groups' waiting
+        events included) for up to ``dispatch.drain_timeout``, a replaced sink finishes its
+        attempt under way, and both are closed; what they did not deliver stays in the outbox.
+        Settings that only take effect at start are named in one ``config_reload_partial``.
+        """
+        if self._config_path is None:
+            self._log.warning(
+                "config_reload_skipped", detail="started without a config file: nothing to re-read"
+            )
             return False
-        self._notifier.reloading()
+        running, runner = self._running, self.runner
+        if running is None or runner is None:
+            self._log.warning("config_reload_skipped", detail="not started yet")
+            return False
+        async with self._reload_lock:  # one at a time: a second SIGHUP waits for the first
+            self._notifier.reloading()
+            try:
+                replaced = await self._apply_reload(self._config_path, runner, running)
+            finally:
+                self._notifier.ready()
+            if replaced is None:
+                return False
+            await self._release_sinks(replaced, running)
+        return True
+
+    async def _apply_reload(
+        self, path: Path, runner: Runner, running: _Running
+    ) -> list[tuple[str, Sink]] | None:
+        """Load, build, swap (see ``reload``); the replaced sinks, or ``None`` if rejected."""
+        old = self.config
+        dispatcher, delivery = running.dispatcher, running.delivery
+        built: list[Sink] = []
         try:
-            new = load_config(self._config_path)
+            new = load_config(path)
+            if self._adapt_config is not None:
+                new = self._adapt_config(new)
             router = policy.build_router(new)
             inhibitor = policy.build_inhibitor(new)
-        except CanarywatchError as exc:
-            self._log.error("config_reload_rejected", error=str(exc))
-            self._notifier.ready()
-            return False
-        if {r.name for r in new.receivers} != {r.name for r in self.config.receivers}:
-            self._log.warning(
-                "config_reload_partial", detail="receiver changes take effect after a restart"
+            before = _sink_settings(old)
+            after = _sink_settings(new)
+            unchanged = {r: s for r, s in dispatcher.sinks.items() if before.get(r) == after.get(r)}
+            sinks = await self._build_sinks(
+                running.http, running.state, new, built=built, reuse=unchanged
             )
-        pipeline = self.runner.pipeline
+        except asyncio.CancelledError:
+            await _close_all(built)
+            raise
+        except Exception as exc:  # noqa: BLE001 - one reload is the unit: any failure rejects it
+            await _close_all(built)
+            error = str(exc) if isinstance(exc, CanarywatchError) else repr(exc)
+            self._log.error(
+                "config_reload_rejected",
+                error=error,
+                detail="nothing was applied: the running configuration stays",
+            )
+            return None
+        changes = _changed_settings(old, new)
+        added = [r for r in sinks if r not in dispatcher.sinks]
+        # -- one step: nothing is awaited until receivers, routes and the rest are swapped ----
+        replaced = dispatcher.reconfigure(sinks)
+        pipeline = runner.pipeline
         pipeline.router = router
         pipeline.inhibitor = inhibitor
         if pipeline.silencer is not None:
             pipeline.silencer.replace_config_silences(new.silences)
-        self.config = new
-        self._notifier.ready()
-        self._log.info("config_reloaded")
-        return True
+        removed = [r for r, _ in replaced if r not in sinks]
+        # What removed receivers' groups still wait with goes to their old sinks, now.
+        retired = pipeline.retire_receivers(removed, self.clock.now()) if removed else []
+        dispatcher.retune(
+            attempt_timeout_s=new.dispatch.attempt_timeout,
+            retry_budget_s=new.dispatch.retry_budget,
+        )
+        self.config = _applied(old, new)
+        self._open_sinks.extend(built)
+        if new.log.level != old.log.level:
+            set_level(new.log.level)
+        # -- swapped ------------------------------------------------------------------------------
+        if retired:
+            # Into the outbox before anything else runs (the runner's next commit marks these
+            # canaries' transitions as seen), then to the retiring sinks' queues.
+            await delivery.accept_batch(retired)
+        for receiver, old_sink in replaced:
+            heartbeat = self._heartbeats.pop(receiver, None)
+            if heartbeat is not None:
+                heartbeat.cancel()
+            current = sinks.get(receiver)
+            if current is None:
+                self.readiness.checks.pop(f"sink:{receiver}", None)
+            if current is None or current.name != old_sink.name:
+                with contextlib.suppress(KeyError):
+                    self.metrics.sink_up.remove(receiver, old_sink.name)
+        changed = [r for r, _ in replaced if r in sinks]
+        for receiver in [*added, *changed]:
+            self._add_sink_health(dispatcher, receiver)
+            if self._tasks is not None:
+                self._start_heartbeat(receiver, sinks[receiver], delivery)
+        for receiver in added:
+            delivery.receiver_added(receiver)  # what the outbox still holds for that name
+        needs_restart = [c for c in changes if c not in RELOADABLE]
+        if needs_restart:
+            self._log.warning(
+                "config_reload_partial",
+                needs_restart=needs_restart,
+                detail="everything else was applied; these keep their running values until the "
+                "daemon restarts",
+            )
+        self._log.info(
+            "config_reloaded",
+            changed=changes,
+            applied=[c for c in changes if c in RELOADABLE],
+            receivers_added=added,
+            receivers_changed=changed,
+            receivers_removed=removed,
+        )
+        return replaced
+
+    async def _release_sinks(self, replaced: list[tuple[str, Sink]], running: _Running) -> None:
+        """Close each sink a reload replaced once it is out of use (``Dispatcher.release``)."""
+        timeout_s = self.config.dispatch.drain_timeout
+
+        async def release(receiver: str, sink: Sink) -> None:
+            left = await running.dispatcher.release(receiver, sink, timeout_s=timeout_s)
+            running.delivery.let_go(left)  # still pending in the outbox
+            await self._close_sink(sink)
+
+        await asyncio.gather(*(release(receiver, sink) for receiver, sink in replaced))
+
+    async def _close_sink(self, sink: Sink) -> None:
+        self._open_sinks = [s for s in self._open_sinks if s is not sink]
+        try:
+            await sink.aclose()
+        except Exception:  # noqa: BLE001 - one sink: the others are closed all the same
+            self._log.exception("sink_close_failed", sink=sink.name)
+
+    async def _close_sinks(self) -> None:
+        """Close every sink still open (at exit)."""
+        for sink in list(self._open_sinks):
+            await self._close_sink(sink)
+
+
+@dataclass(frozen=True, slots=True)
+class _Running:
+    """What a reload needs of the running daemon to swap sinks."""
+
+    http: aiohttp.ClientSession
+    state: StateStore
+    dispatcher: Dispatcher
+    delivery: DurableDelivery
+
+
+RELOADABLE: Final = frozenset(
+    {
+        "receivers",
+        "route",
+        "time_intervals",
+        "inhibit_rules",
+        "silences",
+        "log.level",
+        "dispatch.attempt_timeout",
+        "dispatch.retry_budget",
+        "dispatch.drain_timeout",
+        "state.retention",
+    }
+)
+"""Settings a reload applies (``_changed_settings`` names); any other change needs a restart."""
+
+_FILE_KEYS: Final = {"catch_up_window_s": "catch_up_window"}
+
+
+def _changed_settings(old: Config, new: Config) -> list[str]:
+    """The settings ``new`` changes, by their key in the file: ``route``, ``log.level``,
+    ``server.listen``, ``clusters`` (a section a reload does not apply as a whole is named key
+    by key)."""
+    changed: list[str] = []
+    for spec in dataclasses.fields(Config):
+        before, after = getattr(old, spec.name), getattr(new, spec.name)
+        if not spec.compare or before == after:
+            continue
+        key = _FILE_KEYS.get(spec.name, spec.name)
+        if key not in RELOADABLE and isinstance(before, BaseModel) and type(before) is type(after):
+            changed += [
+                f"{key}.{name}"
+                for name in type(before).model_fields
+                if getattr(before, name) != getattr(after, name)
+            ]
+        else:
+            changed.append(key)
+    return changed
+
+
+def _applied(old: Config, new: Config) -> Config:
+    """The running configuration after a reload: ``new``'s values of the ``RELOADABLE``
+    settings, ``old``'s of the rest (they keep their running values until a restart, and the
+    next reload names them again)."""
+    top: dict[str, Any] = {key: getattr(new, key) for key in RELOADABLE if "." not in key}
+    sections: dict[str, dict[str, object]] = {}
+    for key in RELOADABLE:
+        if "." in key:
+            section, name = key.split(".", 1)
+            sections.setdefault(section, {})[name] = getattr(getattr(new, section), name)
+    for section, values in sections.items():
+        top[section] = getattr(old, section).model_copy(update=values)
+    return dataclasses.replace(old, **top, source=new.source)
+
+
+def _sink_settings(config: Config) -> dict[str, tuple[str, Mapping[str, object]]]:
+    """Receiver -> what its sink is built from (a receiver whose pair is unchanged keeps its
+    running sink across a reload)."""
+    return {receiver: (sink, options) for receiver, sink, options in policy.receivers(config)}
+
+
+async def _close_all(sinks: list[Sink]) -> None:
+    for sink in sinks:
+        await sink.aclose()
 
 
 async def build_sources(
@@ -782,31 +1065,61 @@ def _no_receivers(receivers: frozenset[str]) -> None:
     """``HoldingStateStore.on_written`` once dispatch has stopped: nothing to read back."""
 
 
-def _listed_check(listed: asyncio.Event) -> Callable[[], tuple[bool, str]]:
+ReadinessCheck = Callable[[], tuple[bool, str]]
+
+
+def _as_gauge(check: ReadinessCheck) -> Callable[[], float]:
+    """A readiness check as the value of an ``_up`` gauge (``set_function``): 1 or 0."""
+    return lambda: 1.0 if check()[0] else 0.0
+
+
+def _listed_check(listed: asyncio.Event, last_failure: Callable[[], str]) -> ReadinessCheck:
     def check() -> tuple[bool, str]:
-        return (True, "listed") if listed.is_set() else (False, "initial list in progress")
+        if listed.is_set():
+            return True, "listed"
+        failure = last_failure()
+        return False, f"not listed yet: {failure}" if failure else "initial list in progress"
 
     return check
 
 
-def _watch_check(source: KubeEventsSource | CanariesSource) -> Callable[[], tuple[bool, str]]:
+def _watch_check(source: KubeEventsSource | CanariesSource) -> ReadinessCheck:
     """Listed, and every watch current: one that cannot be re-established (a half-open
-    stream replaced in vain, an API server out of reach) makes the source not ready."""
-    listed = _listed_check(source.listed)
+    stream replaced in vain, an API server out of reach) makes the source not ready. A source
+    that has not listed yet says why (``not listed yet: forbidden (HTTP 403): check RBAC``)."""
+    listed = _listed_check(source.listed, lambda: source.last_failure)
 
     def check() -> tuple[bool, str]:
         if not source.reachable:
-            return False, f"watch not current, API server out of reach: {source.unreachable_reason}"
+            last = f" ({source.last_failure})" if source.last_failure else ""
+            return (
+                False,
+                f"watch not current, API server out of reach: {source.unreachable_reason}{last}",
+            )
         return listed()
 
     return check
 
 
-def _sink_check(sink: Sink) -> Callable[[], tuple[bool, str]]:
+def _target_check(source: FlaggerMetricsSource, target: MetricsTarget) -> ReadinessCheck:
+    """One Flagger metrics target: not ready until a fetch succeeded and while it is down
+    (``flagger metrics target flagger (http://10.0.0.7:8080): never answered (connection
+    refused)``)."""
+
     def check() -> tuple[bool, str]:
-        if getattr(sink, "healthy", True):
-            return True, "ok"
-        return False, "permanent delivery failure (webhook deleted or credentials revoked?)"
+        health = source.health(target.name)
+        return health.up, f"{source.where(target)}: {health.detail}"
+
+    return check
+
+
+def _sink_check(dispatcher: Dispatcher, receiver: str) -> ReadinessCheck:
+    def check() -> tuple[bool, str]:
+        try:
+            health = dispatcher.health(receiver)
+        except KeyError:
+            return True, "no longer configured"
+        return health.healthy, health.detail()
 
     return check
 

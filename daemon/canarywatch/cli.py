@@ -131,8 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
             "virtual time and print each notification that would be sent as one JSON line."
         ),
     )
-    replay.add_argument("recording", type=Path, help="recording file (JSON Lines)")
-    replay.add_argument("--config", type=Path, help="policy/config file (default: built-in)")
+    replay.add_argument(
+        "recording", type=Path, help="recording file (JSON Lines; -: standard input)"
+    )
+    replay.add_argument(
+        "--config", type=Path, help="policy/config file (default: built-in; -: standard input)"
+    )
     replay.add_argument(
         "--send", action="store_true", help="deliver through the configured sinks instead"
     )
@@ -142,17 +146,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     record = sub.add_parser("record", help="write what the sources see to a recording")
     record.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    record.add_argument("--output", type=Path, required=True, help="recording file to append to")
+    record.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        help="recording file to append to (-: standard output)",
+    )
     record.add_argument("--duration", type=_duration, help="stop after this long (e.g. 10m)")
 
-    check = sub.add_parser("check-config", help="validate a configuration file")
-    check.add_argument("config", type=Path)
+    check = sub.add_parser(
+        "check-config",
+        help="validate a configuration file",
+        description=(
+            "Validate a configuration file and report every problem at once (file, line, key "
+            "path): YAML, values, references, sinks and their options, secrets."
+        ),
+    )
+    check.add_argument("config", type=Path, help="configuration file (-: standard input)")
+    check.add_argument(
+        "--skip-secrets",
+        action="store_true",
+        help="check the form of {env: ...}/{file: ...} secrets but do not read them "
+        "(for a config whose secrets exist only where it runs)",
+    )
 
     route_test = sub.add_parser(
         "route-test",
         help="which receivers a label set reaches (like amtool config routes test)",
     )
-    route_test.add_argument("config", type=Path)
+    route_test.add_argument("config", type=Path, help="configuration file (-: standard input)")
     route_test.add_argument("labels", nargs="+", metavar="NAME=VALUE", help="the event's labels")
     route_test.add_argument(
         "--verify-receivers",
@@ -162,11 +184,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("plugins", help="list every discovered sink plugin")
 
+    completion = sub.add_parser(
+        "completion",
+        help="print a shell completion script (bash or zsh)",
+        description=(
+            "Print a completion script generated from this command line. bash: "
+            "canarywatch completion bash > ~/.local/share/bash-completion/completions/canarywatch; "
+            'zsh: eval "$(canarywatch completion zsh)" in ~/.zshrc, after compinit.'
+        ),
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"), help="the shell")
+
     test_sink = sub.add_parser(
         "test-sink", help="send a sample rollback notification through one receiver"
     )
     test_sink.add_argument("receiver", help="receiver name from the config")
-    test_sink.add_argument("--config", type=Path, help="config file (default: built-in)")
+    test_sink.add_argument(
+        "--config", type=Path, help="config file (default: built-in; -: standard input)"
+    )
     test_sink.add_argument(
         "--dry-run", action="store_true", help="print the rendered payload instead of sending"
     )
@@ -333,11 +368,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "record":
         return asyncio.run(commands.record_command(args.config, args.output, args.duration))
     if command == "check-config":
-        return commands.check_config_command(args.config)
+        return commands.check_config_command(args.config, skip_secrets=args.skip_secrets)
     if command == "route-test":
         return commands.route_test_command(args.config, args.labels, verify=args.verify_receivers)
     if command == "plugins":
         return commands.plugins_command()
+    if command == "completion":
+        from canarywatch.completion import completion_script
+
+        sys.stdout.write(completion_script(build_parser(), args.shell))
+        return EXIT_OK
     if command == "test-sink":
         return asyncio.run(
             commands.test_sink_command(args.config, args.receiver, dry_run=args.dry_run)

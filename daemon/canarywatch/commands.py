@@ -7,10 +7,11 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import io
 import json
 import signal
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -20,16 +21,17 @@ from prometheus_client import CollectorRegistry
 
 from canarywatch import policy, recording, stdio
 from canarywatch.clock import SystemClock
-from canarywatch.config import Config, load_config
+from canarywatch.config import Check, Config, Loc, UncheckedSecret, load_config, parse_config
 from canarywatch.config.fields import LABEL_NAME
 from canarywatch.dispatch import Dispatcher
-from canarywatch.errors import CanarywatchError
+from canarywatch.errors import CanarywatchError, ConfigError
 from canarywatch.jsonout import dumps, notification_to_json
 from canarywatch.logs import configure_logging, get_logger
 from canarywatch.metrics import Metrics
-from canarywatch.model import Notification
+from canarywatch.model import Notification, Observation
 from canarywatch.pipeline.core import PipelineStats
 from canarywatch.pipeline.route import group_labels
+from canarywatch.progress import Progress, format_elapsed
 from canarywatch.replay import replay
 from canarywatch.sinks import Sink, SinkLoadError, build_sink, discover_sinks
 
@@ -62,17 +64,49 @@ def read_token(path: Path | None) -> str | None:
         raise UsageError(f"{path}: cannot read token file: not UTF-8 text") from None
 
 
-def _load(config_path: Path | None) -> Config | None:
-    return load_config(config_path) if config_path is not None else None
+STDIN = Path("-")
+"""``-`` where a config or recording path is taken: read standard input instead."""
+STDIN_NAME = "<stdin>"
 
 
-def check_config_command(path: Path) -> int:
-    config = load_config(path)
-    check_receivers(config)
+def read_stdin(what: str) -> str:
+    """All of standard input (for ``-``); ``UsageError`` when there is none to read."""
+    if sys.stdin is None:
+        raise UsageError(f"-: cannot read the {what} from standard input: it is closed")
+    try:
+        return sys.stdin.read()
+    except UnicodeDecodeError:
+        raise UsageError(f"{STDIN_NAME}: the {what} is not UTF-8 text") from None
+    except OSError as exc:
+        raise UsageError(f"{STDIN_NAME}: cannot read the {what}: {exc.strerror or exc}") from None
+
+
+def load_config_arg(
+    path: Path, *, skip_secrets: bool = False, check: Check | None = None
+) -> Config:
+    """``load_config`` of a command-line path, where ``-`` is standard input."""
+    if path == STDIN:
+        text = read_stdin("configuration")
+        return parse_config(text, filename=STDIN_NAME, skip_secrets=skip_secrets, check=check)
+    return load_config(path, skip_secrets=skip_secrets, check=check)
+
+
+def _load(config_path: Path | None, *, skip_secrets: bool = False) -> Config | None:
+    if config_path is None:
+        return None
+    return load_config_arg(config_path, skip_secrets=skip_secrets)
+
+
+def check_config_command(path: Path, *, skip_secrets: bool = False) -> int:
+    """Every problem of the file at once (syntax, values, references, sinks and their options),
+    or one summary line. ``skip_secrets``: secret references are checked but not read."""
+    config = load_config_arg(path, skip_secrets=skip_secrets, check=receiver_problems)
     routes = sum(1 for _ in policy.build_route(config.route).walk()) if config.receivers else 0
+    unread = "; secrets not read" if skip_secrets else ""
     print(
-        f"{path}: ok ({len(config.receivers)} receivers, {routes} routes, "
-        f"{len(policy.build_inhibitor(config))} inhibit rules, {len(config.silences)} silences)"
+        f"{STDIN_NAME if path == STDIN else path}: ok ({len(config.receivers)} receivers, "
+        f"{routes} routes, {len(policy.build_inhibitor(config))} inhibit rules, "
+        f"{len(config.silences)} silences{unread})"
     )
     return EXIT_OK
 
@@ -86,7 +120,9 @@ def route_test_command(path: Path, label_args: list[str], *, verify: str | None)
     Alertmanager: README, differences). ``verify``: the receivers expected, comma-separated;
     exit 1 when they differ.
     """
-    config = load_config(path)  # first: a missing config is the first thing to hear about
+    # First: a missing config is the first thing to hear about. Routing needs no secret, so
+    # none is read (a config whose secrets exist only where it runs can be tested anywhere).
+    config = load_config_arg(path, skip_secrets=True)
     labels = _label_set(label_args)
     root = policy.build_router(config).root
     targets: dict[tuple[str, tuple[tuple[str, str], ...]], None] = {}
@@ -125,20 +161,44 @@ def _label_set(args: list[str]) -> dict[str, str]:
     return labels
 
 
-def check_receivers(config: Config) -> None:
-    """Every receiver names an installed sink whose options validate (else ``ConfigError``)."""
+def receiver_problems(config: Config) -> list[ConfigError]:
+    """Every receiver names an installed sink whose options validate: one error per unknown
+    sink and per bad option, at that option's own key and line. Options holding a secret that
+    was not read (``--skip-secrets``, or reported unreadable already) are not judged."""
     from canarywatch.sinks import SinkRegistry, validate_sink_options
 
     registry = SinkRegistry(log=get_logger("sinks"))
+    problems: list[ConfigError] = []
     for index, receiver in enumerate(config.receivers):
+        at: Loc = ("receivers", index)
         try:
             cls = registry.load(receiver.sink)
         except SinkLoadError as exc:
-            raise config.error_at(("receivers", index, "sink"), exc.message) from None
+            problems.append(config.error_at((*at, "sink"), exc.message))
+            continue
         try:
             validate_sink_options(cls, receiver.options)
         except SinkLoadError as exc:
-            raise config.error_at(("receivers", index, "options"), exc.message) from None
+            for loc, message in exc.option_problems or (((), exc.message),):
+                if not _holds_unread_secret(receiver.options, loc):
+                    problems.append(config.error_at((*at, "options", *loc), message))
+    return problems
+
+
+def _holds_unread_secret(options: Mapping[str, object], loc: tuple[str | int, ...]) -> bool:
+    value: object = options
+    for part in loc:
+        if isinstance(value, Mapping):
+            if part not in value:
+                return False
+            value = value[part]
+        elif isinstance(value, tuple | list) and isinstance(part, int) and part < len(value):
+            value = value[part]
+        else:
+            return False
+        if isinstance(value, UncheckedSecret):
+            return True
+    return False
 
 
 def plugins_command() -> int:
@@ -155,21 +215,45 @@ def plugins_command() -> int:
 
 
 async def replay_command(path: Path, *, config_path: Path | None, send: bool, stats: bool) -> int:
-    config = _load(config_path)
+    """``canarywatch replay``: a recording (``-``: standard input) through the pipeline."""
+    if path == STDIN and config_path == STDIN:
+        raise UsageError("replay: the recording and --config cannot both be standard input (-)")
+    config = _load(config_path, skip_secrets=not send)  # only delivering needs the secrets
     configure_logging(level=config.log.level if config else "warning", stream=sys.stderr)
-    observations = recording.read(path)
+    observations = read_recording(path)
     pipeline = policy.build_pipeline(config, log=get_logger("pipeline"))
-    notifications = replay(observations, pipeline)
-    if send:
-        failed = await _deliver_all(config, notifications)
-    else:
-        for n in notifications:
-            sys.stdout.write(dumps(notification_to_json(n)) + "\n")
-        sys.stdout.flush()
-        failed = 0
+    # On a terminal, a status line, unless the notifications are printed to the same one.
+    with Progress(sys.stderr, unless=None if send else sys.stdout) as status:
+        sent = 0
+
+        def show(done: int, total: int) -> None:
+            status.update(f"replaying: {done}/{total} observations, {sent} notifications")
+
+        def counted(notifications: Iterable[Notification]) -> Iterator[Notification]:
+            nonlocal sent
+            for n in notifications:
+                sent += 1
+                yield n
+
+        notifications = counted(replay(observations, pipeline, progress=show))
+        if send:
+            failed = await _deliver_all(config, notifications)
+        else:
+            for n in notifications:
+                sys.stdout.write(dumps(notification_to_json(n)) + "\n")
+            sys.stdout.flush()
+            failed = 0
     if stats:
         print(json.dumps(_stats(pipeline.stats), sort_keys=True), file=sys.stderr)
     return EXIT_RUNTIME if failed else EXIT_OK
+
+
+def read_recording(path: Path) -> list[Observation]:
+    """``recording.read`` of a command-line path, where ``-`` is standard input."""
+    if path == STDIN:
+        text = read_stdin("recording")
+        return list(recording.iter_lines(io.StringIO(text), name=STDIN_NAME))
+    return recording.read(path)
 
 
 async def replay_demo_command(path: Path, *, config_path: Path | None, as_json: bool) -> int:
@@ -250,8 +334,14 @@ def _stats(stats: PipelineStats) -> Mapping[str, object]:
 async def run_command(config_path: Path) -> int:
     """``canarywatch run``: the daemon, until SIGTERM (exit 0) or Ctrl-C (``Interrupted``)."""
     config = load_config(config_path)
-    # The log goes to stderr, as every command's: stdout is the console sink's.
-    configure_logging(level=config.log.level, fmt=config.log.format, stream=sys.stderr)
+    # The log goes to stderr (or log.file), as every command's: stdout is the console sink's.
+    try:
+        configure_logging(
+            level=config.log.level, fmt=config.log.format, stream=sys.stderr, file=config.log.file
+        )
+    except OSError as exc:
+        reason = (exc.strerror or type(exc).__name__).lower()
+        raise config.error_at(("log", "file"), f"cannot open the log file: {reason}") from None
     watched = bool(config.clusters) or config.metrics_source.mode != "off"
     if not watched and not config.webhook_intake.enabled:
         get_logger("cli").warning(
@@ -343,13 +433,21 @@ async def _while_stdout_read(
 
 
 async def record_command(config_path: Path, output: Path, duration_s: float | None) -> int:
-    """``canarywatch record``: until ``--duration``, SIGTERM (exit 0) or Ctrl-C (exit 130)."""
+    """``canarywatch record``: until ``--duration``, SIGTERM (exit 0) or Ctrl-C (exit 130).
+
+    ``--output -`` writes to standard output (``record ... --output - | replay -``). On a
+    terminal, a status line counts the observations and the time.
+    """
     from canarywatch.record import record
 
-    _check_output(output)
+    to_stdout = output == STDIN
+    if not to_stdout:
+        _check_output(output)
     config = load_config(config_path)
     configure_logging(level=config.log.level, fmt=config.log.format, stream=sys.stderr)
-    _open_output(output)
+    if not to_stdout:
+        _open_output(output)
+    target = "standard output" if to_stdout else str(output)
     stop = asyncio.Event()
     interrupted = False
 
@@ -362,13 +460,38 @@ async def record_command(config_path: Path, output: Path, duration_s: float | No
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        count = await record(config, output, duration_s=duration_s, stop=stop)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
-    summary = f"recorded {count} observations to {output}"
+    started = loop.time()
+    written = 0
+    with Progress(sys.stderr, unless=sys.stdout if to_stdout else None) as status:
+
+        def show(count: int | None = None, *, force: bool = False) -> None:
+            nonlocal written
+            written = written if count is None else count
+            elapsed = format_elapsed(loop.time() - started)
+            status.update(f"recording to {target}: {written} observations, {elapsed}", force=force)
+
+        async def tick() -> None:
+            while True:
+                show(force=True)
+                await asyncio.sleep(1.0)
+
+        ticker = asyncio.ensure_future(tick()) if status.active else None
+        try:
+            count = await record(
+                config,
+                output,
+                duration_s=duration_s,
+                stop=stop,
+                stream=sys.stdout if to_stdout else None,
+                on_observation=show,
+            )
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+    summary = f"recorded {count} observations to {target}"
     if interrupted:
         raise Interrupted(summary)
     print(summary, file=sys.stderr)
@@ -395,10 +518,9 @@ def _open_output(output: Path) -> None:
 
 
 async def test_sink_command(config_path: Path | None, receiver: str, *, dry_run: bool) -> int:
-    from canarywatch.config import parse_config
     from canarywatch.testsink import test_sink
 
-    config = load_config(config_path) if config_path is not None else parse_config("")
+    config = load_config_arg(config_path) if config_path is not None else parse_config("")
     configure_logging(level="warning", stream=sys.stderr)
     return await test_sink(config, receiver, dry_run=dry_run, out=sys.stdout)
 

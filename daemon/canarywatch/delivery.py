@@ -35,7 +35,7 @@ not as a backlog.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -325,6 +325,22 @@ class DurableDelivery:
             return
         for receiver in dispatcher.sinks:
             dispatcher.backlog(receiver)
+
+    def receiver_added(self, receiver: str) -> None:
+        """A reload configured ``receiver``: on the leader, read back what the outbox holds for
+        it (left by an earlier receiver of that name, or by an earlier run)."""
+        dispatcher = self._attached()
+        if not self._is_leader() or receiver not in dispatcher.sinks:
+            return
+        if self._store.outbox_depth(receiver):
+            dispatcher.backlog(receiver)
+
+    def let_go(self, notifications: Iterable[Notification]) -> None:
+        """A receiver removed by a reload stopped holding ``notifications`` undelivered
+        (``Dispatcher.release``): they stay pending in the outbox; forget that they were in
+        memory, so ``refill`` reads them again if a receiver of that name comes back."""
+        for n in notifications:
+            self._forget(n)
 
     async def _queue(self, n: Notification, item: int) -> None:
         dispatcher = self._attached()

@@ -7,20 +7,23 @@ the terminal (``console`` sink) unless a config file names other receivers. The 
 ``/metrics``, ``/healthz`` and ``/readyz`` are served while it runs.
 
 Ctrl-C or SIGTERM is how a demo is cut short: the daemon shuts down gracefully, one line says
-how far the demo got, and that is a success (exit 0), not an error.
+how far the demo got, and that is a success (exit 0), not an error. SIGHUP reloads ``--config``
+exactly as it does for ``canarywatch run`` (the reloaded file is pointed at the simulator too).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from canarywatch import policy
 from canarywatch.app import App
 from canarywatch.clock import SystemClock, VirtualClock
 from canarywatch.config import Config, load_config, parse_config
@@ -66,6 +69,34 @@ def demo_config(base: Config | None, *, api_url: str, metrics_url: str, state_di
     )
 
 
+class DemoApp(App):
+    """The demo's daemon: SIGHUP reloads ``--config`` as ``run`` does. The demo logs warnings
+    and errors only (a rejected file is ``config_reload_rejected``), so an applied reload is
+    said on the terminal too."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        out: TextIO,
+        listen: tuple[str, int],
+        config_path: Path | None,
+        adapt_config: Callable[[Config], Config],
+    ) -> None:
+        super().__init__(config, listen=listen, config_path=config_path, adapt_config=adapt_config)
+        self._out = out
+
+    async def reload(self) -> bool:
+        applied = await super().reload()
+        if applied:
+            receivers = ", ".join(name for name, _, _ in policy.receivers(self.config))
+            print(
+                f"canarywatch demo: configuration reloaded (receivers: {receivers})",
+                file=self._out,
+            )
+        return applied
+
+
 async def run_demo(
     *,
     config_path: Path | None = None,
@@ -90,13 +121,19 @@ async def run_demo(
         async with SimulatedApiServer(store) as api:
             sim = FlaggerSimulator(store, clock, cluster_name=DEMO_CLUSTER)
             async with FlaggerMetricsServer(sim) as flagger:
-                config = demo_config(
-                    base,
+                point = functools.partial(
+                    demo_config,
                     api_url=api.url,
                     metrics_url=flagger.metrics_url,
                     state_dir=Path(state_dir),
                 )
-                app = App(config, listen=("127.0.0.1", listen_port))
+                app = DemoApp(
+                    point(base),
+                    listen=("127.0.0.1", listen_port),
+                    config_path=config_path,
+                    adapt_config=point,  # a reloaded file is pointed at the simulator too
+                    out=out,
+                )
                 daemon = asyncio.create_task(app.run(), name="daemon")
                 started = time.monotonic()
                 finished = False

@@ -8,7 +8,13 @@ a permanent one stops at once. Sinks never retry; this module does. Backoff slee
 the ``Clock``, so tests and ``replay`` run them in virtual time.
 
 Each delivery ends in exactly one canonical log line, ``notification_sent`` or
-``delivery_failed``, carrying receiver, sink, attempts, duration and reason.
+``delivery_failed``, carrying receiver, sink, attempts, duration and reason. A sink that prints
+its notifications where the operator reads the log (``Sink.prints_notifications``: the console)
+gets ``notification_sent`` at debug, so a notification is not shown twice.
+
+Sink health is decided here, once for every sink (:class:`SinkHealth`): a delivery that fails
+for good for a reason about the destination marks the receiver's sink unhealthy until a delivery
+succeeds; ``health()`` is what ``canarywatch_sink_up`` and ``/readyz`` show.
 
 The in-memory queues are a window onto the outbox, not the queue of record. With a ``refill``
 source (the daemon's outbox), a full queue *spills*: the notification stays in the outbox and the
@@ -27,7 +33,8 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Never, Self, TypeAlias
 
@@ -61,6 +68,61 @@ in flight. Fewer than ``room`` means there are no more. Synchronous on purpose: 
 in between reading the backlog and queueing what was read."""
 
 STAGE = "dispatch"
+
+
+@dataclass(slots=True)
+class SinkHealth:
+    """Whether a receiver's sink delivers, judged by what its deliveries did.
+
+    A notification that fails permanently for a reason about the destination (a not-retryable
+    ``DeliveryError`` other than ``invalid_payload``: a deleted webhook's 404, revoked
+    credentials, a file that cannot be opened; or the sink raising something else) marks the
+    sink unhealthy; the next successful delivery marks it healthy again. ``invalid_payload``
+    (one notification the far side refused) and a retryable failure that used up the retry
+    budget change nothing: the deliveries and outbox metrics show those.
+    """
+
+    sink: Sink
+    """The instance judged: a receiver given a new sink starts healthy."""
+    healthy: bool = True
+    problem: str = ""
+    """The latest permanent failure, in plain words (no secret: see ``describe_failure``)."""
+    since: datetime | None = None
+    failed: int = 0
+    """Notifications that failed permanently since ``since``."""
+    outcomes: int = 0
+
+    def detail(self) -> str:
+        """What ``/readyz`` says about the sink."""
+        if self.healthy:
+            return "ok" if self.outcomes else "ok, nothing delivered yet"
+        since = f"{self.since:%Y-%m-%dT%H:%M:%SZ}" if self.since is not None else "start"
+        return (
+            f"failing since {since}: {self.failed} notification(s) failed for good, the last "
+            f"because {self.problem}; healthy again after a successful delivery"
+        )
+
+
+_REASON_WORDS: Mapping[DeliveryReason, str] = {
+    DeliveryReason.CONNECTION: "it could not connect",
+    DeliveryReason.TIMEOUT: "it got no answer in time",
+    DeliveryReason.HTTP_4XX: "the destination refused it",
+    DeliveryReason.HTTP_5XX: "the destination failed",
+    DeliveryReason.RATE_LIMITED: "it was rate limited",
+    DeliveryReason.INVALID_PAYLOAD: "the destination refused the message",
+}
+
+
+def describe_failure(error: Exception) -> str:
+    """A failed delivery in plain words: the sink's ``detail`` when it gave one, else the
+    reason and HTTP status (``the destination refused it (HTTP 404, not retryable)``). Built
+    from ``DeliveryError``'s fields, which hold no secret, or the exception's class name."""
+    if not isinstance(error, DeliveryError):
+        return f"the sink raised {type(error).__name__} (a bug in the sink?)"
+    words = error.detail or _REASON_WORDS.get(error.reason, error.reason.value)
+    facts = [f"HTTP {error.status_code}"] if error.status_code is not None else []
+    facts.append("retryable" if error.retryable else "not retryable")
+    return f"{words} ({', '.join(facts)})"
 
 
 class Dispatcher:
@@ -122,6 +184,14 @@ class Dispatcher:
             idle.set()
         self._in_flight: dict[str, Notification] = {}
         self._task: asyncio.Task[None] | None = None
+        self._queue_size = queue_size
+        self._retiring: dict[str, Sink] = {}
+        """Receivers a reload removed whose workers still deliver what they hold (``release``)."""
+        self._workers: dict[str, asyncio.Task[Never]] = {}
+        self._workers_group: asyncio.TaskGroup | None = None
+        self._attempting: dict[str, tuple[Sink, asyncio.Event]] = {}
+        """Per receiver, the sink of the attempt under way and an event set when it ends."""
+        self._health: dict[str, SinkHealth] = {}
         for receiver, sink in self._sinks.items():
             metrics.declare_receiver(receiver, sink.name)
 
@@ -129,6 +199,43 @@ class Dispatcher:
     def sinks(self) -> Mapping[str, Sink]:
         """Receiver name -> its sink instance."""
         return self._sinks
+
+    def health(self, receiver: str) -> SinkHealth:
+        """The health of ``receiver``'s current sink (see ``SinkHealth``); ``KeyError`` for a
+        receiver without a sink."""
+        sink = self._sinks[receiver]
+        record = self._health.get(receiver)
+        if record is None or record.sink is not sink:
+            record = self._health[receiver] = SinkHealth(sink)
+            if getattr(sink, "healthy", True) is False:  # a plugin that says so itself
+                record.healthy = False
+                record.problem = "the sink reports a permanent failure"
+        return record
+
+    def _judge(
+        self, n: Notification, sink: Sink, log: BoundLogger, error: Exception | None
+    ) -> None:
+        """Update the receiver's ``SinkHealth`` with one delivery's outcome."""
+        if self._sinks.get(n.receiver) is not sink:
+            return  # the receiver was given another sink meanwhile
+        record = self.health(n.receiver)
+        record.outcomes += 1
+        if error is None:
+            if not record.healthy:
+                log.info("sink_marked_healthy", failed=record.failed)
+            record.healthy, record.problem, record.since, record.failed = True, "", None, 0
+            return
+        permanent = not isinstance(error, DeliveryError) or (
+            not error.retryable and error.reason is not DeliveryReason.INVALID_PAYLOAD
+        )
+        if not permanent:
+            return
+        record.problem = describe_failure(error)
+        record.failed += 1
+        if record.healthy:
+            record.healthy = False
+            record.since = self._clock.now()
+            log.error("sink_marked_unhealthy", problem=record.problem)
 
     # --- intake --------------------------------------------------------------------------------
 
@@ -219,13 +326,29 @@ class Dispatcher:
     # --- workers -------------------------------------------------------------------------------
 
     async def run(self) -> Never:
-        """Run one worker per receiver until cancelled (task names ``dispatch:<receiver>``)."""
+        """Run one worker per receiver until cancelled (task names ``dispatch:<receiver>``);
+        receivers added by ``reconfigure`` get theirs in the same group."""
         async with asyncio.TaskGroup() as tg:
-            for receiver in self._queues:
-                tg.create_task(self._worker(receiver), name=f"{STAGE}:{receiver}")
-            if not self._queues:
-                await asyncio.Event().wait()  # nothing to deliver to: idle until cancelled
+            self._workers_group = tg
+            try:
+                for receiver in self._queues:
+                    self._start_worker(receiver)
+                await asyncio.Event().wait()  # workers come and go (reload): idle until cancelled
+            finally:
+                self._workers_group = None
         raise RuntimeError("dispatch workers exited")  # pragma: no cover - workers never return
+
+    def _start_worker(self, receiver: str) -> None:
+        if self._workers_group is None or receiver in self._workers:
+            return  # not running yet: run() starts one for every queue
+        task = self._workers_group.create_task(self._worker(receiver), name=f"{STAGE}:{receiver}")
+        self._workers[receiver] = task
+
+        def ended(done: asyncio.Task[Never]) -> None:
+            if self._workers.get(receiver) is done:
+                del self._workers[receiver]
+
+        task.add_done_callback(ended)
 
     async def _worker(self, receiver: str) -> Never:
         queue = self._queues[receiver]
@@ -309,6 +432,101 @@ class Dispatcher:
     ) -> None:
         await self.aclose()
 
+    # --- reload --------------------------------------------------------------------------------
+
+    def reconfigure(self, sinks: Mapping[str, Sink]) -> list[tuple[str, Sink]]:
+        """Make ``sinks`` (receiver -> sink) the receivers, in one step (a config reload).
+
+        - A receiver whose sink is the same instance is untouched.
+        - A new receiver gets a queue and a worker.
+        - A receiver given a new sink keeps its queue, its order and the notification in
+          flight: the next attempt (a retry included) renders and delivers with the new sink.
+        - A removed receiver *retires*: routes no longer reach it, but its worker still
+          delivers what it holds (``release``).
+
+        Nothing here waits, so the caller swaps its routes in the same step and never routes to
+        a receiver without a sink. Returns ``(receiver, old sink)`` for every sink no longer
+        current: pass each to ``release``, then close it.
+        """
+        replaced: list[tuple[str, Sink]] = []
+        for receiver, old in list(self._sinks.items()):
+            if sinks.get(receiver) is old:
+                continue
+            replaced.append((receiver, old))
+            if receiver not in sinks:
+                del self._sinks[receiver]
+                self._health.pop(receiver, None)
+                self._retiring[receiver] = old
+        for receiver, sink in sinks.items():
+            if self._sinks.get(receiver) is sink:
+                continue
+            self._sinks[receiver] = sink
+            self._metrics.declare_receiver(receiver, sink.name)
+            if self._retiring.pop(receiver, None) is not None:
+                continue  # removed by an earlier reload, back before it was released
+            if receiver not in self._queues:
+                self._queues[receiver] = asyncio.Queue(maxsize=self._queue_size)
+                self._idle[receiver] = asyncio.Event()
+                self._idle[receiver].set()
+                self._start_worker(receiver)
+        return replaced
+
+    def retune(self, *, attempt_timeout_s: float, retry_budget_s: float) -> None:
+        """New per-attempt timeout and retry budget (a reload); deliveries under way keep the
+        deadline they started with."""
+        if attempt_timeout_s <= 0 or retry_budget_s < 0:
+            raise ValueError("attempt_timeout_s > 0, retry_budget_s >= 0")
+        self._attempt_timeout_s = attempt_timeout_s
+        self._retry_budget_s = retry_budget_s
+
+    async def release(self, receiver: str, sink: Sink, *, timeout_s: float) -> list[Notification]:
+        """Wait until ``sink``, which ``reconfigure`` returned for ``receiver``, is out of use.
+
+        A replaced sink is out of use once its attempt under way ends (within the attempt
+        timeout). A retired receiver's worker first delivers what it holds (queue, notification
+        in flight, backlog) for up to ``timeout_s``, then stops. Returns the notifications it
+        left undelivered: with a ``refill`` source they wait there (the outbox) until a receiver
+        of that name is configured again; the caller forgets them. Closing ``sink`` is the
+        caller's.
+        """
+        left: list[Notification] = []
+        if self._retiring.get(receiver) is sink:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._idle[receiver].wait()
+            except TimeoutError:
+                pass
+            if self._retiring.get(receiver) is sink:  # not configured again meanwhile
+                left = await self._retire(receiver)
+        attempt = self._attempting.get(receiver)
+        if attempt is not None and attempt[0] is sink:
+            await attempt[1].wait()
+        return left
+
+    async def _retire(self, receiver: str) -> list[Notification]:
+        """Stop a retired receiver's worker and forget its queue; what it still held."""
+        task = self._workers.pop(receiver, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+        left = [self._in_flight.pop(receiver)] if receiver in self._in_flight else []
+        queue = self._queues.pop(receiver)
+        while not queue.empty():
+            left.append(queue.get_nowait())
+            queue.task_done()
+        del self._idle[receiver]
+        del self._retiring[receiver]
+        self._backlog.discard(receiver)
+        if left:
+            self._log.warning(
+                "receiver_retired_with_backlog",
+                receiver=receiver,
+                notifications=len(left),
+                detail="the receiver was removed by a reload: kept in the outbox, delivered if "
+                "a receiver of that name is configured again",
+            )
+        return left
+
     # --- one delivery --------------------------------------------------------------------------
 
     def backoff_s(self, attempt: int) -> float:
@@ -317,8 +535,10 @@ class Dispatcher:
         step = min(self._backoff_max_s, self._backoff_initial_s * 2.0 ** min(attempt - 1, 64))
         return step / 2 + self._rng.uniform(0, step / 2)
 
-    async def _attempt(self, sink: Sink, payload: Payload) -> Exception | None:
+    async def _attempt(self, receiver: str, sink: Sink, payload: Payload) -> Exception | None:
         """One ``deliver`` under the per-attempt timeout; the error instead of raising it."""
+        ended = asyncio.Event()
+        self._attempting[receiver] = (sink, ended)  # ``release`` waits for it to end
         try:
             async with asyncio.timeout(self._attempt_timeout_s):
                 await sink.deliver(payload)
@@ -330,11 +550,18 @@ class Dispatcher:
             return classify_exception(exc)
         except Exception as exc:  # noqa: BLE001 - per-delivery boundary: a sink bug fails one item
             return exc
+        finally:
+            ended.set()
+            if self._attempting.get(receiver, (None, None))[1] is ended:
+                del self._attempting[receiver]
         return None
 
     async def deliver_now(self, n: Notification) -> DeliveryOutcome:
-        """Render and deliver ``n`` to its receiver's sink, retrying as configured."""
-        sink = self._sinks.get(n.receiver)
+        """Render and deliver ``n`` to its receiver's sink, retrying as configured.
+
+        Each attempt goes to the receiver's sink of the moment: when a reload gave it a new one
+        (``reconfigure``), the next attempt renders and delivers with that one."""
+        sink = self._sinks.get(n.receiver) or self._retiring.get(n.receiver)
         if sink is None:
             raise KeyError(f"no sink for receiver {n.receiver!r}")
         log = self._log.bind(
@@ -356,8 +583,17 @@ class Dispatcher:
             gave_up = "render_failed"
         else:
             while True:
+                current = self._sinks.get(n.receiver, sink)
+                if current is not sink:
+                    sink, log = current, log.bind(sink=current.name)
+                    try:
+                        payload = sink.render(n)
+                    except Exception as exc:  # noqa: BLE001 - per-delivery boundary: a render bug
+                        error = exc
+                        gave_up = "render_failed"
+                        break
                 attempts += 1
-                error = await self._attempt(sink, payload)
+                error = await self._attempt(n.receiver, sink, payload)
                 if error is None:
                     break
                 if not isinstance(error, DeliveryError):
@@ -394,6 +630,8 @@ class Dispatcher:
             latency_s = max((now - observed).total_seconds(), 0.0)
             self._metrics.delivery_latency.labels(sink=sink.name).observe(latency_s)
         outcome = self._finish(n, sink, log, error, attempts, duration_s, gave_up)
+        if gave_up != "render_failed":  # a render bug says nothing about the destination
+            self._judge(n, sink, log, error)
         if self._on_delivered is not None:
             await self._on_delivered(n, outcome)
         return outcome
@@ -413,7 +651,9 @@ class Dispatcher:
             self._metrics.deliveries.labels(
                 sink=sink.name, receiver=n.receiver, outcome=DELIVERY_OK, reason=REASON_NONE
             ).inc()
-            log.info(
+            # The console sink's notification is the record already: not twice on a terminal.
+            quiet = bool(getattr(sink, "prints_notifications", False))
+            (log.debug if quiet else log.info)(
                 "notification_sent",
                 outcome=DELIVERY_OK,
                 attempts=attempts,
@@ -444,6 +684,8 @@ class Dispatcher:
         if isinstance(error, DeliveryError):
             fields["status_code"] = error.status_code
             fields["retryable"] = error.retryable
+            if error.detail:
+                fields["detail"] = error.detail
             log.error("delivery_failed", **fields)
         else:
             log.error("delivery_failed", exc_info=error, **fields)

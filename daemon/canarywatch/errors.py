@@ -81,8 +81,11 @@ class DeliveryError(CanarywatchError):
     HTTP statuses are classified once, by ``canarywatch.sinks.classify_http``; ``retryable``
     defaults from the reason (timeouts, 5xx, 429 and connection errors retry).
 
-    Deliberately takes no free text: the reason is a metric label and the message is built only
-    from the reason, the status code and the retry hint, so a webhook URL or token cannot leak
+    The reason is a metric label; the message is built from the reason, the status code, the
+    retry hint and, where a sink can say more than the reason does, ``detail``: what happened in
+    plain words for a person (``cannot append to /var/lib/x.jsonl: permission denied``). A sink
+    puts no secret there; as a second line of defence every URL in it is cut down to
+    ``scheme://host`` and it is kept to one short line, so a webhook URL or token cannot leak
     through ``str(error)``.
     """
 
@@ -93,11 +96,13 @@ class DeliveryError(CanarywatchError):
         retryable: bool | None = None,
         status_code: int | None = None,
         retry_after_s: float | None = None,
+        detail: str | None = None,
     ) -> None:
         self.reason = reason
         self.retryable = reason in _RETRYABLE_BY_DEFAULT if retryable is None else retryable
         self.status_code = status_code
         self.retry_after_s = retry_after_s
+        self.detail = _one_line(detail) if detail else None
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -107,10 +112,26 @@ class DeliveryError(CanarywatchError):
         if self.retry_after_s is not None:
             details.append(f"retry after {self.retry_after_s:g}s")
         details.append("retryable" if self.retryable else "not retryable")
+        if self.detail:
+            details.insert(0, f"reason {self.reason.value}")
+            return f"delivery failed: {self.detail} ({', '.join(details)})"
         return f"delivery failed: {self.reason.value} ({', '.join(details)})"
 
     def __repr__(self) -> str:
         return (
             f"DeliveryError({self.reason.value!r}, retryable={self.retryable}, "
-            f"status_code={self.status_code}, retry_after_s={self.retry_after_s})"
+            f"status_code={self.status_code}, retry_after_s={self.retry_after_s}, "
+            f"detail={self.detail!r})"
         )
+
+
+_DETAIL_MAX = 300
+
+
+def _one_line(text: str) -> str:
+    """``DeliveryError.detail`` made safe to show: URLs cut to ``scheme://host``, control
+    characters and line breaks gone, at most ``_DETAIL_MAX`` characters."""
+    from canarywatch.logs import strip_urls  # here: logs imports secrets, which imports us
+
+    cleaned = " ".join("".join(c if c.isprintable() else " " for c in strip_urls(text)).split())
+    return cleaned if len(cleaned) <= _DETAIL_MAX else cleaned[: _DETAIL_MAX - 1] + "…"

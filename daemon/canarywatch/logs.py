@@ -1,7 +1,9 @@
 """structlog configuration and the redaction processor.
 
 Named ``logs`` so it never shadows the standard library's ``logging``. Output is JSON lines
-when the stream is not a TTY (journald, kubectl logs) and ``ConsoleRenderer`` on a TTY.
+when the stream is not a TTY (journald, kubectl logs) and ``ConsoleRenderer`` on a TTY. The log
+goes to stderr (or the file ``log.file`` names), never to stdout: stdout is command output and
+the console sink's notifications, which must not be interleaved with log lines.
 Everything passes ``Redactor`` last before rendering, including the standard-library records
 of aiohttp and kubernetes_asyncio, so a webhook URL or token in an exception text is cut down
 to ``scheme://host`` before it is written anywhere.
@@ -13,9 +15,11 @@ import logging
 import re
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Final, TextIO, cast
 
 import structlog
+from structlog.processors import NAME_TO_LEVEL
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 from canarywatch.secrets import Secret
@@ -76,21 +80,46 @@ class Redactor:
         return strip_urls(str(value))
 
 
+class LevelFilter:
+    """Processor dropping events below ``level``: one threshold every logger reads at each call,
+    so a reload's ``set_level`` reaches the loggers components bound at start-up."""
+
+    def __init__(self, level: int = logging.INFO) -> None:
+        self.level = level
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        if NAME_TO_LEVEL.get(method_name, logging.CRITICAL) < self.level:
+            raise structlog.DropEvent
+        return event_dict
+
+
+_LEVEL_FILTER: Final = LevelFilter()
+
 _configured: tuple[str, str, TextIO] | None = None
+_log_file: tuple[Path, TextIO] | None = None
+"""The file ``log.file`` named, open for appending (kept open across reconfigurations)."""
 
 
-def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: str = "info",
+    fmt: str = "auto",
+    stream: TextIO | None = None,
+    *,
+    file: str | Path | None = None,
+) -> None:
     """Configure structlog (and route stdlib logging through the same chain).
 
-    Idempotent: calling again with the same arguments changes nothing; different arguments
-    replace the previous configuration (the CLI configures a default, then the config's).
+    The log goes to ``file`` when given (appended, line-buffered; ``OSError`` when it cannot be
+    opened), else to ``stream``, else to stderr. Idempotent: calling again with the same
+    arguments changes nothing; different arguments replace the previous configuration (the CLI
+    configures a default, then the config's).
     """
     global _configured
     if level not in LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}, not {level!r}")
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    out = sys.stdout if stream is None else stream
+    out = _open_log_file(Path(file)) if file is not None else (stream or sys.stderr)
     key = (level, fmt, out)
     if _configured is not None and _configured[:2] == key[:2] and _configured[2] is out:
         return
@@ -110,9 +139,12 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         Redactor(),
     ]
     numeric = logging.getLevelNamesMapping()[level.upper()]
+    _LEVEL_FILTER.level = numeric
     structlog.configure(
-        processors=[*shared, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        # The level is the filter's, read at each call, so ``set_level`` reaches loggers bound
+        # before it (a bound logger keeps the wrapper class it was built with).
+        processors=[_LEVEL_FILTER, *shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
@@ -120,14 +152,42 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     _configured = key
 
 
+def set_level(level: str) -> None:
+    """Change the minimum level of the configured log at once, for loggers bound earlier too
+    (``log.level`` changed by a reload); the format and destination stay."""
+    global _configured
+    if level not in LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LEVELS)}, not {level!r}")
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    _LEVEL_FILTER.level = numeric
+    logging.getLogger().setLevel(numeric)
+    if _configured is not None:
+        _configured = (level, _configured[1], _configured[2])
+
+
+def _open_log_file(path: Path) -> TextIO:
+    global _log_file
+    if _log_file is not None and _log_file[0] == path:
+        return _log_file[1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stream = path.open("a", encoding="utf-8", buffering=1)
+    if _log_file is not None:
+        _log_file[1].close()
+    _log_file = (path, stream)
+    return stream
+
+
 def reset_logging() -> None:
     """Undo ``configure_logging`` (tests): structlog defaults, no stdlib handler of ours."""
-    global _configured
+    global _configured, _log_file
     structlog.reset_defaults()
     root = logging.getLogger()
     for handler in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(handler)
     _configured = None
+    if _log_file is not None:
+        _log_file[1].close()
+        _log_file = None
 
 
 def _route_stdlib(out: TextIO, level: int, shared: list[Processor], renderer: Processor) -> None:

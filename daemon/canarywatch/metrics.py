@@ -39,6 +39,11 @@ STATE_HELD_KINDS: tuple[str, ...] = ("notification", "outbox", "snapshot", "othe
 """``kind`` of ``canarywatch_state_held_writes``: notifications not yet in the outbox, outbox
 records (delivered / attempted / dead), correlator snapshots, the rest."""
 
+SOURCE_KINDS: tuple[str, ...] = ("kube_events", "canaries", "flagger_metrics", "flagger_webhook")
+"""``source`` of ``canarywatch_source_up``: the Kubernetes Events and Canary watches (one series
+per cluster each), the Flagger metrics source (one per target, labelled with the target's
+cluster) and the webhook intake (1 while its listener serves the route)."""
+
 DELIVERY_OK = "sent"
 DELIVERY_FAILED = "failed"
 DELIVERY_RETRIED = "retried"
@@ -178,13 +183,16 @@ class Metrics:
         )
         self.source_up = Gauge(
             "canarywatch_source_up",
-            "1 while a source reaches its input (API server, Flagger /metrics), else 0.",
+            "1 while a source reaches its input, else 0 (also before it first has): "
+            f"source {', '.join(SOURCE_KINDS)}; one per cluster and kind, per Flagger metrics "
+            "target (its cluster), and the webhook intake. /readyz says why.",
             ["source", "cluster"],
             registry=registry,
         )
         self.sink_up = Gauge(
             "canarywatch_sink_up",
-            "0 once a receiver's sink failed permanently (webhook deleted, credentials revoked).",
+            "0 from a receiver's permanent delivery failure (webhook deleted, credentials "
+            "revoked, file not writable) until a delivery succeeds, else 1. /readyz says why.",
             ["receiver", "sink"],
             registry=registry,
         )

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 import aiohttp
 
@@ -30,11 +32,15 @@ async def record(
     duration_s: float | None = None,
     clock: Clock | None = None,
     stop: asyncio.Event | None = None,
+    stream: TextIO | None = None,
+    on_observation: Callable[[int], None] | None = None,
 ) -> int:
     """Record until ``duration_s`` passes or ``stop`` is set; returns the count.
 
     Without ``stop``, SIGINT and SIGTERM stop it; a caller that passes ``stop`` owns the
-    signals (the command line tells Ctrl-C from SIGTERM). ``output``'s directory must exist.
+    signals (the command line tells Ctrl-C from SIGTERM). ``output``'s directory must exist;
+    with ``stream`` the lines go there instead (standard output) and ``output`` only names it.
+    ``on_observation(count)`` is called after each line is written (a terminal's status line).
     """
     clock = clock or SystemClock()
     log = get_logger("record")
@@ -45,7 +51,15 @@ async def record(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        count = await _record(config, output, duration_s=duration_s, clock=clock, stop=stop)
+        count = await _record(
+            config,
+            output,
+            duration_s=duration_s,
+            clock=clock,
+            stop=stop,
+            stream=stream,
+            on_observation=on_observation,
+        )
     finally:
         for sig in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -55,7 +69,14 @@ async def record(
 
 
 async def _record(
-    config: Config, output: Path, *, duration_s: float | None, clock: Clock, stop: asyncio.Event
+    config: Config,
+    output: Path,
+    *,
+    duration_s: float | None,
+    clock: Clock,
+    stop: asyncio.Event,
+    stream: TextIO | None,
+    on_observation: Callable[[int], None] | None,
 ) -> int:
     log = get_logger("record")
     sources = Sources()
@@ -63,11 +84,15 @@ async def _record(
     async def ignore_self_event(_: CanaryEvent) -> None:
         return None
 
-    with output.open("a", encoding="utf-8") as stream:
+    with contextlib.ExitStack() as closing:
+        if stream is None:
+            stream = closing.enter_context(output.open("a", encoding="utf-8"))
         writer = RecordingWriter(stream)
 
         async def emit(obs: Observation) -> None:
             writer.write(obs)
+            if on_observation is not None:
+                on_observation(writer.count)
 
         async with aiohttp.ClientSession() as http:
             await build_sources(

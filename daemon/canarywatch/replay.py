@@ -8,7 +8,7 @@ and the same recording always yields the same notifications.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 
 from canarywatch.clock import VirtualClock
@@ -25,17 +25,23 @@ def replay(
     pipeline: Pipeline,
     *,
     clock: VirtualClock | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[Notification]:
-    """Yield each notification the pipeline would send, in the order it would send them."""
+    """Yield each notification the pipeline would send, in the order it would send them.
+
+    ``progress(done, total)`` is called after each observation (a terminal's status line).
+    """
     ordered = in_time_order(observations)
     if not ordered:
         return
     clock = clock or VirtualClock(ordered[0].at)
-    for obs in ordered:
+    for done, obs in enumerate(ordered, start=1):
         yield from _fire_timers_until(pipeline, clock, obs.at)
         clock.advance_to(obs.at)
         pipeline.observe(obs, clock.now())
         yield from pipeline.due(clock.now())
+        if progress is not None:
+            progress(done, len(ordered))
     # After the last line: the timers of groups still waiting fire (at their own deadlines);
     # repeats of still-firing groups are not followed beyond that.
     limit = clock.now() + DRAIN_HORIZON

@@ -33,6 +33,7 @@ from canarywatch.clock import SystemClock
 from canarywatch.errors import ConfigError, DeliveryError
 from canarywatch.jsonout import dumps, event_to_json, format_time, notification_to_json
 from canarywatch.model import DeliveryReason, JSONValue, Notification
+from canarywatch.validation import describe, format_key_path, key_path
 
 __all__ = [
     "API_VERSION",
@@ -41,6 +42,7 @@ __all__ = [
     "DeliveryError",
     "DeliveryReason",
     "InMemorySinkMemory",
+    "OptionProblem",
     "Payload",
     "PluginInfo",
     "Sink",
@@ -85,12 +87,22 @@ RETRY_AFTER_CAP_S = 3600.0
 """Longest ``Retry-After`` taken at face value; the dispatcher's retry budget caps it further."""
 
 
+OptionProblem: TypeAlias = tuple[tuple[str | int, ...], str]
+"""One bad sink option: its key path inside ``options`` (``("links", 0, "url")``, ``()`` for
+the options as a whole) and what is wrong, in canarywatch's words, without the value."""
+
+
 class SinkLoadError(ConfigError):
     """A sink cannot be loaded or configured: unknown name, broken plugin, bad options.
 
     A ``ConfigError`` because it is one when the sink is named in config (``check-config`` exits
-    2); ``config.py`` may re-raise it with the key path filled in.
+    2); ``config.py`` may re-raise it with the key path filled in. ``option_problems`` lists each
+    bad option (from ``validate_sink_options``), so a caller can point at each key's own line.
     """
+
+    def __init__(self, message: str, *, option_problems: Sequence[OptionProblem] = ()) -> None:
+        super().__init__(message)
+        self.option_problems: tuple[OptionProblem, ...] = tuple(option_problems)
 
 
 class SinkMemory(Protocol):
@@ -143,6 +155,14 @@ class Sink(abc.ABC):
     """Renders ``resolved`` notifications meaningfully (receivers may then send them)."""
     options_model: ClassVar[type[pydantic.BaseModel] | None] = None
     """Validates ``options`` at load/check-config time; ``None`` means "takes no options"."""
+    prints_notifications: bool = False
+    """Writes each notification where the operator reads the log (a terminal: the console
+    sink, ``jsonl`` to stdout). Dispatch then logs a successful delivery at debug instead of
+    info, so a notification is not shown twice. A class attribute a sink may set per instance.
+
+    Health needs nothing from a sink: dispatch marks it unhealthy when a delivery fails
+    permanently (a not-retryable ``DeliveryError`` other than ``invalid_payload``) and healthy
+    again when one succeeds (``canarywatch.dispatch.SinkHealth``)."""
 
     def __init__(
         self,
@@ -527,16 +547,23 @@ def validate_sink_options(cls: type[Sink], options: Mapping[str, object]) -> Non
     model = cls.options_model
     if model is None:
         if options:
-            raise SinkLoadError(f"sink takes no options, got: {', '.join(sorted(options))}")
+            raise SinkLoadError(
+                f"sink takes no options, got: {', '.join(sorted(options))}",
+                option_problems=[
+                    ((key,), f"unknown option {key!r}: this sink takes no options")
+                    for key in sorted(options)
+                ],
+            )
         return
     try:
         model.model_validate(dict(options))
     except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(options)'}: {err['msg']}"
+        found = [
+            (key_path(err["loc"]), describe(err, model=model, noun="option"))
             for err in exc.errors(include_input=False, include_url=False)
-        )
-        raise SinkLoadError(f"invalid options: {problems}") from None
+        ]
+        text = "; ".join(f"{format_key_path(loc) or '(options)'}: {why}" for loc, why in found)
+        raise SinkLoadError(f"invalid options: {text}", option_problems=found) from None
 
 
 def build_sink(

@@ -74,6 +74,8 @@ class ConsoleSink(Sink):
 
     supports_resolve: ClassVar[bool] = True
     options_model: ClassVar[type[pydantic.BaseModel] | None] = ConsoleOptions
+    prints_notifications = True
+    """The notification on the terminal is the record: dispatch logs its delivery at debug."""
 
     def __init__(
         self,
@@ -175,4 +177,9 @@ class ConsoleSink(Sink):
             stream.write(payload)
             stream.flush()
         except (OSError, ValueError) as exc:  # closed pipe or stream
-            raise DeliveryError(DeliveryReason.CONNECTION, retryable=False) from exc
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "closed"
+            raise DeliveryError(
+                DeliveryReason.CONNECTION,
+                retryable=False,
+                detail=f"cannot write to {self._options.stream}: {why.lower()}",
+            ) from exc

@@ -8,6 +8,9 @@ Each line is flushed as it is written; the file and its parent directories are c
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -54,6 +57,7 @@ class JsonlSink(Sink):
         super().__init__(name, options, http=http, log=log, memory=memory)
         opts = JsonlOptions.model_validate(dict(options))
         self._path = Path(opts.path) if opts.path else None
+        self.prints_notifications = self._path is None  # stdout: the line is the record
         self._file: TextIO | None = None
         self._lock = asyncio.Lock()
 
@@ -63,14 +67,30 @@ class JsonlSink(Sink):
 
     def _open(self, path: Path) -> TextIO:
         if self._file is None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except FileExistsError:  # a file where a directory should be
+                raise NotADirectoryError(
+                    errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent)
+                ) from None
             self._file = path.open("a", encoding="utf-8")
         return self._file
 
     def _write(self, line: str) -> None:
-        stream = self._open(self._path) if self._path is not None else sys.stdout
-        stream.write(line)
-        stream.flush()
+        if self._path is None:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            return
+        stream = self._open(self._path)
+        try:
+            stream.write(line)
+            stream.flush()
+        except OSError:
+            # Drop the file with what it buffered: the retry writes the line again, once.
+            self._file = None
+            with contextlib.suppress(OSError):
+                stream.close()
+            raise
 
     async def check(self) -> None:
         """Open (creating) the output file now, so a bad path fails at start-up."""
@@ -78,7 +98,9 @@ class JsonlSink(Sink):
             try:
                 await asyncio.to_thread(self._open, self._path)
             except OSError as exc:
-                raise DeliveryError(DeliveryReason.CONNECTION, retryable=False) from exc
+                raise DeliveryError(
+                    DeliveryReason.CONNECTION, retryable=False, detail=self._cannot("open", exc)
+                ) from exc
 
     async def deliver(self, payload: Payload) -> None:
         if not isinstance(payload, str) or "\n" in payload:
@@ -90,9 +112,26 @@ class JsonlSink(Sink):
                 else:
                     await asyncio.to_thread(self._write, payload + "\n")
             except OSError as exc:  # disk full, permissions: may clear, so retry
-                raise DeliveryError(DeliveryReason.CONNECTION, retryable=True) from exc
+                raise DeliveryError(
+                    DeliveryReason.CONNECTION, retryable=True, detail=self._cannot("write", exc)
+                ) from exc
+
+    def _cannot(self, verb: str, exc: OSError) -> str:
+        """``cannot open /var/lib/x.jsonl for appending: not a directory``: the path and the
+        system's words for the errno (``exc``'s text, which repeats the path, is not used)."""
+        where = str(self._path) if self._path is not None else "stdout"
+        what = {"open": f"open {where} for appending", "write": f"write to {where}"}.get(
+            verb, f"{verb} {where}"
+        )
+        why = os.strerror(exc.errno).lower() if exc.errno else type(exc).__name__
+        if exc.filename is not None and str(exc.filename) != where:  # a parent directory
+            why = f"{exc.filename}: {why}"
+        return f"cannot {what}: {why}"
 
     async def aclose(self) -> None:
         if self._file is not None:
             file, self._file = self._file, None
-            await asyncio.to_thread(file.close)
+            try:
+                await asyncio.to_thread(file.close)
+            except OSError as exc:  # what it still buffered could not be written
+                self.log.warning("sink_close_failed", detail=self._cannot("close", exc))

@@ -53,6 +53,7 @@ VALUES: dict[str, list[str]] = {
     "recording": [str(Path(__file__).parents[1] / "recordings" / "rollback.jsonl")],
     "receiver": ["default"],
     "scenarios": ["successful_rollout"],
+    "shell": ["bash"],
 }
 """Values by destination where a made-up word would be refused for a reason beside the point."""
 
@@ -69,6 +70,7 @@ PRINTS = {
     ("replay",),
     ("check-config",),
     ("plugins",),
+    ("completion",),
     ("test-sink",),
     ("tail",),
     ("silence", "list"),
@@ -353,6 +355,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcomes]:
 def test_the_parser_has_the_commands_this_module_expects_to_find() -> None:
     ids = {leaf.id for leaf in LEAVES}
     assert {"run", "demo", "replay", "record", "tail", "silence add", "outbox drop"} <= ids
+    assert {"completion", "check-config"} <= ids
     assert [leaf.id for leaf, _, _ in LISTENING] == ["demo"]
 
 

@@ -309,7 +309,7 @@ async def test_sighup_reload_rejects_a_bad_config_and_keeps_the_old(
                 await app.ready.wait()
             assert app.runner is not None
             router = app.runner.pipeline.router
-            assert app.reload() is False
+            assert await app.reload() is False
             assert app.runner.pipeline.router is router
         finally:
             app.stop()

@@ -266,6 +266,27 @@ def test_flush_all_sends_every_pending_event_but_no_repeats() -> None:
     assert g.flush_all(at(102)) == []
 
 
+def test_retire_flushes_removed_receivers_groups_now_and_they_never_repeat() -> None:
+    g = Grouper()
+    firing = routed("a", receiver="gone", opts=options(gw=0, gi=10, ri=10))
+    g.offer(firing, at(0))
+    g.mark_firing(group_key_for(firing), [firing.event])
+    g.due(at(0))
+    waiting = routed("b", receiver="gone", opts=options(gw=3600))
+    kept = routed("b", receiver="slack", opts=options(gw=3600))
+    g.offer(waiting, at(5))
+    g.offer(kept, at(5))
+    [note] = g.retire({"gone"}, at(6))  # a reload removed the receiver "gone"
+    assert note.receiver == "gone"
+    assert note.events == (waiting.event,)
+    assert note.created_at == at(6)
+    assert g.group_count == 1
+    assert len(g) == 1
+    assert g.next_deadline() == at(3605)  # only "slack"'s group: no repeat for "gone"
+    [later] = g.due(at(3605))
+    assert later.receiver == "slack"
+
+
 # --- invariants ---------------------------------------------------------------------------
 
 RECEIVER_OPTIONS = {

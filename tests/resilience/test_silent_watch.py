@@ -435,9 +435,15 @@ async def test_the_daemon_reports_an_unreachable_cluster_and_its_return(tmp_path
                     return body["ready"], body["checks"]
 
             def source_up() -> float | None:
-                return app.registry.get_sample_value(
-                    "canarywatch_source_up", {"source": "kubernetes", "cluster": "sim"}
-                )
+                """Both watch sources of the cluster, each with its own series."""
+                values = {
+                    app.registry.get_sample_value(
+                        "canarywatch_source_up", {"source": kind, "cluster": "sim"}
+                    )
+                    for kind in ("kube_events", "canaries")
+                }
+                assert len(values) == 1, values
+                return values.pop()
 
             assert (await ready())[0]
             proxy.cut()

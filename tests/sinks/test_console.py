@@ -158,3 +158,22 @@ async def test_deliver_writes_to_the_chosen_stream(
 async def test_console_passes_the_sink_contract() -> None:
     payloads = await check_sink_contract(ConsoleSink, {"color": "never"})
     assert len(payloads) == 2 * len(Transition) + 1
+
+
+async def test_a_closed_stream_says_which_and_the_notification_is_not_logged_twice(
+    make_sink: Callable[..., ConsoleSink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Closed:
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def isatty(self) -> bool:
+            return False
+
+    sink = make_sink(color="never")
+    assert sink.prints_notifications  # dispatch logs its deliveries at debug
+    monkeypatch.setattr("sys.stdout", Closed())
+    with pytest.raises(DeliveryError) as exc:
+        await sink.deliver(sink.render(make_notification()))
+    assert not exc.value.retryable
+    assert exc.value.detail == "cannot write to stdout: broken pipe"

@@ -94,8 +94,35 @@ async def test_unwritable_path_fails_check(tmp_path: Path) -> None:
         sink = JsonlSink(
             "jsonl", {"path": str(blocker / "x.jsonl")}, http=http, log=structlog.get_logger()
         )
-        with pytest.raises(DeliveryError):
+        with pytest.raises(DeliveryError) as exc:
             await sink.check()
+    # What happened, not just "connection (not retryable)": the path and the system's words.
+    assert exc.value.detail == (
+        f"cannot open {blocker / 'x.jsonl'} for appending: {blocker}: not a directory"
+    )
+    assert str(exc.value) == (
+        f"delivery failed: {exc.value.detail} (reason connection, not retryable)"
+    )
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (ENOSPC on write)")
+async def test_a_failed_write_says_what_and_why() -> None:
+    full = "/dev/full"
+    async with aiohttp.ClientSession() as http:
+        sink = JsonlSink("jsonl", {"path": full}, http=http, log=structlog.get_logger())
+        with pytest.raises(DeliveryError) as exc:
+            await sink.deliver(sink.render(notifications()[1]))
+        await sink.aclose()
+    assert exc.value.retryable  # a full disk may clear
+    assert exc.value.detail == "cannot write to /dev/full: no space left on device"
+
+
+def test_only_the_stdout_sink_prints_its_notifications(tmp_path: Path) -> None:
+    log = structlog.get_logger()
+    http = None  # the sink does not use it
+    assert JsonlSink("jsonl", {}, http=http, log=log).prints_notifications  # type: ignore[arg-type]
+    path = {"path": str(tmp_path / "x.jsonl")}
+    assert not JsonlSink("jsonl", path, http=http, log=log).prints_notifications  # type: ignore[arg-type]
 
 
 async def test_jsonl_passes_the_sink_contract(tmp_path: Path) -> None:

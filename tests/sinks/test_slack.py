@@ -173,7 +173,7 @@ def free_port() -> int:
         ({"token": "xoxb-1", "channel": "#deploys"}, "channel ID"),
         ({"webhook_url": "http://hooks.slack.com/services/x"}, "https"),
         ({"webhook_url": "https://h/x", "mention": "@oncall"}, "mention syntax"),
-        ({"webhook_url": "https://h/x", "link_names": True}, "Extra inputs"),
+        ({"webhook_url": "https://h/x", "link_names": True}, "unknown option 'link_names'"),
         ({"webhook_url": "https://h/x", "min_interval_s": -1}, "greater than or equal"),
     ],
 )

@@ -210,9 +210,10 @@ async def test_scrape_halting_then_failed_rolls_back_podinfo_and_checkout(
     got = d.collected
     assert got.transitions() == [
         (Transition.ROLLED_BACK, "test/podinfo"),
+        (Transition.REVISION_DETECTED, "shop/checkout"),  # its status 1 -> 0
         (Transition.ROLLED_BACK, "shop/checkout"),
     ]
-    assert all(e.phase is Phase.FAILED for e in got.events)
+    assert [e.phase for e in got.events] == [Phase.FAILED, Phase.PROGRESSING, Phase.FAILED]
     assert len(got.observations) == 4
 
 
@@ -367,6 +368,59 @@ async def test_targets_are_independent(
     ]
     assert {o.cluster for o in d.collected.observations} == {"prod-eu"}
     assert d.collected.events[0].canary == CanaryRef("test", "podinfo", "prod-eu")
+
+
+# -- health: canarywatch_source_up and /readyz ------------------------------------------------
+
+
+async def test_target_health_says_in_plain_words_why_it_is_not_up(
+    http: aiohttp.ClientSession, server: LocalServer, clock: VirtualClock
+) -> None:
+    url = server.url("/hidden-k3y/metrics?token=query-s3cret").replace("://", "://me:pw-s3cret@")
+    source, collected = make_source(http, clock, url, down_after=3, up_after=2)
+    (target,) = source.settings.targets
+    seen = [source.health("flagger")]
+    await server.stop()
+    async with Driver(source, clock, collected) as d:
+        seen.append(source.health("flagger"))
+        await server.start()  # same port
+        for reply in (Reply(status=500), ok("rollback-halting"), Reply(status=503), None, None):
+            await d.tick(reply, server if reply else None)
+            seen.append(source.health("flagger"))
+        for reply in (ok("rollback-halting"), None):
+            await d.tick(reply, server if reply else None)
+            seen.append(source.health("flagger"))
+    assert [(h.up, h.detail) for h in seen] == [
+        (False, "first fetch not done yet"),
+        (False, "never answered (connection refused)"),
+        (False, "no usable answer yet (answered HTTP 500)"),
+        (True, "ok, last fetched 2026-08-04T14:04:40Z"),
+        (True, "ok, but the last 1 fetch(es) failed (answered HTTP 503); down after 3 in a row"),
+        (True, "ok, but the last 2 fetch(es) failed (answered HTTP 503); down after 3 in a row"),
+        (False, "down: 3 fetches in a row failed, the last: answered HTTP 503"),
+        (False, "down, recovering: 1 of 2 fetches in a row succeeded (before: answered HTTP 503)"),
+        (True, "ok, last fetched 2026-08-04T14:05:05Z"),
+    ]
+    where = source.where(target)
+    assert where == f"flagger metrics target flagger (http://127.0.0.1:{server.port})"
+
+
+def test_a_prometheus_target_is_named_with_the_prometheus_it_is_read_from() -> None:
+    settings = FlaggerMetricsSettings(
+        targets=(MetricsTarget(name="eu", match='job="flagger"', cluster="eu"),),
+        mode=MetricsMode.PROMETHEUS,
+        prometheus_url="https://u:p@prom.example:9090/prefix?x=1",
+    )
+    source = FlaggerMetricsSource(
+        settings,
+        http=None,  # type: ignore[arg-type]  # not used before run()
+        clock=VirtualClock(T0),
+        log=structlog.get_logger(),
+        emit_event=Collected().emit_event,
+    )
+    assert source.where(settings.targets[0]) == (
+        "flagger metrics target eu (via Prometheus https://prom.example:9090)"
+    )
 
 
 # -- secrets, settings ----------------------------------------------------------------------

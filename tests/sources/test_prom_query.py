@@ -233,6 +233,29 @@ async def test_connection_refused_names_no_url(http: aiohttp.ClientSession) -> N
     assert str(caught.value) == "connection"
     assert caught.value.__cause__ is None
     assert caught.value.__suppress_context__
+    # In plain words for /readyz, from the errno: still no address, path or token.
+    assert caught.value.explain() == "connection refused"
+    assert not caught.value.answered
+
+
+async def test_failures_explained_in_plain_words(
+    http: aiohttp.ClientSession, server: LocalServer
+) -> None:
+    server.reply = Reply(body="flagger_info 1\n", delay_s=0.3)
+    with pytest.raises(FetchError) as slow:
+        await fetch_text(http, server.url(), RequestOptions(timeout_s=0.05))
+    server.reply = Reply(status=404)
+    with pytest.raises(FetchError) as missing:
+        await fetch_text(http, server.url(), OPTIONS)
+    with pytest.raises(FetchError) as unknown:
+        await fetch_text(http, "http://no-such-host.invalid/metrics", OPTIONS)
+    assert slow.value.explain() == "no answer within 0.05s"
+    assert missing.value.explain() == "answered HTTP 404"
+    assert missing.value.answered
+    assert unknown.value.explain() == "host name not resolved"
+    assert FetchError(FailureKind.NO_SERIES).explain() == (
+        "answered without a single flagger_* series"
+    )
 
 
 # -- TLS --------------------------------------------------------------------------------------
@@ -273,6 +296,7 @@ async def test_tls_against_a_self_signed_server(
         with pytest.raises(FetchError) as caught:
             await fetch_text(http, server.url(), RequestOptions(timeout_s=2))
         assert caught.value.kind is FailureKind.TLS
+        assert caught.value.explain() == "TLS: self-signed certificate"
         for tls in (TLSOptions(ca_file=str(cert)), TLSOptions(insecure_skip_verify=True)):
             options = RequestOptions(timeout_s=2, ssl=tls.ssl_context())
             assert await fetch_text(http, server.url(), options) == (200, "flagger_info 1\n")

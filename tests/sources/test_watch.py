@@ -378,6 +378,21 @@ async def test_forbidden_logs_an_rbac_error_and_retries_slowly(api: SimulatedApi
     assert collector.reachability == []  # an answer, even a "no", means reachable
 
 
+async def test_each_failure_is_described_for_readyz_until_a_request_succeeds(
+    api: SimulatedApiServer,
+) -> None:
+    api.faults.status(403, verb="list", times=1)
+    api.faults.status(503, verb="list", times=1)
+    described: list[str] = []
+    async with running(api, Collector(), on_failure=described.append) as watcher:
+        await until(watcher.listed.is_set)
+    assert described == [
+        "forbidden (HTTP 403): check RBAC (get/list/watch on events)",
+        "the API server failed (HTTP 503)",
+        "",  # listed: nothing to say any more
+    ]
+
+
 async def test_warns_once_per_streak_then_recovers(api: SimulatedApiServer) -> None:
     log, capture = capturing()
     api.faults.status(503, verb="list", times=3)

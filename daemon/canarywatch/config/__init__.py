@@ -6,9 +6,11 @@ reference table in the README. The route tree stays as written (``RouteSpec``):
 ``pipeline.route.build_route`` applies inheritance and the root defaults.
 """
 
+from canarywatch.config.fields import UncheckedSecret
 from canarywatch.config.loader import (
     DEFAULT_RECEIVER,
     SECRET_OPTION_KEY,
+    Check,
     load_config,
     parse_config,
 )
@@ -43,6 +45,7 @@ __all__ = [
     "DEFAULT_RECEIVER",
     "ROUTE_LOC",
     "SECRET_OPTION_KEY",
+    "Check",
     "Config",
     "ConfigError",
     "ConfigFile",
@@ -59,6 +62,7 @@ __all__ = [
     "TimeIntervalSet",
     "TimeIntervalSpec",
     "TimeRangeSpec",
+    "UncheckedSecret",
     "config_schema_markdown",
     "format_path",
     "load_config",

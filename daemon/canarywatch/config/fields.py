@@ -8,15 +8,17 @@ adds the key path and line. ``DocType`` tells the schema table what to call the 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Final
+from typing import Annotated, ClassVar, Final
 
 from pydantic import AfterValidator, BeforeValidator, ValidationInfo
+from pydantic_core import PydanticCustomError
 
 from canarywatch.durations import parse_duration
 from canarywatch.errors import ConfigError
 from canarywatch.matchers import parse_matcher_set
-from canarywatch.secrets import Secret, resolve_secret
+from canarywatch.secrets import Secret, is_secret_ref, resolve_secret
 
 LABEL_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
@@ -44,11 +46,52 @@ Duration = Annotated[float, BeforeValidator(_duration), DocType("duration")]
 """A Prometheus-style duration in YAML; float seconds once validated."""
 
 
+SECRET_UNRESOLVED: Final = "secret_unresolved"  # noqa: S105 - an error type's name, not a secret
+"""The pydantic error type of a well-formed secret reference that could not be read (the
+variable unset, the file missing): the loader stands in for it and checks the rest."""
+
+
+class UncheckedSecret(Secret):
+    """A secret reference that was not read: ``check-config --skip-secrets``, or one already
+    reported as unreadable. Its value is a placeholder shaped like an https URL, so sink option
+    checks that parse a URL or a token still pass; nothing may deliver with it."""
+
+    __slots__ = ()
+
+    PLACEHOLDER: ClassVar[str] = "https://unchecked.invalid/secret-not-read"
+
+    def __init__(self) -> None:
+        super().__init__(self.PLACEHOLDER)
+
+
+def read_secret(value: object, *, environ: Mapping[str, str] | None, skip: bool) -> Secret:
+    """``resolve_secret``; with ``skip``, a well-formed ``{env: ...}``/``{file: ...}`` is not
+    read but becomes an ``UncheckedSecret`` (a malformed one is still refused)."""
+    reference = _reference(value)
+    if skip and reference is not None and reference[0] != "value":
+        return UncheckedSecret()
+    return resolve_secret(value, path="", environ=environ)
+
+
+def _reference(value: object) -> tuple[str, str] | None:
+    """``(form, source)`` of a well-formed secret reference, else ``None``."""
+    if not isinstance(value, Mapping) or not is_secret_ref(value):
+        return None
+    form, source = next(iter(value.items()))
+    return (str(form), source) if isinstance(source, str) and source else None
+
+
 def _secret(value: object, info: ValidationInfo) -> Secret:
     context = info.context if isinstance(info.context, dict) else {}
     try:
-        return resolve_secret(value, path="", environ=context.get("environ"))
+        return read_secret(
+            value, environ=context.get("environ"), skip=bool(context.get("skip_secrets"))
+        )
     except ConfigError as exc:
+        if _reference(value) is not None:  # the reference is fine; what it names is not there
+            raise PydanticCustomError(
+                SECRET_UNRESOLVED, "{reason}", {"reason": exc.message}
+            ) from None
         raise ValueError(exc.message) from None
 
 

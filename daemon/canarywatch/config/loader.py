@@ -5,7 +5,10 @@ Three passes, each reporting every problem it finds with key path and line:
 2. shape and values, per section (pydantic models in ``config.models``);
 3. what needs more than one value: time intervals (parsed by ``canarywatch.timeintervals``),
    receiver and time-interval names on routes, the root route's rules, secrets inside receiver
-   options, and the listener's token.
+   options, and the listener's token; then the caller's ``check`` (``check-config``'s sinks).
+
+A problem in pass 2 does not stop passes 3 and ``check``: the failing values are set aside
+(``_Pruned``) and the rest is checked too, so one run reports everything (issue 15).
 
 Route inheritance and the root defaults are not applied here: ``pipeline.route.build_route``
 is their one home, and ``Config.route`` is the tree as written.
@@ -13,23 +16,33 @@ is their one home, and ``Config.route`` is the tree as written.
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final, get_args, get_origin
+from typing import Final, TypeAlias
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from canarywatch.config.fields import SECRET_UNRESOLVED, UncheckedSecret, read_secret
 from canarywatch.config.models import ConfigFile, Receiver, RouteSpec, TimeIntervalSet
-from canarywatch.config.resolved import ROUTE_LOC, Config, Loc, SourceMap, walk_route
+from canarywatch.config.resolved import (
+    ROUTE_LOC,
+    Config,
+    Loc,
+    SourceMap,
+    format_path,
+    original_loc,
+    walk_route,
+)
 from canarywatch.config.yamlsource import load_yaml
 from canarywatch.errors import ConfigError
 from canarywatch.matchers import parse_matcher_set
-from canarywatch.secrets import SECRET_FORMS, SECRET_HINT, is_secret_ref, resolve_secret
+from canarywatch.secrets import SECRET_FORMS, SECRET_HINT, is_secret_ref
 from canarywatch.timeintervals import TimeInterval, TimeIntervalError, parse_time_interval
+from canarywatch.validation import describe, key_path
 
 DEFAULT_RECEIVER: Final = "default"
 
@@ -48,26 +61,27 @@ _ALERTMANAGER_HINTS: Final = {
     "mute_time_intervals": "name time intervals under time_intervals",
 }
 
-_TYPE_MESSAGES: Final = {
-    "tuple_type": "expected a list",
-    "list_type": "expected a list",
-    "dict_type": "expected a mapping (key: value)",
-    "model_type": "expected a mapping (key: value)",
-    "mapping_type": "expected a mapping (key: value)",
-    "string_type": "expected a string",
-    "bool_type": "expected true or false",
-    "bool_parsing": "expected true or false",
-    "datetime_type": "expected an RFC 3339 time like 2025-01-31T12:00:00Z",
-    "datetime_parsing": "expected an RFC 3339 time like 2025-01-31T12:00:00Z",
-    "datetime_from_date_parsing": "expected an RFC 3339 time like 2025-01-31T12:00:00Z",
-    "missing": "required key is missing",
-}
+_MAX_PRUNING_ROUNDS: Final = 32
+"""Pass 2 sets aside what failed and validates the rest again, at most this often."""
+
+_SECRET_STANDIN: Final = {"value": "unresolved"}
+"""Validated in place of a secret that could not be read, so the rest still gets checked."""
+
+Check: TypeAlias = Callable[[Config], Iterable[ConfigError]]
+"""A further check of a loaded config (``check-config``'s sinks): its problems join the rest."""
 
 
-def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    skip_secrets: bool = False,
+    check: Check | None = None,
+) -> Config:
     """Read and validate the config file at ``path``.
 
-    ``environ`` replaces ``os.environ`` for ``{env: NAME}`` secrets (tests pass their own).
+    ``environ`` replaces ``os.environ`` for ``{env: NAME}`` secrets (tests pass their own);
+    ``skip_secrets`` and ``check`` as for ``parse_config``.
     """
     path = Path(path)
     try:
@@ -75,14 +89,29 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
         raise ConfigError(f"cannot read config file: {reason}", file=str(path)) from None
-    return parse_config(text, filename=str(path), environ=environ)
+    return parse_config(
+        text, filename=str(path), environ=environ, skip_secrets=skip_secrets, check=check
+    )
 
 
 def parse_config(
-    text: str, *, filename: str = "<config>", environ: Mapping[str, str] | None = None
+    text: str,
+    *,
+    filename: str = "<config>",
+    environ: Mapping[str, str] | None = None,
+    skip_secrets: bool = False,
+    check: Check | None = None,
 ) -> Config:
-    """Validate YAML ``text``; ``filename`` only labels error messages."""
-    data, lines = load_yaml(text, filename=filename)
+    """Validate YAML ``text``; ``filename`` only labels error messages.
+
+    Every problem is reported at once, in line order: what fails pass 2 is set aside (a bad
+    key dropped, a bad list item left out, an unreadable secret stood in for) and the rest goes
+    through pass 3 and ``check`` all the same. ``skip_secrets``: check the form of
+    ``{env: ...}``/``{file: ...}`` references but do not read them (a config whose secrets
+    exist only where it runs); the ``Config`` then holds ``UncheckedSecret`` placeholders and
+    is for checking only. ``check``: a further check of the result, whose errors join the rest.
+    """
+    data, lines, base60 = load_yaml(text, filename=filename)
     source = SourceMap(filename, MappingProxyType(lines))
     if data is None:
         data = {}
@@ -91,15 +120,141 @@ def parse_config(
     for key in data:
         if not isinstance(key, str):
             raise source.error((), f"top-level keys must be names, not {key!r}")
-    try:
-        spec = ConfigFile.model_validate(data, context={"environ": environ})
-    except ValidationError as exc:
-        raise _combine([_from_pydantic(e, source) for e in _relevant(exc.errors())]) from None
+    context = {"environ": environ, "skip_secrets": skip_secrets}
     errors: list[ConfigError] = []
-    config = _Resolver(source, errors, environ).resolve(spec)
+    pruned = _Pruned(data)
+    try:
+        spec = ConfigFile.model_validate(data, context=context)
+    except ValidationError as exc:
+        found = _relevant(exc.errors())
+        errors = [_from_pydantic(e, source, base60) for e in found]
+        rest = pruned.validate(found, context)
+        if rest is None:
+            raise _combine(errors) from None
+        spec = rest
+        source = dataclasses.replace(source, renumbered=pruned.renumbered)
+    later: list[ConfigError] = []
+    resolver = _Resolver(
+        source, later, environ, skip_secrets=skip_secrets, base60=base60, written=pruned.names()
+    )
+    config = resolver.resolve(spec)
+    if check is not None:
+        later.extend(check(config))
+    errors.extend(e for e in later if not pruned.covers(e.path))
     if errors:
         raise _combine(errors)
     return config
+
+
+class _Pruned:
+    """Pass 2 again without what failed: ``validate`` sets failing values aside until the rest
+    validates, so pass 3 can check it. Paths here are as written (the original list indices);
+    ``renumbered`` maps them back for errors found on the pruned document."""
+
+    def __init__(self, data: dict[str, object]) -> None:
+        self._data = data
+        self._removed: set[Loc] = set()
+        self._replaced: dict[Loc, object] = {}
+        self.renumbered: Mapping[Loc, tuple[int, ...]] = MappingProxyType({})
+
+    def validate(self, errors: list[ErrorDetails], context: object) -> ConfigFile | None:
+        """The model of the document without what fails; ``None`` if nothing is left to set
+        aside (then pass 2's errors are all there is to report)."""
+        for _ in range(_MAX_PRUNING_ROUNDS):
+            for error in errors:
+                if not self._set_aside(error):
+                    return None
+            document, renumbered = self._document()
+            self.renumbered = MappingProxyType(renumbered)
+            try:
+                return ConfigFile.model_validate(document, context=context)
+            except ValidationError as exc:
+                errors = exc.errors()
+        return None
+
+    def covers(self, path: str) -> bool:
+        """Whether an error at ``path`` is about something set aside (already reported)."""
+        for loc in (*self._removed, *self._replaced):
+            prefix = format_path(loc)
+            if path == prefix or path.startswith((f"{prefix}.", f"{prefix}[")):
+                return True
+        return False
+
+    def names(self) -> Mapping[str, frozenset[str] | None]:
+        """The ``name`` of every item written under receivers, time_intervals and clusters,
+        valid or not: a reference to one left out is not reported a second time. ``None``:
+        the whole section was left out, so any name may have been meant."""
+        if not self._removed and not self._replaced:
+            return MappingProxyType({})
+        written: dict[str, frozenset[str] | None] = {}
+        for section in ("receivers", "time_intervals", "clusters"):
+            if (section,) in self._removed:
+                written[section] = None
+                continue
+            items = self._data.get(section)
+            written[section] = frozenset(
+                item["name"]
+                for item in (items if isinstance(items, list) else ())
+                if isinstance(item, dict) and isinstance(item.get("name"), str)
+            )
+        return MappingProxyType(written)
+
+    def _set_aside(self, error: ErrorDetails) -> bool:
+        loc = original_loc(key_path(error["loc"]), self.renumbered)
+        if error["type"] == SECRET_UNRESOLVED and loc not in self._replaced:
+            self._replaced[loc] = _SECRET_STANDIN
+            return True
+        if error["type"] == "missing":
+            loc = loc[:-1]  # a required key: its mapping goes
+        loc = self._written_prefix(loc)
+        while loc and (loc in self._removed or loc in self._replaced):
+            loc = loc[:-1]  # set aside already, and failing again: its parent goes
+        if not loc:
+            return False
+        self._removed.add(loc)
+        return True
+
+    def _written_prefix(self, loc: Loc) -> Loc:
+        """The longest start of ``loc`` that is in the document."""
+        value: object = self._data
+        for end, part in enumerate(loc):
+            if isinstance(value, dict):
+                if part not in value:
+                    return loc[:end]
+                value = value[part]
+            elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
+                value = value[part]
+            else:
+                return loc[:end]
+        return loc
+
+    def _document(self) -> tuple[object, dict[Loc, tuple[int, ...]]]:
+        """The document without what is set aside (copied only along the way to it, so
+        aliased subtrees stay shared) and, per shortened list, the indices it kept."""
+        touched = {
+            loc[:end] for loc in (*self._removed, *self._replaced) for end in range(len(loc))
+        }
+        renumbered: dict[Loc, tuple[int, ...]] = {}
+
+        def rebuild(value: object, loc: Loc) -> object:
+            if loc in self._replaced:
+                return self._replaced[loc]
+            if loc not in touched:
+                return value
+            if isinstance(value, dict):
+                return {
+                    key: rebuild(item, (*loc, key))
+                    for key, item in value.items()
+                    if (*loc, key) not in self._removed
+                }
+            if isinstance(value, list):
+                kept = tuple(i for i in range(len(value)) if (*loc, i) not in self._removed)
+                if len(kept) != len(value):
+                    renumbered[loc] = kept
+                return [rebuild(value[i], (*loc, i)) for i in kept]
+            return value
+
+        return rebuild(self._data, ()), renumbered
 
 
 def _combine(errors: list[ConfigError]) -> ConfigError:
@@ -121,72 +276,48 @@ def _relevant(errors: list[ErrorDetails]) -> list[ErrorDetails]:
     ]
 
 
-def _from_pydantic(error: ErrorDetails, source: SourceMap) -> ConfigError:
-    loc: Loc = tuple(error["loc"])
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        message = _unknown_key(loc)
-    elif kind in _TYPE_MESSAGES:
-        message = _TYPE_MESSAGES[kind]
-    else:
-        message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        message = message.replace("Input should be", "must be")
-        if kind == "too_short":
-            message = "must not be empty"
-    return source.error(loc, message)
+def _from_pydantic(
+    error: ErrorDetails, source: SourceMap, base60: Mapping[Loc, str]
+) -> ConfigError:
+    loc: Loc = key_path(error["loc"])
+    if loc in base60:
+        return source.error(loc, _base60_message(base60[loc]))
+    return source.error(loc, describe(error, model=ConfigFile, hints=_ALERTMANAGER_HINTS))
 
 
-def _unknown_key(loc: Loc) -> str:
-    key = str(loc[-1])
-    message = f"unknown key {key!r}"
-    if key in _ALERTMANAGER_HINTS:
-        return f"{message}: {_ALERTMANAGER_HINTS[key]}"
-    model = _model_at(loc[:-1])
-    if model is None:
-        return message
-    known = sorted(f.alias or name for name, f in model.model_fields.items())
-    close = difflib.get_close_matches(key, known, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"{message} ({hint}known: {', '.join(known)})"
-
-
-def _model_at(loc: Loc) -> type[BaseModel] | None:
-    """The model validating the mapping at ``loc`` (for listing the keys it accepts)."""
-    model: type[BaseModel] = ConfigFile
-    annotation: object = ConfigFile
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        by_key = {f.alias or name: f for name, f in model.model_fields.items()}
-        if part not in by_key:
-            return None
-        annotation = by_key[part].annotation
-        found = _find_model(annotation)
-        if found is None:
-            return None
-        model = found
-    return model
-
-
-def _find_model(annotation: object) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation) if get_origin(annotation) is not None else ():
-        found = _find_model(arg)
-        if found is not None:
-            return found
-    return None
+def _base60_message(text: str) -> str:
+    """An unquoted ``19:00``: YAML 1.1 reads digits with colons as a base-60 number."""
+    sign = -1 if text.startswith("-") else 1
+    value = 0.0
+    for part in text.lstrip("+-").replace("_", "").split(":"):
+        value = value * 60 + float(part)
+    number = str(int(sign * value)) if value.is_integer() else str(sign * value)
+    return (
+        f"YAML read {text} as the number {number} (unquoted digits with a colon are base 60 "
+        f'in YAML 1.1): quote it, "{text}"'
+    )
 
 
 class _Resolver:
     """Pass 3: time intervals, cross-references and option secrets; appends to ``errors``."""
 
     def __init__(
-        self, source: SourceMap, errors: list[ConfigError], environ: Mapping[str, str] | None
+        self,
+        source: SourceMap,
+        errors: list[ConfigError],
+        environ: Mapping[str, str] | None,
+        *,
+        skip_secrets: bool = False,
+        base60: Mapping[Loc, str] | None = None,
+        written: Mapping[str, frozenset[str] | None] | None = None,
     ) -> None:
         self._source = source
         self._errors = errors
         self._environ = environ
+        self._skip_secrets = skip_secrets
+        self._base60 = base60 or {}
+        self._written = written or {}
+        """Names of items pass 2 left out (reported there): references to them are not."""
         self._receivers: set[str] = set()
         self._intervals: set[str] = set()
 
@@ -232,13 +363,17 @@ class _Resolver:
             if cluster.name in names:
                 self._fail(("clusters", index, "name"), f"duplicate cluster {cluster.name!r}")
             names.add(cluster.name)
-        known = names or {spec.cluster}
+        written = self._written.get("clusters", frozenset())
+        if written is None:
+            return  # the whole section was left out in pass 2: nothing to compare with
+        known = (names | written) or {spec.cluster}
+        configured = bool(spec.clusters or written)
         lease_cluster = spec.leader_election.cluster
         if lease_cluster is not None and lease_cluster not in known:
             self._fail(
                 ("leader_election", "cluster"), f"no cluster named {lease_cluster!r} is configured"
             )
-        if spec.leader_election.enabled and not spec.clusters:
+        if spec.leader_election.enabled and not configured:
             self._fail(("leader_election", "enabled"), "leader election needs a configured cluster")
         intake = spec.webhook_intake
         if intake.cluster is not None and intake.cluster not in known:
@@ -265,7 +400,7 @@ class _Resolver:
         discovering = metrics.mode == "scrape" and metrics.discover
         if metrics.mode != "off" and not metrics.targets and not discovering:
             self._fail(("metrics_source", "targets"), f"{metrics.mode} mode needs targets")
-        if metrics.discover and not spec.clusters:
+        if metrics.discover and not configured:
             self._fail(("metrics_source", "discover"), "discovery needs a configured cluster")
 
     def _time_intervals(
@@ -281,11 +416,21 @@ class _Resolver:
             self._intervals.add(named.name)
             intervals = []
             for item, interval in enumerate(named.time_intervals):
+                at: Loc = ("time_intervals", index, "time_intervals", item)
+                written_at = self._source.original(at)
+                misread = {
+                    loc[len(at) :]: text
+                    for loc, text in self._base60.items()
+                    if loc[: len(at)] == written_at
+                }
+                for rest, text in misread.items():
+                    self._fail((*at, *rest), _base60_message(text))
+                if misread:
+                    continue
                 try:
                     intervals.append(parse_time_interval(interval.model_dump(exclude_none=True)))
                 except TimeIntervalError as exc:
-                    loc: Loc = ("time_intervals", index, "time_intervals", item, *exc.path)
-                    self._fail(loc, exc.reason)
+                    self._fail((*at, *exc.path), exc.reason)
             parsed.setdefault(named.name, tuple(intervals))
         return MappingProxyType(parsed)
 
@@ -306,10 +451,10 @@ class _Resolver:
     def _option(self, value: object, loc: Loc) -> object:
         if is_secret_ref(value):
             try:
-                return resolve_secret(value, path="", environ=self._environ)
+                return read_secret(value, environ=self._environ, skip=self._skip_secrets)
             except ConfigError as exc:
                 self._fail(loc, exc.message)
-                return None
+                return UncheckedSecret()  # reported: the sink checks take it as unread
         if isinstance(value, Mapping):
             if len(value) > 1 and set(value) <= set(SECRET_FORMS):
                 self._fail(loc, f"a secret takes exactly one of {', '.join(SECRET_FORMS)}")
@@ -348,13 +493,20 @@ class _Resolver:
             if getattr(spec, key):
                 self._fail((*loc, key), f"the root route cannot have {key}")
         for node_loc, node in walk_route(spec, loc):
-            if node.receiver is not None and node.receiver not in self._receivers:
+            if node.receiver is not None and not self._known("receivers", node.receiver):
                 self._fail((*node_loc, "receiver"), self._unknown("receiver", node.receiver))
             for key in ("mute_time_intervals", "active_time_intervals"):
                 for index, name in enumerate(getattr(node, key)):
-                    if name not in self._intervals:
+                    if not self._known("time_intervals", name):
                         self._fail((*node_loc, key, index), self._unknown("time interval", name))
         return spec
+
+    def _known(self, section: str, name: str) -> bool:
+        defined = self._receivers if section == "receivers" else self._intervals
+        if name in defined or section not in self._written:
+            return name in defined
+        written = self._written[section]
+        return written is None or name in written
 
     def _unknown(self, what: str, name: str) -> str:
         known = sorted(self._receivers if what == "receiver" else self._intervals)

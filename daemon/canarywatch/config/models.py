@@ -352,6 +352,11 @@ class LogSettings(BaseModel):
         default="auto",
         description="`json` (journald), `console` (human), `auto`: console on a TTY, else json.",
     )
+    file: Path | None = Field(
+        default=None,
+        description="Append the log to this file instead of stderr (stdout is never used: it "
+        "carries the console sink's notifications).",
+    )
 
 
 class ConfigFile(BaseModel):

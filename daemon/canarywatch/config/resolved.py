@@ -50,15 +50,37 @@ def format_path(loc: Loc) -> str:
     return text
 
 
+def original_loc(loc: Loc, renumbered: Mapping[Loc, tuple[int, ...]]) -> Loc:
+    """``loc`` in a document with list items left out -> the same place as written.
+
+    ``renumbered`` maps a shortened list's path (as written) to the indices it kept.
+    """
+    out: Loc = ()
+    for part in loc:
+        kept = renumbered.get(out)
+        if isinstance(part, int) and kept is not None and 0 <= part < len(kept):
+            part = kept[part]
+        out = (*out, part)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class SourceMap:
     """Where each key of the YAML document was written."""
 
     file: str | None = None
     lines: Mapping[Loc, int] = field(default_factory=lambda: MappingProxyType({}))
+    renumbered: Mapping[Loc, tuple[int, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    """When the loader validated the document without items that failed (to report every
+    problem at once): per shortened list, the indices kept. Errors name the place as written."""
+
+    def original(self, loc: Loc) -> Loc:
+        """``loc`` in the validated document -> the same place in the file."""
+        return original_loc(loc, self.renumbered) if self.renumbered else loc
 
     def line_of(self, loc: Loc) -> int | None:
         """The line of ``loc``, or of its nearest written ancestor (for missing keys)."""
+        loc = self.original(loc)
         for end in range(len(loc), 0, -1):
             line = self.lines.get(loc[:end])
             if line is not None:
@@ -66,7 +88,9 @@ class SourceMap:
         return None
 
     def error(self, loc: Loc, message: str) -> ConfigError:
-        return ConfigError(message, path=format_path(loc), line=self.line_of(loc), file=self.file)
+        return ConfigError(
+            message, path=format_path(self.original(loc)), line=self.line_of(loc), file=self.file
+        )
 
 
 ROUTE_LOC: Final[Loc] = ("route",)

@@ -2,7 +2,9 @@
 
 PyYAML's node tree keeps marks that ``yaml.safe_load`` throws away; composing first and
 constructing from the same nodes lets every later error name the line the user has to edit.
-Duplicate keys, which YAML silently collapses to the last one, are refused here.
+Duplicate keys, which YAML silently collapses to the last one, are refused here, all at once.
+Unquoted scalars that YAML 1.1 reads as base-60 numbers (``19:00`` is 1140) are listed with
+their text, so the loader can say so instead of complaining about the number.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from canarywatch.config.resolved import Loc, format_path
 from canarywatch.errors import ConfigError
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_NUMBER_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
 
 
-def load_yaml(text: str, *, filename: str) -> tuple[object, dict[Loc, int]]:
-    """The document's data and a map from key path to 1-based line.
+def load_yaml(text: str, *, filename: str) -> tuple[object, dict[Loc, int], dict[Loc, str]]:
+    """The document's data, a map from key path to 1-based line, and the text of every
+    unquoted base-60 number (``19:00``) by key path.
 
     Raises ``ConfigError`` for syntax errors (without echoing the offending source line,
     which could hold a secret) and for duplicate keys.
@@ -35,7 +39,7 @@ def load_yaml(text: str, *, filename: str) -> tuple[object, dict[Loc, int]]:
     try:
         node = loader.get_single_node()
         if node is None:
-            return None, {}
+            return None, {}, {}
         _refuse_duplicates(node, (), filename)
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
@@ -58,10 +62,11 @@ def load_yaml(text: str, *, filename: str) -> tuple[object, dict[Loc, int]]:
         loader.dispose()
     lines: dict[Loc, int] = {}
     _record_lines(node, (), lines)
-    return data, lines
+    return data, lines, _base60(node)
 
 
 def _refuse_duplicates(node: yaml.Node, loc: Loc, filename: str) -> None:
+    found: list[ConfigError] = []
     for parent, parent_loc in _walk(node, loc):
         if not isinstance(parent, yaml.MappingNode):
             continue
@@ -70,13 +75,36 @@ def _refuse_duplicates(node: yaml.Node, loc: Loc, filename: str) -> None:
             if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
                 continue
             if key.value in seen:
-                raise ConfigError(
-                    f"duplicate key {key.value!r}",
-                    path=format_path((*parent_loc, key.value)),
-                    line=key.start_mark.line + 1,
-                    file=filename,
+                found.append(
+                    ConfigError(
+                        f"duplicate key {key.value!r}",
+                        path=format_path((*parent_loc, key.value)),
+                        line=key.start_mark.line + 1,
+                        file=filename,
+                    )
                 )
             seen.add(key.value)
+    if found:
+        found.sort(key=lambda e: e.line or 0)
+        first = found[0]
+        raise ConfigError(
+            first.message, path=first.path, line=first.line, file=filename, others=found[1:]
+        )
+
+
+def _base60(node: yaml.Node) -> dict[Loc, str]:
+    """Plain scalars resolved as numbers although written with a colon (``19:00``)."""
+    found: dict[Loc, str] = {}
+    for parent, parent_loc in _walk(node, ()):
+        for child_loc, child in _values(parent, parent_loc):
+            if (
+                isinstance(child, yaml.ScalarNode)
+                and child.tag in _NUMBER_TAGS
+                and child.style is None
+                and ":" in child.value
+            ):
+                found[child_loc] = child.value
+    return found
 
 
 def _record_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:

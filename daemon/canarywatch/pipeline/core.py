@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -234,6 +234,11 @@ class Pipeline:
 
     def flush_all(self, now: datetime) -> list[Notification]:
         return self._emit(self.grouper.flush_all(now))
+
+    def retire_receivers(self, receivers: Collection[str], now: datetime) -> list[Notification]:
+        """What ``receivers``' groups still hold, flushed now, and those groups dropped: a
+        reload removed the receivers (their sinks deliver this before they are closed)."""
+        return self._emit(self.grouper.retire(receivers, now))
 
     def _still_news(self, n: Notification) -> Notification | None:
         """Re-check a group's pending events at flush, as Alertmanager does.

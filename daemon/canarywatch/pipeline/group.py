@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -276,3 +276,13 @@ class Grouper:
     def flush_all(self, now: datetime) -> list[Notification]:
         """Flush every pending event regardless of deadlines (shutdown, end of a replay)."""
         return self._flush(list(self._groups.values()), now, repeats=False)
+
+    def retire(self, receivers: Collection[str], now: datetime) -> list[Notification]:
+        """Flush the pending events of ``receivers``' groups now and drop those groups (a
+        reload removed the receivers): nothing of theirs waits for a timer, nothing repeats."""
+        groups = [g for g in self._groups.values() if g.receiver in receivers]
+        out = self._flush(groups, now, repeats=False)
+        for group in groups:
+            self._groups.pop(group.key, None)  # its heap entries are skipped as stale
+            self._idle_candidates.discard(group.key)
+        return out

@@ -116,6 +116,12 @@ class CanariesSource:
         ``http``...); empty while reachable."""
         return self._health.reason
 
+    @property
+    def last_failure(self) -> str:
+        """The latest failed list/watch request in plain words, until one succeeds (what
+        ``/readyz`` shows for a source that has not listed yet); empty otherwise."""
+        return self._health.last_failure
+
     # -- the workload index ------------------------------------------------------------------
 
     def workload_to_canary(self, namespace: str, workload: str) -> str | None:
@@ -169,6 +175,7 @@ class CanariesSource:
                 log=self._log,
                 listed=self.listed,
                 on_reachability=self._health.changed,
+                on_failure=self._health.failed,
             )
 
             async def on_event(event: WatchEvent) -> None:

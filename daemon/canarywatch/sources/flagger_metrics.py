@@ -26,7 +26,7 @@ import asyncio
 import enum
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Final, Never
 
 import aiohttp
@@ -34,6 +34,7 @@ from structlog.typing import FilteringBoundLogger
 
 from canarywatch.clock import Clock
 from canarywatch.errors import ConfigError
+from canarywatch.logs import strip_urls
 from canarywatch.model import (
     TRANSITIONS,
     CanaryEvent,
@@ -134,6 +135,24 @@ class _TargetState:
     """Consecutive successful fetches."""
     down: bool = False
     last_text: str | None = None
+    answered: bool = False
+    """At least one fetch has succeeded since start."""
+    last_error: FetchError | None = None
+    """The latest failed fetch (kept after a success, for the detail)."""
+    last_ok: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetHealth:
+    """One target as ``canarywatch_source_up`` and ``/readyz`` show it.
+
+    ``up`` is false until a first fetch succeeds and while the target is down (``down_after``
+    failures in a row, the ``metrics-source-down`` hysteresis); ``detail`` says why in plain
+    words, naming the target by its name and ``scheme://host`` only (no path, query or
+    credential)."""
+
+    up: bool
+    detail: str
 
 
 class FlaggerMetricsSource:
@@ -172,6 +191,44 @@ class FlaggerMetricsSource:
     def is_down(self, target: str) -> bool:
         """Whether ``metrics-source-down`` was emitted for ``target`` and not yet recovered."""
         return self._states[target].down
+
+    def where(self, target: MetricsTarget) -> str:
+        """``flagger metrics target prod (http://flagger.flagger-system:8080)``: the name and
+        ``scheme://host[:port]`` of what is fetched; paths, queries and user info (where
+        tokens live) are left out."""
+        if self.settings.mode is MetricsMode.PROMETHEUS:
+            via = strip_urls(self.settings.prometheus_url)
+            return f"flagger metrics target {target.name} (via Prometheus {via})"
+        return f"flagger metrics target {target.name} ({strip_urls(target.url)})"
+
+    def health(self, name: str) -> TargetHealth:
+        """Whether target ``name`` delivers Flagger's series, and why not (see ``TargetHealth``)."""
+        state = self._states[name]
+        error = state.last_error
+        why = error.explain() if error is not None else ""
+        if not state.answered:
+            if error is None:
+                return TargetHealth(False, "first fetch not done yet")
+            never = "never answered" if not error.answered else "no usable answer yet"
+            return TargetHealth(False, f"{never} ({why})")
+        if state.down and not state.failures:
+            return TargetHealth(
+                False,
+                f"down, recovering: {state.successes} of {self.settings.up_after} fetches "
+                f"in a row succeeded (before: {why})",
+            )
+        if state.down:
+            return TargetHealth(
+                False, f"down: {state.failures} fetches in a row failed, the last: {why}"
+            )
+        if state.failures and error is not None:
+            return TargetHealth(
+                True,
+                f"ok, but the last {state.failures} fetch(es) failed ({why}); down after "
+                f"{self.settings.down_after} in a row",
+            )
+        assert state.last_ok is not None  # noqa: S101 - answered implies a success time
+        return TargetHealth(True, f"ok, last fetched {state.last_ok:%Y-%m-%dT%H:%M:%SZ}")
 
     async def run(self, emit: Emit) -> Never:
         """Poll forever on the clock: rounds start ``interval_s`` apart (never in a burst)."""
@@ -233,6 +290,8 @@ class FlaggerMetricsSource:
     ) -> None:
         state.failures = 0
         state.successes += 1
+        state.answered = True
+        state.last_ok = self._clock.now()
         if state.down and state.successes >= self.settings.up_after:
             state.down = False
             self._log.info("metrics_source_recovered", target=target.name)
@@ -266,6 +325,7 @@ class FlaggerMetricsSource:
     async def _failed(self, target: MetricsTarget, state: _TargetState, exc: FetchError) -> None:
         state.successes = 0
         state.failures += 1
+        state.last_error = exc
         fields = {
             "target": target.name,
             "reason": exc.kind.value,

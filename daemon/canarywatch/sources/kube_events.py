@@ -147,6 +147,12 @@ class KubeEventsSource:
         ``http``...); empty while reachable."""
         return self._health.reason
 
+    @property
+    def last_failure(self) -> str:
+        """The latest failed list/watch request in plain words, until one succeeds (what
+        ``/readyz`` shows for a source that has not listed yet); empty otherwise."""
+        return self._health.last_failure
+
     async def run(self, emit: Emit) -> Never:
         async with client.ApiClient(self._configuration) as api_client:
             watcher = ListWatch(
@@ -160,6 +166,7 @@ class KubeEventsSource:
                 log=self._log,
                 listed=self.listed,
                 on_reachability=self._health.changed,
+                on_failure=self._health.failed,
             )
 
             async def on_event(event: WatchEvent) -> None:

@@ -23,6 +23,8 @@ import base64
 import enum
 import json
 import math
+import os
+import socket
 import ssl
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
@@ -62,12 +64,20 @@ class FetchError(Exception):
     """One failed fetch; ``str()`` is built from the kind and status only."""
 
     def __init__(
-        self, kind: FailureKind, *, status_code: int | None = None, error_type: str | None = None
+        self,
+        kind: FailureKind,
+        *,
+        status_code: int | None = None,
+        error_type: str | None = None,
+        os_reason: str | None = None,
     ) -> None:
         self.kind = kind
         self.status_code = status_code
         self.error_type = error_type
         """The class name of the underlying exception (its text may hold the URL)."""
+        self.os_reason = os_reason
+        """The system's words for a transport failure (``connection refused``, ``no answer
+        within 4s``, ``certificate has expired``): never the address, URL or body."""
         super().__init__(self.describe())
 
     def describe(self) -> str:
@@ -75,6 +85,52 @@ class FetchError(Exception):
         if self.status_code is None:
             return self.kind.value
         return f"{self.kind.value} {self.status_code}"
+
+    def explain(self) -> str:
+        """What went wrong in plain words (``connection refused``, ``answered HTTP 404``), for
+        ``/readyz``; as safe as ``describe()``."""
+        kind, status, why = self.kind, self.status_code, self.os_reason
+        if kind is FailureKind.TIMEOUT:
+            return why or "no answer in time"
+        if kind is FailureKind.CONNECTION:
+            return why or "cannot connect"
+        if kind is FailureKind.TLS:
+            return f"TLS: {why}" if why else "TLS handshake failed"
+        if kind is FailureKind.HTTP_STATUS:
+            return f"answered HTTP {status}"
+        if kind is FailureKind.TOO_LARGE:
+            return "answer larger than the size limit"
+        if kind is FailureKind.QUERY_ERROR:
+            return f"Prometheus refused the query (HTTP {status})"
+        if kind is FailureKind.NO_SERIES:
+            return "answered without a single flagger_* series"
+        return "answer is not what was expected" + (f" (HTTP {status})" if status else "")
+
+    @property
+    def answered(self) -> bool:
+        """Whether the other side answered at all (vs. timeout, refused, TLS failure)."""
+        return self.kind not in (FailureKind.TIMEOUT, FailureKind.CONNECTION, FailureKind.TLS)
+
+
+def os_reason(exc: BaseException) -> str | None:
+    """The operating system's words for why ``exc`` (or what caused it) failed, lower case:
+    ``connection refused``, ``name or service not known``, ``certificate has expired``. Built
+    from the errno, never from the exception's text (which names the address and the URL)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        inner = getattr(current, "os_error", None)  # aiohttp.ClientConnectorError wraps it
+        if isinstance(inner, OSError):
+            current = inner
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return str(current.verify_message or "certificate verification failed")
+        if isinstance(current, socket.gaierror):
+            return "host name not resolved"
+        if isinstance(current, OSError) and current.errno and current.errno > 0:
+            return os.strerror(current.errno).lower()
+        current = current.__cause__ or current.__context__
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,11 +228,19 @@ async def fetch_text(
     # aiohttp's messages name the host and sometimes the whole URL: keep the kind and the
     # exception's class name, drop its text and its traceback chain.
     except TimeoutError as exc:
-        raise FetchError(FailureKind.TIMEOUT, error_type=type(exc).__name__) from None
+        raise FetchError(
+            FailureKind.TIMEOUT,
+            error_type=type(exc).__name__,
+            os_reason=f"no answer within {options.timeout_s:g}s",
+        ) from None
     except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
-        raise FetchError(FailureKind.TLS, error_type=type(exc).__name__) from None
+        raise FetchError(
+            FailureKind.TLS, error_type=type(exc).__name__, os_reason=os_reason(exc)
+        ) from None
     except (aiohttp.ClientError, OSError) as exc:
-        raise FetchError(FailureKind.CONNECTION, error_type=type(exc).__name__) from None
+        raise FetchError(
+            FailureKind.CONNECTION, error_type=type(exc).__name__, os_reason=os_reason(exc)
+        ) from None
 
 
 async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:

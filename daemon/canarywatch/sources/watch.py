@@ -110,6 +110,9 @@ class Listed:
 
 OnEvent: TypeAlias = Callable[[WatchEvent], Awaitable[None]]
 OnListed: TypeAlias = Callable[[Listed], Awaitable[None]]
+OnFailure: TypeAlias = Callable[[str], None]
+"""Called with a plain-words description of every failed list or watch request
+(``forbidden (HTTP 403): check RBAC``), and with ``""`` when a request succeeds again."""
 OnReachability: TypeAlias = Callable[[bool, str], Awaitable[None]]
 """Called with ``(reachable, reason)`` on each transition: ``False`` once a scope has had
 ``unreachable_after`` consecutive connection failures (a list, or a watch that could not be
@@ -131,6 +134,12 @@ class SourceHealth:
         self._forward = forward
         self.reachable = True
         self.reason = ""
+        self.last_failure = ""
+        """The latest failed request in plain words, until one succeeds (``ListWatch``'s
+        ``on_failure``): why a source that has not listed yet has not."""
+
+    def failed(self, description: str) -> None:
+        self.last_failure = description
 
     async def changed(self, reachable: bool, reason: str) -> None:
         self.reachable = reachable
@@ -317,6 +326,7 @@ class ListWatch:
         log: FilteringBoundLogger | None = None,
         listed: asyncio.Event | None = None,
         on_reachability: OnReachability | None = None,
+        on_failure: OnFailure | None = None,
         rng: random.Random | None = None,
     ) -> None:
         if namespaces is not None and not namespaces:
@@ -339,6 +349,8 @@ class ListWatch:
         self.listed = listed if listed is not None else asyncio.Event()
         self._listed_scopes: set[str | None] = set()
         self._health = _Health(self.settings.unreachable_after, on_reachability)
+        self._on_failure = on_failure
+        self._failing = False
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
 
     @property
@@ -425,6 +437,9 @@ class ListWatch:
             else:
                 log.debug("watch_failed", delay_s=round(delay, 3), **fields)
         state.warned = True
+        self._failing = True
+        if self._on_failure is not None:
+            self._on_failure(_describe(failure, self.resource))
         if failure.connectivity:
             await self._health.failed(state.scope, failure.reason)
         await self._sleep(delay)
@@ -436,6 +451,9 @@ class ListWatch:
         if state.warned and state.backoff.attempt:
             log.info("watch_recovered", attempts=state.backoff.attempt)
             state.backoff.attempt = 0
+        if self._failing and self._on_failure is not None:
+            self._on_failure("")
+        self._failing = False
         await self._health.succeeded(state.scope)
 
     # -- layer 2: list -----------------------------------------------------------------------
@@ -676,6 +694,29 @@ async def _http_failure(resp: Any) -> _Failure | _Gone:
         return _Gone(message or "410 Gone")
     retry_after = _retry_after_header(resp.headers.get("Retry-After")) or details_retry
     return _Failure("http", status, message, retry_after)
+
+
+def _describe(failure: _Failure, resource: str) -> str:
+    """A failed request in plain words for ``/readyz``: the kind, the HTTP status and what to
+    check; never the server's message (it can quote names) or the URL."""
+    code = failure.status_code
+    if code == 401:
+        return "unauthorized (HTTP 401): check the kubeconfig's or ServiceAccount's credentials"
+    if code == 403:
+        return f"forbidden (HTTP 403): check RBAC (get/list/watch on {resource})"
+    if code == 404:
+        return f"{resource} not served (HTTP 404): CRD not installed?"
+    if code == 429:
+        return "throttled by the API server (HTTP 429)"
+    if failure.reason == "http" and code is not None:
+        return f"the API server {'failed' if code >= 500 else 'refused'} (HTTP {code})"
+    words = {
+        "connection": "cannot connect to the API server",
+        "timeout": "the API server did not answer in time",
+        "closed_early": "the watch stream closed early",
+        "malformed": "the API server's answer was malformed",
+    }.get(failure.reason, failure.reason.replace("_", " "))
+    return f"{words} (HTTP {code})" if code is not None else words
 
 
 def _retry_after_header(value: str | None) -> float | None:
