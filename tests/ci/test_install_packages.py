@@ -53,12 +53,20 @@ def test_fresh_image_with_its_own_kubectl_never_installs_kubernetes_client(tmp_p
     result = _run(path, "--dry-run")
     assert result.returncode == 0, result.stderr
     packages = result.stdout.split()
-    assert packages == ["prometheus", "prometheus-alertmanager", "systemd", "openssl"]
+    assert packages == [
+        "prometheus",
+        "prometheus-alertmanager",
+        "systemd",
+        "openssl",
+        "zsh",
+    ]
     assert "kubernetes-client" not in packages
 
 
 def test_each_package_is_named_once_and_only_for_missing_commands(tmp_path: Path) -> None:
-    present = {name: "exit 0" for name in ("prometheus", "amtool", "systemd-analyze", "openssl")}
+    present = {
+        name: "exit 0" for name in ("prometheus", "amtool", "systemd-analyze", "openssl", "zsh")
+    }
     result = _run(_path_with(tmp_path, present), "--dry-run")
     # promtool is missing (prometheus present): the package is still needed, once.
     assert result.stdout.split() == ["prometheus", "prometheus-alertmanager", "kubernetes-client"]
@@ -73,6 +81,7 @@ def test_nothing_missing_installs_nothing(tmp_path: Path) -> None:
         "systemd-analyze",
         "kubectl",
         "openssl",
+        "zsh",
     )
     # An apt-get that records being called: it must not be.
     marker = tmp_path / "apt-called"
@@ -126,6 +135,7 @@ def test_real_apt_resolves_the_packages_a_fresh_image_needs(tmp_path: Path) -> N
         "kubectl",
         "systemd-analyze",
         "openssl",
+        "zsh",
         "sed",
         "grep",
         "cut",

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 from tests.cli import CLI, ENV
+from tests.helpers.binaries import require_binary
 
 from canarywatch.cli import build_parser, main
 from canarywatch.completion import bash_script
 
 BASH = shutil.which("bash")
-ZSH = shutil.which("zsh")
 
 pytestmark = pytest.mark.skipif(BASH is None, reason="bash is not installed")
 
@@ -100,16 +100,15 @@ def test_the_command_prints_it(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == bash_script(build_parser())
 
 
-@pytest.mark.skipif(ZSH is None, reason="zsh is not installed")
 def test_zsh_accepts_its_script_and_completes_through_bashcompinit(tmp_path: Path) -> None:
-    assert ZSH is not None
+    zsh = require_binary("zsh")  # skips without zsh; fails under CI=true (.ci/run installs it)
     done = subprocess.run(
         [*CLI, "completion", "zsh"], capture_output=True, text=True, env=ENV, check=False
     )
     assert done.returncode == 0, done.stderr
     script = tmp_path / "canarywatch.zsh"
     script.write_text(done.stdout, encoding="utf-8")
-    syntax = subprocess.run([ZSH, "-n", str(script)], capture_output=True, text=True, check=False)
+    syntax = subprocess.run([zsh, "-n", str(script)], capture_output=True, text=True, check=False)
     assert syntax.returncode == 0, syntax.stderr
     # compgen of bashcompinit runs the function in sh emulation; so does this.
     program = (
@@ -119,7 +118,7 @@ def test_zsh_accepts_its_script_and_completes_through_bashcompinit(tmp_path: Pat
         '_canarywatch canarywatch "" silence; print -l -- "${COMPREPLY[@]}"; }; f'
     )
     run = subprocess.run(
-        [ZSH, "-f", "-c", program, "zsh", str(script)],
+        [zsh, "-f", "-c", program, "zsh", str(script)],
         capture_output=True,
         text=True,
         cwd=tmp_path,
