@@ -86,6 +86,8 @@ async def test_exactly_one_leads_and_the_other_takes_over(
         took = time.monotonic() - stopped_at
         lease = api.store.get("leases", "flagger", "canarywatch")
         assert lease["spec"]["holderIdentity"] == follower.identity
+        if follower is b:  # its callback runs as a task of its own, just after
+            await until(lambda: calls == ["b-started"], within=1)
     if release:
         assert took < RETRY + 1  # handed over: the successor need not wait out the lease
     else:
