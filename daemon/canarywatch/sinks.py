@@ -14,6 +14,7 @@ constructors, and one broken third-party distribution is reported (``sink_load_f
 from __future__ import annotations
 
 import abc
+import hashlib
 import importlib.metadata
 import re
 import unicodedata
@@ -31,6 +32,7 @@ from structlog.typing import FilteringBoundLogger
 
 from canarywatch.clock import SystemClock
 from canarywatch.errors import ConfigError, DeliveryError
+from canarywatch.identity import fingerprint
 from canarywatch.jsonout import dumps, event_to_json, format_time, notification_to_json
 from canarywatch.model import DeliveryReason, JSONValue, Notification
 from canarywatch.validation import describe, format_key_path, key_path
@@ -57,6 +59,7 @@ __all__ = [
     "dumps",
     "event_to_json",
     "format_time",
+    "idempotency_key",
     "inspect_abstract",
     "load_sink_class",
     "notification_to_json",
@@ -70,6 +73,21 @@ NAMESPACE = "canarywatch.sinks"
 
 API_VERSION = 1
 """The ``Sink.api_version`` this canarywatch speaks; a plugin declaring another is refused."""
+
+
+def idempotency_key(n: Notification) -> str:
+    """32 hex digits naming what ``n`` announces: its receiver, status and the identities
+    (``identity.fingerprint``) of its events; a ``repeat_interval`` re-send adds its time.
+
+    Not a hash of the rendered body: the body carries times that differ between a retry after a
+    restart, a replica taking over and the first attempt, and a receiver must be able to drop
+    every one of those as the same message. A deliberate repeat is a new message.
+    """
+    parts = [n.receiver, n.status.value, *sorted(fingerprint(e) for e in n.events)]
+    if n.repeat:
+        parts.append(format_time(n.created_at))
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
 
 BoundLogger: TypeAlias = FilteringBoundLogger
 """The structlog logger type handed to components (bound once, passed in)."""

@@ -42,8 +42,10 @@ Headers canarywatch sets:
 - ``X-Canarywatch-Signature: sha256=<hex>`` (only with ``hmac_secret``): HMAC-SHA256 keyed with
   the secret over ``<timestamp> + "." + <exact body bytes>``. To verify, recompute it over the raw
   body as received (before any JSON parsing) and compare in constant time.
-- ``X-Canarywatch-Idempotency-Key``: hex SHA-256 of the body (first 32 digits); a retried
-  delivery of the same notification repeats it, so receivers can drop duplicates.
+- ``X-Canarywatch-Idempotency-Key``: the envelope's ``key``: 32 hex digits naming what the
+  notification announces (receiver, status, the identities of its events; see
+  ``canarywatch.sinks.idempotency_key``). A retry, a resend after a restart and a replica that
+  takes over send the same key for the same message, so receivers can drop duplicates.
 
 Responses: any 2xx is success; 429 (honouring ``Retry-After``), 408 and 5xx are retryable;
 other 4xx and redirects (not followed) are permanent.
@@ -73,6 +75,7 @@ from canarywatch.sinks import (
     classify_exception,
     classify_http,
     dumps,
+    idempotency_key,
     notification_to_json,
 )
 from canarywatch_sinks.content import SecretOption
@@ -130,10 +133,12 @@ class WebhookOptions(pydantic.BaseModel):
 
 
 def envelope(n: Notification) -> dict[str, object]:
-    """The versioned body: ``{"version", "kind", "notification"}``."""
+    """The versioned body: ``{"version", "kind", "key", "notification"}`` (``key``: the
+    idempotency key, as in the header)."""
     return {
         "version": ENVELOPE_VERSION,
         "kind": ENVELOPE_KIND,
+        "key": idempotency_key(n),
         "notification": notification_to_json(n),
     }
 
@@ -142,6 +147,11 @@ def signature(secret: bytes, timestamp: str, body: bytes) -> str:
     """``sha256=<hex>``: HMAC-SHA256 over ``timestamp + "." + body`` (see the module docstring)."""
     mac = hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256)
     return "sha256=" + mac.hexdigest()
+
+
+def _key(payload: Mapping[str, object]) -> str | None:
+    key = payload.get("key")
+    return key if isinstance(key, str) and key else None
 
 
 def _timestamp(payload: Mapping[str, object]) -> str | None:
@@ -178,15 +188,20 @@ class WebhookSink(Sink):
         """The envelope (pure: the timestamp header is derived from it in ``deliver``)."""
         return envelope(n)
 
-    def request_headers(self, body: bytes, timestamp: str) -> dict[str, str]:
-        """Every header of the request for ``body`` (secrets included: never log this)."""
+    def request_headers(
+        self, body: bytes, timestamp: str, key: str | None = None
+    ) -> dict[str, str]:
+        """Every header of the request for ``body`` (secrets included: never log this).
+
+        ``key``: the envelope's idempotency key; without one (a hand-built payload), a hash of
+        the body stands in."""
         headers = {k: v.get_secret_value() for k, v in self._options.headers.items()}
         headers["Content-Type"] = "application/json"
         headers[TIMESTAMP_HEADER] = timestamp
-        headers[IDEMPOTENCY_HEADER] = hashlib.sha256(body).hexdigest()[:32]
+        headers[IDEMPOTENCY_HEADER] = key or hashlib.sha256(body).hexdigest()[:32]
         if self._options.hmac_secret is not None:
-            key = self._options.hmac_secret.get_secret_value().encode()
-            headers[SIGNATURE_HEADER] = signature(key, timestamp, body)
+            secret = self._options.hmac_secret.get_secret_value().encode()
+            headers[SIGNATURE_HEADER] = signature(secret, timestamp, body)
         return headers
 
     async def deliver(self, payload: Payload) -> None:
@@ -204,7 +219,7 @@ class WebhookSink(Sink):
             async with self.http.post(
                 self._options.url.get_secret_value(),
                 data=body,
-                headers=self.request_headers(body, timestamp),
+                headers=self.request_headers(body, timestamp, _key(payload)),
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as response:

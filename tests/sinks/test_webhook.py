@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -24,6 +25,7 @@ from canarywatch.sinks import (
     DeliveryError,
     DeliveryReason,
     SinkLoadError,
+    idempotency_key,
     notification_to_json,
     validate_sink_options,
 )
@@ -110,6 +112,7 @@ async def test_render_golden(make_sink: Callable[..., WebhookSink]) -> None:
     assert fired == {
         "version": "1",
         "kind": "canarywatch.notification",
+        "key": idempotency_key(rollback()),
         "notification": notification_to_json(rollback()),
     }
 
@@ -139,7 +142,39 @@ async def test_deliver_signs_the_exact_body(
     assert second.headers["X-Canarywatch-Signature"] == first.headers["X-Canarywatch-Signature"]
     key = first.headers["X-Canarywatch-Idempotency-Key"]
     assert key == second.headers["X-Canarywatch-Idempotency-Key"]
-    assert key == hashlib.sha256(first.body).hexdigest()[:32]
+    assert key == payload["key"] == idempotency_key(rollback())
+
+
+async def test_the_idempotency_key_names_the_message_not_the_rendering(
+    make_sink: Callable[..., WebhookSink], receiver: WebhookReceiver
+) -> None:
+    """Issue 12: a replica taking over (or a restart) renders a delivered notification again
+    with its own times; the receiver must see the same key and drop it. A deliberate repeat
+    (``repeat_interval``) and another status or receiver are other messages."""
+    sink = make_sink(url=Secret(receiver.url), hmac_secret=Secret(HMAC_KEY))
+    first = rollback()
+    again = dataclasses.replace(
+        first,
+        created_at=first.created_at + timedelta(seconds=7),
+        events=tuple(
+            dataclasses.replace(e, observed_at=e.observed_at + timedelta(seconds=3))
+            for e in first.events
+        ),
+    )
+    await sink.deliver(sink.render(first))
+    await sink.deliver(sink.render(again))
+    one, two = receiver.requests
+    assert one.body != two.body
+    assert (
+        one.headers["X-Canarywatch-Idempotency-Key"] == two.headers["X-Canarywatch-Idempotency-Key"]
+    )
+    others = {
+        idempotency_key(dataclasses.replace(first, repeat=True)),
+        idempotency_key(dataclasses.replace(first, status=NotificationStatus.RESOLVED)),
+        idempotency_key(dataclasses.replace(first, receiver="other")),
+    }
+    assert idempotency_key(first) not in others
+    assert len(others) == 3
 
 
 async def test_unsigned_delivery_and_a_wrong_key(
