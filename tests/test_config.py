@@ -650,3 +650,23 @@ def test_schema_table_lists_every_key_with_defaults() -> None:
     assert "route.routes" in rows
     assert "time_intervals[].time_intervals[].times[].start_time" in rows
     assert all(line.count(" | ") == 3 for line in table.splitlines()[2:])
+
+
+def test_watch_timings_are_settings_per_cluster() -> None:
+    """Issue 12: how long a silent watch is trusted (and how long a list may take) are set in
+    the file, per cluster, and reach the cluster's watches; the defaults stay 60 s and 10 s."""
+    from canarywatch.app import _watch_settings
+
+    config = parse_config(
+        "clusters:\n"
+        "  - {name: a, connection: host, host: 'http://127.0.0.1:1', silent_stream: 15s,"
+        " watch_start_timeout: 3s}\n"
+        "  - {name: b, connection: host, host: 'http://127.0.0.1:2'}\n"
+    )
+    fast, default = (_watch_settings(c) for c in config.clusters)
+    assert (fast.silent_stream_s, fast.watch_start_timeout_s) == (15.0, 3.0)
+    assert (default.silent_stream_s, default.watch_start_timeout_s) == (60.0, 10.0)
+    with pytest.raises(ConfigError, match="silent_stream"):
+        parse_config(
+            "clusters: [{name: a, connection: host, host: 'http://x', silent_stream: 0s}]\n"
+        )

@@ -410,6 +410,143 @@ def test_the_status_written_with_the_verdict_is_that_rollout_not_a_new_one() -> 
     assert out[3].rollout == "s2"
 
 
+def test_a_lagging_canary_backlog_adds_nothing_to_what_the_events_told() -> None:
+    """Issue 12 item 4 (fault matrix, API outage): the Events watch came back first and
+    reported the rollback of rollout 1, the next revision and its promotion; the Canary watch
+    came back 1.2 s later with its own backlog of the same minutes. It added a `rolled-back` to
+    the promoted rollout and a phantom rollout under the spec. Flagger's own times say which
+    rollout each status write belongs to."""
+
+    def at(minute: float, e: CanaryEvent) -> CanaryEvent:
+        return dataclasses.replace(e, occurred_at=T0 + timedelta(minutes=minute))
+
+    s1, s2 = {"spec": "s1"}, {"spec": "s2"}
+    out = run(
+        [
+            at(0, ev(Transition.REVISION_DETECTED, 0)),
+            at(0, ev(Transition.REVISION_DETECTED, 0, source=ST, hints=s1)),
+            # the outage: the Events backlog first...
+            at(5, ev(Transition.ROLLED_BACK, 20)),
+            at(8, ev(Transition.REVISION_DETECTED, 20)),
+            at(9, ev(Transition.WEIGHT_ADVANCED, 20, detail="10")),
+            at(12, ev(Transition.PROMOTED, 20)),
+            # ...then the Canary backlog of the same minutes
+            at(5, ev(Transition.ROLLED_BACK, 21, source=ST, hints=s1)),
+            at(8.01, ev(Transition.REVISION_DETECTED, 21, source=ST, hints=s2)),
+            at(9, ev(Transition.WEIGHT_ADVANCED, 21, detail="10", source=ST, hints=s2)),
+            at(12, ev(Transition.PROMOTED, 21, source=ST, hints=s2)),
+        ]
+    )
+    assert names(out) == [
+        ("revision-detected", ""),
+        ("rolled-back", ""),
+        ("revision-detected", ""),
+        ("weight-advanced", "10"),
+        ("promoted", ""),
+    ]
+    assert [e.rollout for e in out] == ["1", "1", "2", "2", "2"]
+
+
+def test_a_verdict_of_the_previous_rollout_reported_late_is_notified_under_its_id() -> None:
+    """The next revision's Events arrived before anything said the previous rollout ended; the
+    status then shows its rollback, from before the new revision: that rollout's verdict, late,
+    not one of the new rollout, and not lost."""
+
+    def at(minute: float, e: CanaryEvent) -> CanaryEvent:
+        return dataclasses.replace(e, occurred_at=T0 + timedelta(minutes=minute))
+
+    out = run(
+        [
+            at(0, ev(Transition.REVISION_DETECTED, 0)),
+            at(2, ev(Transition.WEIGHT_ADVANCED, 2, detail="10")),
+            at(8, ev(Transition.REVISION_DETECTED, 9)),
+            at(5, ev(Transition.ROLLED_BACK, 9.5, source=ST, hints={"spec": "s1"})),
+            at(9, ev(Transition.WEIGHT_ADVANCED, 10, detail="10")),
+        ]
+    )
+    assert [(e.transition.value, e.rollout) for e in out] == [
+        ("revision-detected", "1"),
+        ("weight-advanced", "1"),
+        ("revision-detected", "2"),
+        ("rolled-back", "1"),
+        ("weight-advanced", "2"),
+    ]
+
+
+def test_a_canary_list_first_then_the_events_backlog_invents_nothing() -> None:
+    """The fault matrix's API outage with the Canary watch back first: its list shows rollout
+    1 rolled back and rollout 2 already promoted (no start time: the status shows its latest
+    write). The Events backlog then repeats the rollback (older than the promotion: rollout 1's,
+    not a second verdict of rollout 2) and the second revision (older than its verdict)."""
+
+    def at(minute: float, e: CanaryEvent) -> CanaryEvent:
+        return dataclasses.replace(e, occurred_at=T0 + timedelta(minutes=minute))
+
+    s1, s2 = {"spec": "s1"}, {"spec": "s2"}
+    out = run(
+        [
+            at(0, ev(Transition.REVISION_DETECTED, 0)),
+            at(0, ev(Transition.REVISION_DETECTED, 0, source=ST, hints=s1)),
+            # after the outage, the Canary list first
+            at(5, ev(Transition.ROLLED_BACK, 20, source=ST, hints=s1)),
+            at(12, ev(Transition.REVISION_DETECTED, 20, source=ST, hints=s2)),
+            at(12, ev(Transition.PROMOTED, 20, source=ST, hints=s2)),
+            # then the Events backlog of the same minutes
+            at(5, ev(Transition.ROLLED_BACK, 21)),
+            at(8, ev(Transition.REVISION_DETECTED, 21)),
+            at(9, ev(Transition.WEIGHT_ADVANCED, 21, detail="10")),
+            at(12, ev(Transition.PROMOTED, 21)),
+        ]
+    )
+    assert names(out) == [
+        ("revision-detected", ""),
+        ("rolled-back", ""),
+        ("revision-detected", ""),
+        ("promoted", ""),
+    ]
+
+
+def test_a_stalled_events_backlog_repeats_nothing_the_status_already_told() -> None:
+    """The fault matrix's silent watch: the Events watch stalled while the Canary status told
+    the confirm-rollout gate, the start, the promotion gate and the promotion. The stalled
+    Events arrive afterwards: their gates are the same occurrences (by Flagger's clock, before
+    each episode closed), and their analysis-started (which the status cannot see) is late but
+    true, so it is announced once; nothing is repeated under the new rollout id."""
+
+    def at(minute: float, e: CanaryEvent) -> CanaryEvent:
+        return dataclasses.replace(e, occurred_at=T0 + timedelta(minutes=minute))
+
+    spec = {"spec": "s1"}
+    start = {"spec": "s1", "start": "true"}
+    out = run(
+        [
+            at(1, ev(Transition.AWAITING_APPROVAL, 1, detail="rollout", source=ST)),
+            at(2, ev(Transition.APPROVED, 2, detail="rollout", source=ST)),
+            at(3, ev(Transition.REVISION_DETECTED, 3, source=ST, hints=start)),
+            at(6, ev(Transition.AWAITING_APPROVAL, 6, detail="promotion", source=ST, hints=spec)),
+            at(7, ev(Transition.APPROVED, 7, detail="promotion", source=ST, hints=spec)),
+            at(9, ev(Transition.PROMOTED, 9, source=ST, hints=spec)),
+            # the stalled Events watch, caught up
+            at(1, ev(Transition.AWAITING_APPROVAL, 10, detail="rollout")),
+            at(2, ev(Transition.APPROVED, 10, detail="rollout")),
+            at(3, ev(Transition.REVISION_DETECTED, 10)),
+            at(4, ev(Transition.ANALYSIS_STARTED, 10)),
+            at(6, ev(Transition.AWAITING_APPROVAL, 10, detail="promotion")),
+            at(7, ev(Transition.APPROVED, 10, detail="promotion")),
+            at(9, ev(Transition.PROMOTED, 10)),
+        ]
+    )
+    assert names(out) == [
+        ("awaiting-approval", "rollout"),
+        ("approved", "rollout"),
+        ("revision-detected", ""),
+        ("awaiting-approval", "promotion"),
+        ("approved", "promotion"),
+        ("promoted", ""),
+        ("analysis-started", ""),
+    ]
+
+
 # -- rollout-failed: every failed rollout fires until the canary's next promotion ---------------
 
 

@@ -190,7 +190,9 @@ def test_groups_are_separated_by_labels_receiver_and_status() -> None:
     assert {n.status for n in notes} == {FIRING, RESOLVED}
 
 
-def test_due_orders_by_deadline_then_key() -> None:
+def test_due_orders_by_deadline_then_arrival() -> None:
+    """Groups due at the same instant flush in the order their events arrived (a backlog is
+    offered in the order things happened), not in the order of their keys."""
     g = Grouper()
     slow = routed("zeta", opts=options(gw=60))
     fast_b = routed("beta", opts=options(gw=10))
@@ -198,7 +200,7 @@ def test_due_orders_by_deadline_then_key() -> None:
     for r in (slow, fast_b, fast_a):
         g.offer(r, at(0))
     notes = g.due(at(100))
-    assert [n.group_labels["canary"] for n in notes] == ["alpha", "beta", "zeta"]
+    assert [n.group_labels["canary"] for n in notes] == ["beta", "alpha", "zeta"]
 
 
 def test_repeat_interval_resends_firing_events_on_interval_ticks() -> None:
@@ -339,6 +341,7 @@ class _ModelGroup:
     pending: list[CanaryEvent] = field(default_factory=list)
     deadline: datetime | None = None
     last_flush: datetime | None = None
+    arrival: int = 0
 
 
 class GrouperMachine(RuleBasedStateMachine):
@@ -350,6 +353,7 @@ class GrouperMachine(RuleBasedStateMachine):
         self.grouper = Grouper()
         self.model: dict[tuple[str, str], _ModelGroup] = {}
         self.offered_at: dict[str, datetime] = {}
+        self.arrivals = 0
 
     @rule(canary=st.sampled_from(["a", "b"]), receiver=st.sampled_from(sorted(RECEIVER_OPTIONS)))
     def offer(self, canary: str, receiver: str) -> None:
@@ -373,6 +377,8 @@ class GrouperMachine(RuleBasedStateMachine):
         elif not group.pending:
             assert group.last_flush is not None
             group.deadline = max(now, group.last_flush + interval)
+        if not group.pending:
+            group.arrival, self.arrivals = self.arrivals, self.arrivals + 1
         group.pending.append(r.event)
 
     @rule(seconds=st.sampled_from([0, 1, 15, 29, 30, 31, 59, 60, 61, 119, 120, 300]))
@@ -390,14 +396,19 @@ class GrouperMachine(RuleBasedStateMachine):
         now = self.clock.now()
         got = self.grouper.due(now)
 
-        # The documented order: deadline, then group key.
+        # The documented order: deadline, then arrival of the oldest pending event, then key.
         ready = sorted(
-            (g.deadline, group_key(key[0], FIRING, {"canary": key[1], "namespace": "test"}), key)
+            (
+                g.deadline,
+                g.arrival,
+                group_key(key[0], FIRING, {"canary": key[1], "namespace": "test"}),
+                key,
+            )
             for key, g in self.model.items()
             if g.pending and g.deadline is not None and g.deadline <= now
         )
         expected: list[tuple[str, str, tuple[CanaryEvent, ...]]] = []
-        for _, _, key in ready:
+        for _, _, _, key in ready:
             group = self.model[key]
             opts = RECEIVER_OPTIONS[key[0]]
             if opts.group_wait_s == 0 and opts.group_interval_s == 0:

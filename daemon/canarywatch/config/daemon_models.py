@@ -65,6 +65,19 @@ class ClusterSettings(BaseModel):
     )
     watch_events: bool = Field(default=True, description="Follow Kubernetes Events.")
     watch_canaries: bool = Field(default=True, description="Follow Canary status.")
+    silent_stream: Duration = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "A watch that sends nothing (not even a bookmark, which the API server sends every "
+            "minute when asked) for this long is taken as half-open, closed and replaced."
+        ),
+    )
+    watch_start_timeout: Duration = Field(
+        default=10.0,
+        gt=0,
+        description="How long a list or a new watch may take to answer before it is retried.",
+    )
 
     @model_validator(mode="after")
     def _host_needed(self) -> Self:

@@ -280,23 +280,30 @@ class CanaryStatusNormaliser:
 _CHECKS_MATTER = frozenset({Transition.HALTED, Transition.ROLLED_BACK, Transition.PROMOTION_FAILED})
 
 
+STATUS_TEXT = "From the Canary status (no Flagger message yet)"
+"""How a message canarywatch wrote from a Canary status change begins: it is not Flagger's own
+text (an Event's or the webhook's), which replaces it if it arrives while the event still waits
+in its group (``Grouper.reword``); a notification sent before then says where its text is from."""
+
+
 def _status_message(view: CanaryStatusView, found: StatusTransition) -> str:
-    """What the status change says, in words (the condition message only where it fits).
+    """What the status change says, in words (the condition message only where it fits),
+    after ``STATUS_TEXT``.
 
     The ``Promoted`` condition keeps its message across weight and check changes, so it would
     mislabel them ("New revision detected, ..." on a weight step): those get their own text.
     """
     t = found.transition
     if t is Transition.WEIGHT_ADVANCED:
-        return f"Canary status: canaryWeight {view.canary_weight}"
+        return f"{STATUS_TEXT}: canaryWeight {view.canary_weight}"
     if t is Transition.ITERATION_ADVANCED:
-        return f"Canary status: iterations {view.iterations}"
+        return f"{STATUS_TEXT}: iterations {view.iterations}"
     if t is Transition.HALTED:
-        return f"Canary status: failedChecks {view.failed_checks}"
+        return f"{STATUS_TEXT}: failedChecks {view.failed_checks}"
     if t is Transition.REVISION_DETECTED:
-        return f"Canary status: new lastAppliedSpec {view.last_applied_spec}".rstrip()
+        return f"{STATUS_TEXT}: new lastAppliedSpec {view.last_applied_spec}".rstrip()
     phase = view.phase.value if view.phase is not None else view.phase_text
-    text = f"Canary status: phase {phase}"
+    text = f"{STATUS_TEXT}: phase {phase}"
     return f"{text}: {view.condition_message}" if view.condition_message else text
 
 
@@ -304,6 +311,10 @@ def _event(obs: Observation, view: CanaryStatusView, found: StatusTransition) ->
     hints: dict[str, str] = {}
     if view.last_applied_spec:
         hints["spec"] = view.last_applied_spec
+    if found.transition is Transition.REVISION_DETECTED and _shows_the_start(view):
+        # This write is the reconcile that detected the revision: its time is the start's
+        # (``Correlator``: what happened before it belongs to an earlier rollout).
+        hints["start"] = "true"
     for prefix, values in (("label:", view.labels), ("annotation:", view.annotations)):
         for k, v in values.items():
             if len(v) <= MAX_HINT_VALUE_CHARS:
@@ -324,6 +335,16 @@ def _event(obs: Observation, view: CanaryStatusView, found: StatusTransition) ->
         occurred_at=view.last_transition_time,
     )
     return replace(event, hints=MappingProxyType(hints)) if hints else event
+
+
+def _shows_the_start(view: CanaryStatusView) -> bool:
+    """Flagger's write on detecting a revision: ``Progressing``, no traffic, no checks yet."""
+    return (
+        view.phase is Phase.PROGRESSING
+        and not view.canary_weight
+        and not view.failed_checks
+        and not view.iterations
+    )
 
 
 def _mapping(parent: Mapping[str, JSONValue], key: str) -> Mapping[str, JSONValue]:

@@ -118,6 +118,13 @@ class _Rollout:
     started_at: datetime | None = None
     spec: str = ""
     ended: bool = False
+    began: datetime | None = None
+    """When Flagger detected the revision, from a sighting that carries its own time (an Event, a
+    webhook): anything of a rollout happened after it, so an older step or verdict belongs to an
+    earlier rollout. ``None`` when only the Canary status reported the start (its
+    ``lastTransitionTime`` is that of its latest write, not of the start)."""
+    verdict: Transition | None = None
+    """The verdict the rollout ended with (the first one reported)."""
     ended_at: datetime | None = None
     """When Flagger reached the verdict (its own time, when the source said): a revision
     sighting older than this is the start of this or an earlier rollout, never a new one."""
@@ -140,6 +147,8 @@ class _Rollout:
 @dataclass(slots=True)
 class _CanaryState:
     rollout: _Rollout = field(default_factory=lambda: _Rollout(seq=0))
+    previous: _Rollout | None = None
+    """The rollout before the current one: a late verdict of it is still its own."""
     episodes: dict[Condition, int] = field(default_factory=dict)
     open: dict[Condition, CanaryEvent] = field(default_factory=dict)
     gate_episodes: dict[str, int] = field(default_factory=dict)
@@ -163,6 +172,8 @@ class _CanaryState:
     closed: dict[Condition, tuple[int, CanaryEvent]] = field(default_factory=dict)
     """The opener each condition's latest episode had when it closed, with its rollout seq:
     a slower source reporting that same occurrence after the close is not a new episode."""
+    closed_at: dict[Condition, datetime] = field(default_factory=dict)
+    """When (Flagger's clock) each condition's latest episode closed, where the closer said."""
 
 
 class Correlator:
@@ -198,7 +209,14 @@ class Correlator:
 
         if event.transition is Transition.REVISION_DETECTED:
             return self._revision_detected(state, event, now)
-        if state.rollout.ended and event.transition in ONLY_DURING_A_ROLLOUT:
+        earlier = self._of_an_earlier_rollout(state, event) or self._earlier_gate(state, event)
+        if earlier is not None:
+            return earlier
+        if (
+            state.rollout.ended
+            and event.transition in ONLY_DURING_A_ROLLOUT
+            and not _inside_the_rollout(state.rollout, event)
+        ):
             # A slower stream reporting a step of the rollout that already ended (a status
             # write queued behind the verdict): not news. A new analysis always begins with a
             # new revision, which reopens these.
@@ -327,7 +345,7 @@ class Correlator:
             return Correlation()
         if spec and current.spec:
             same_rollout = spec == current.spec
-        elif spec and self._status_of_the_verdict(current, event):
+        elif spec and self._status_of_this_rollout(current, event):
             same_rollout = True
         elif current.seq > 0 and not current.ended and current.quiet:
             # Nothing happened since this rollout started: a repeated sighting (a retried
@@ -345,6 +363,9 @@ class Correlator:
             current.revision_sources.add(source)
             if spec and not current.spec:
                 current.spec = spec
+            start = _start_time(event)
+            if start is not None:
+                current.began = min(filter(None, (current.began, start)))
             identity: Identity = (current.seq, event.transition, "", 0)
             stored = state.seen.get(identity)
             if stored is not None:
@@ -356,10 +377,12 @@ class Correlator:
             return Correlation(new=self._finish(state, event, identity))
 
         resolved = self._announced(state, self._end_rollout_conditions(state, event))
+        state.previous = current
         state.rollout = _Rollout(
             seq=current.seq + 1,
             started_at=event.observed_at,
             spec=spec,
+            began=_start_time(event),
             revision_sources={source},
         )
         # Identities of rollouts before the previous one can never match again.
@@ -369,21 +392,95 @@ class Correlator:
         return Correlation(new=self._finish(state, event, identity), resolved=resolved)
 
     @staticmethod
-    def _status_of_the_verdict(current: _Rollout, event: CanaryEvent) -> bool:
-        """The first sighting of a spec, written by the same reconcile as the verdict of the
-        current rollout, which the Events reported without a spec: that rollout, not a new one.
+    def _status_of_this_rollout(current: _Rollout, event: CanaryEvent) -> bool:
+        """The first sighting of a spec, written by the same reconcile as the start or the
+        verdict of the current rollout, which the Events reported without a spec: that
+        rollout, not a new one.
 
-        Flagger writes the status and records the verdict's Events in one reconcile; a new
+        Flagger writes the status and records the Events of a step in one reconcile; a new
         revision is detected one analysis interval (10 s at least) later, so a sighting within
-        ``STATUS_OF_VERDICT`` of the verdict is the same rollout. Without this, a Canary list
-        replayed after an outage (showing the spec and ``Failed``) repeated the whole rollback
-        as a phantom rollout.
+        ``STATUS_OF_VERDICT`` of the start or the verdict is the same rollout. Without this, a
+        Canary backlog replayed after an outage (showing the spec) repeated the rollout the
+        Events had already reported as a phantom one.
         """
-        if current.spec or not current.ended or current.ended_at is None:
+        if current.spec or current.seq == 0 or event.occurred_at is None:
             return False
-        if event.occurred_at is None:
-            return False
-        return abs(event.occurred_at - current.ended_at) <= STATUS_OF_VERDICT
+        marks = [t for t in (current.began, current.ended_at if current.ended else None) if t]
+        return any(abs(event.occurred_at - t) <= STATUS_OF_VERDICT for t in marks)
+
+    @staticmethod
+    def _earlier_gate(state: _CanaryState, event: CanaryEvent) -> Correlation | None:
+        """A gate transition from before the current rollout began that an earlier rollout
+        already reported (the confirm-rollout gate opens before its revision is detected, so a
+        slower source delivers it after the start): a duplicate. Anything else is left to the
+        ordinary rules (``None``)."""
+        current = state.rollout
+        if event.transition not in (Transition.AWAITING_APPROVAL, Transition.APPROVED):
+            return None
+        if event.occurred_at is None or current.began is None or event.occurred_at >= current.began:
+            return None
+        for (seq, transition, detail, _), stored in state.seen.items():
+            if seq < current.seq and transition is event.transition and detail == event.detail:
+                known = stored if isinstance(stored, tuple) else stored.sources
+                return Correlation(
+                    duplicate_of=dataclasses.replace(event, sources=_union(known, event.sources))
+                )
+        return None
+
+    def _of_an_earlier_rollout(self, state: _CanaryState, event: CanaryEvent) -> Correlation | None:
+        """A step or verdict that happened (Flagger's clock) before the current rollout began:
+        a backlog replayed after an outage, or a stream that lagged behind the other.
+
+        It is not news about the current rollout. A verdict of the previous rollout that was
+        never reported is that rollout's, notified late under its id (Flagger did reach it); a
+        repeat of one that was reported is a duplicate; a step of a superseded rollout is not
+        news (``None`` when the event is not older than the current rollout).
+        """
+        current = state.rollout
+        occurred = event.occurred_at
+        if occurred is None or current.seq == 0:
+            return None
+        scoped = event.transition in ONLY_DURING_A_ROLLOUT or event.spec.ends_rollout
+        before_start = current.began is not None and occurred < current.began
+        # Another verdict, from before the one this rollout ended with: a rollout has one
+        # verdict, so it is an earlier rollout's (a Canary list can start a rollout at its
+        # verdict, with no start time to compare with).
+        contradicts = (
+            event.spec.ends_rollout
+            and current.ended
+            and current.ended_at is not None
+            and event.transition is not current.verdict
+            and occurred < current.ended_at
+        )
+        if not scoped or not (before_start or contradicts):
+            return None
+        previous = state.previous
+        if previous is None or previous.seq != current.seq - 1:
+            return Correlation()
+        identity: Identity = (previous.seq, event.transition, event.detail, 0)
+        stored = state.seen.get(identity)
+        if stored is not None:
+            known = stored if isinstance(stored, tuple) else stored.sources
+            sources = _union(known, event.sources)
+            if isinstance(stored, tuple):
+                state.seen[identity] = sources
+                return Correlation(duplicate_of=dataclasses.replace(event, sources=sources))
+            merged = dataclasses.replace(stored, sources=sources)
+            state.seen[identity] = merged
+            return Correlation(duplicate_of=merged)
+        if not event.spec.ends_rollout or previous.ended or not before_start:
+            return Correlation()
+        previous.ended = True
+        previous.ended_at = occurred
+        previous.verdict = event.transition
+        late = dataclasses.replace(
+            event, rollout=previous.label, episode=0, target=event.target or state.target
+        )
+        late = dataclasses.replace(late, labels=self._labels(state, late))
+        state.seen[identity] = late
+        if event.spec.opens is Condition.ROLLOUT_FAILED:
+            state.failed_before.append(late)  # fires until the canary's next promotion
+        return Correlation(new=late)
 
     @staticmethod
     def _older_than_the_verdict(current: _Rollout, event: CanaryEvent) -> bool:
@@ -406,7 +503,9 @@ class Correlator:
         Seen with real Flagger 1.44: "<target>-primary not ready" arrives by webhook, the
         "Promotion … failed" verdict closes readiness, then the Events watch delivers the very
         same "not ready" Event. Same rollout, transition, detail and text from a source that
-        had not reported it is that occurrence; the same source saying it again is new.
+        had not reported it is that occurrence; the same source saying it again is new. Sources
+        word the same occurrence differently (the Canary status has no Event text): one that
+        happened, by Flagger's clock, before the episode closed is that occurrence too.
         """
         opens = event.spec.opens
         if opens is None or opens in state.open:
@@ -415,11 +514,17 @@ class Correlator:
         if closed is None:
             return None
         seq, opener = closed
+        closed_at = state.closed_at.get(opens)
+        before_the_close = (
+            event.occurred_at is not None
+            and closed_at is not None
+            and event.occurred_at <= closed_at
+        )
         if (
             seq != state.rollout.seq
             or opener.transition is not event.transition
             or opener.detail != event.detail
-            or opener.message != event.message
+            or not (opener.message == event.message or before_the_close)
             or set(opener.sources) & set(event.sources)
         ):
             return None
@@ -508,6 +613,10 @@ class Correlator:
         for opener in popped:
             if opener.spec.opens is not None:
                 state.closed[opener.spec.opens] = (state.rollout.seq, opener)
+                if event.occurred_at is not None:
+                    state.closed_at[opener.spec.opens] = event.occurred_at
+                else:
+                    state.closed_at.pop(opener.spec.opens, None)
         resolved.extend(popped)
         return self._announced(state, resolved)
 
@@ -561,9 +670,10 @@ class Correlator:
             # fires: both fire until the next promotion; the latest is the one ``open`` shows.
             state.failed_before.append(current)
             state.open[opens] = finished
-        if event.spec.ends_rollout:
+        if event.spec.ends_rollout and not rollout.ended:
             rollout.ended = True
             rollout.ended_at = event.occurred_at
+            rollout.verdict = event.transition
         return finished
 
     def _refresh_open(self, state: _CanaryState, merged: CanaryEvent) -> None:
@@ -603,21 +713,43 @@ class Correlator:
 _SNAPSHOT_VERSION = 1
 
 
+def _rollout_to_json(r: _Rollout) -> dict[str, JSONValue]:
+    return {
+        "seq": r.seq,
+        "label": r.label,
+        "spec": r.spec,
+        "ended": r.ended,
+        "began": exact_time(r.began) if r.began is not None else None,
+        "ended_at": exact_time(r.ended_at) if r.ended_at is not None else None,
+        "verdict": r.verdict.value if r.verdict is not None else None,
+        "quiet": r.quiet,
+        "started_at": exact_time(r.started_at) if r.started_at is not None else None,
+        "revision_sources": sorted(src.value for src in r.revision_sources),
+    }
+
+
+def _rollout_from_json(r: JSONValue) -> _Rollout:
+    started = r["started_at"]
+    return _Rollout(
+        seq=int(r["seq"]),
+        started_at=datetime.fromisoformat(started) if started is not None else None,
+        spec=str(r["spec"]),
+        ended=bool(r["ended"]),
+        began=_optional_time(r.get("began")),
+        ended_at=_optional_time(r.get("ended_at")),
+        verdict=Transition(r["verdict"]) if r.get("verdict") else None,
+        quiet=bool(r["quiet"]),
+        revision_sources={SourceName(src) for src in r["revision_sources"]},
+        label=str(r["label"]),
+    )
+
+
 def _state_to_json(ref: CanaryRef, state: _CanaryState) -> dict[str, JSONValue]:
-    r = state.rollout
     return {
         "v": _SNAPSHOT_VERSION,
         "canary": {"cluster": ref.cluster, "namespace": ref.namespace, "name": ref.name},
-        "rollout": {
-            "seq": r.seq,
-            "label": r.label,
-            "spec": r.spec,
-            "ended": r.ended,
-            "ended_at": exact_time(r.ended_at) if r.ended_at is not None else None,
-            "quiet": r.quiet,
-            "started_at": exact_time(r.started_at) if r.started_at is not None else None,
-            "revision_sources": sorted(src.value for src in r.revision_sources),
-        },
+        "rollout": _rollout_to_json(state.rollout),
+        "previous": _rollout_to_json(state.previous) if state.previous is not None else None,
         "episodes": [[c.value, n] for c, n in state.episodes.items()],
         "open": [[c.value, encode_event(ev)] for c, ev in state.open.items()],
         "gate_episodes": [[gate, n] for gate, n in state.gate_episodes.items()],
@@ -643,25 +775,18 @@ def _state_to_json(ref: CanaryRef, state: _CanaryState) -> dict[str, JSONValue]:
 def _state_from_json(data: JSONValue) -> tuple[CanaryRef, _CanaryState]:
     if data["v"] != _SNAPSHOT_VERSION:
         raise ValueError(f"unknown snapshot version {data['v']!r}")
-    c, r = data["canary"], data["rollout"]
+    c = data["canary"]
     ref = CanaryRef(namespace=str(c["namespace"]), name=str(c["name"]), cluster=str(c["cluster"]))
-    started = r["started_at"]
-    rollout = _Rollout(
-        seq=int(r["seq"]),
-        started_at=datetime.fromisoformat(started) if started is not None else None,
-        spec=str(r["spec"]),
-        ended=bool(r["ended"]),
-        ended_at=_optional_time(r.get("ended_at")),
-        quiet=bool(r["quiet"]),
-        revision_sources={SourceName(src) for src in r["revision_sources"]},
-        label=str(r["label"]),
-    )
+    rollout = _rollout_from_json(data["rollout"])
+    previous_raw = data.get("previous")
+    previous = _rollout_from_json(previous_raw) if previous_raw is not None else None
     seen: dict[Identity, CanaryEvent | tuple[SourceName, ...]] = {}
     for seq, transition, detail, episode, ev in data["seen"]:
         key = (int(seq), Transition(transition), str(detail), int(episode))
         seen[key] = tuple(SourceName(v) for v in ev) if isinstance(ev, list) else decode_event(ev)
     state = _CanaryState(
         rollout=rollout,
+        previous=previous,
         episodes={Condition(cond): int(n) for cond, n in data["episodes"]},
         open={Condition(cond): decode_event(ev) for cond, ev in data["open"]},
         gate_episodes={str(gate): int(n) for gate, n in data["gate_episodes"]},
@@ -674,6 +799,29 @@ def _state_from_json(data: JSONValue) -> tuple[CanaryRef, _CanaryState]:
         unannounced={str(k) for k in data.get("unannounced", [])},
     )
     return ref, state
+
+
+def _inside_the_rollout(rollout: _Rollout, event: CanaryEvent) -> bool:
+    """A step an Event or a webhook (its own time, not a status write) reports, which happened
+    between the rollout's start and its verdict: true, only late (a watch that stalled, a
+    backlog behind the other source's), so still news if nobody reported it."""
+    if event.hints.get("spec") or event.occurred_at is None or event.spec.opens is not None:
+        return False  # a late halt would open a condition of a rollout that has ended
+    if rollout.began is None or rollout.ended_at is None:
+        return False
+    return rollout.began <= event.occurred_at <= rollout.ended_at
+
+
+def _start_time(sighting: CanaryEvent) -> datetime | None:
+    """When the revision was detected, if this sighting says so: an Event or a webhook carries
+    its own time; a Canary status does only when it shows the start itself (``Progressing``,
+    no traffic yet: the write of the reconcile that detected the revision, as a watch delivers
+    it). A status listed later shows its latest write, which says nothing of the start."""
+    if sighting.occurred_at is None:
+        return None
+    if not sighting.hints.get("spec"):
+        return sighting.occurred_at
+    return sighting.occurred_at if sighting.hints.get("start") == "true" else None
 
 
 def _optional_time(raw: JSONValue) -> datetime | None:
@@ -739,7 +887,10 @@ def _merge(stored: CanaryEvent, repeat: CanaryEvent) -> CanaryEvent:
     """The stored event, with the repeat's source added and its missing detail filled in.
 
     A repeated ``halted``/``no-traffic`` refreshes the reason (latest value) and the failed
-    checks count; other transitions keep what was first said and only fill gaps.
+    checks count; other transitions keep what was first said and only fill gaps. The message is
+    Flagger's own as soon as a source brings it (an Event, the webhook): a text canarywatch wrote
+    from the Canary status or the metrics gives way to it (``Grouper.reword`` does the same for
+    the event while it waits in its group).
     """
     sources = stored.sources + tuple(s for s in repeat.sources if s not in stored.sources)
     refresh = stored.transition in (Transition.HALTED, Transition.NO_TRAFFIC)
@@ -748,9 +899,19 @@ def _merge(stored: CanaryEvent, repeat: CanaryEvent) -> CanaryEvent:
         checks = max(checks or 0, repeat.failed_checks)
     elif refresh:
         checks = (checks or 1) + 1
+    flagger_text = (SourceName.KUBERNETES_EVENTS, SourceName.FLAGGER_WEBHOOK)
+    message = stored.message or repeat.message
+    if (
+        repeat.message
+        and repeat.sources
+        and repeat.sources[0] in flagger_text
+        and not any(s in flagger_text for s in stored.sources)
+    ):
+        message = repeat.message
     return dataclasses.replace(
         stored,
         sources=sources,
+        message=message,
         reason=(repeat.reason or stored.reason) if refresh else (stored.reason or repeat.reason),
         failed_checks=checks,
         weight=stored.weight if stored.weight is not None else repeat.weight,

@@ -23,13 +23,21 @@ A group is one receiver, one status and one set of group labels (``group_key``).
   This is decided by time, not by when the garbage collection ran, so results do not depend on
   how often ``due`` is called.
 
-Everything is deterministic: ``due`` orders notifications by deadline, then group key, then
-arrival. Options (timings) are those of the latest event offered to the group.
+Everything is deterministic: ``due`` orders notifications by deadline, then by when the
+group's oldest pending event arrived, then group key. Options (timings) are those of the latest
+event offered to the group.
+
+An event waiting in its group can still change its words: when a later source brings Flagger's
+own message for it (``reword``), the notification carries that text instead of the one
+canarywatch wrote from the Canary status ("From the Canary status (no Flagger message yet):
+canaryWeight 20"). Its identity, and so its place and deduplication, does not change.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
+import itertools
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,10 +52,15 @@ from canarywatch.model import (
     NotificationStatus,
     Routed,
     RouteOptions,
+    SourceName,
 )
 from canarywatch.pipeline.route import group_labels
 
 __all__ = ["Grouper", "group_key", "group_key_for"]
+
+FLAGGER_TEXT_SOURCES = frozenset({SourceName.KUBERNETES_EVENTS, SourceName.FLAGGER_WEBHOOK})
+"""Sources whose message is Flagger's own (an Event's, the webhook's). The Canary status and the
+metrics only show a change, which canarywatch describes in its own words."""
 
 
 def group_key(receiver: str, status: NotificationStatus, labels: Mapping[str, str]) -> str:
@@ -73,6 +86,9 @@ class _Group:
     labels: Mapping[str, str]
     options: RouteOptions
     pending: list[CanaryEvent] = field(default_factory=list)
+    arrival: int = 0
+    """When its oldest pending event arrived (a counter): groups due at the same instant
+    flush in the order their events happened, not in the order of their keys."""
     deadline: datetime | None = None
     """When ``pending`` is due; ``None`` while it is empty."""
     last_flush: datetime | None = None
@@ -119,6 +135,7 @@ class Grouper:
         group is gone) are skipped when they surface. Keeps ``due``/``next_deadline`` cheap
         with thousands of firing groups."""
         self._pending = 0
+        self._arrivals = itertools.count()
         self._idle_candidates: set[str] = set()
         """Groups that flushed with nothing firing: the only ones that can become idle."""
 
@@ -164,6 +181,8 @@ class Grouper:
             last = group.last_flush if group.last_flush is not None else now
             group.deadline = max(now, last + timedelta(seconds=routed.route.group_interval_s))
         group.options = routed.route
+        if not group.pending:
+            group.arrival = next(self._arrivals)
         group.pending.append(routed.event)
         self._pending += 1
         self._schedule(group)
@@ -196,6 +215,37 @@ class Grouper:
     def firing(self, key: str) -> tuple[CanaryEvent, ...]:
         group = self._groups.get(key)
         return group.firing if group is not None else ()
+
+    def reword(self, same: CanaryEvent, repeat: CanaryEvent, rollout: str | None) -> int:
+        """Give a step still waiting in its group Flagger's own message; how many events changed.
+
+        ``repeat`` is a later sighting of a step the correlator already had (``same``, the event
+        it repeats: its ``rollout`` is empty for a one-shot step, whose sightings it does not
+        keep, and then ``rollout`` is the canary's current one). When ``repeat`` comes from a
+        source with Flagger's own text (``FLAGGER_TEXT_SOURCES``), every pending event of that
+        step that no such source reported yet takes its message and its sources, in pending
+        and among the group's firing events alike. Sent notifications cannot change.
+        """
+        if not self._pending or not repeat.message or not repeat.sources:
+            return 0
+        if repeat.sources[0] not in FLAGGER_TEXT_SOURCES:
+            return 0
+        step = dataclasses.replace(same, rollout=same.rollout or rollout or "")
+        changed = 0
+        for group in self._groups.values():
+            for i, event in enumerate(group.pending):
+                if not _same_step(event, step) or FLAGGER_TEXT_SOURCES.intersection(event.sources):
+                    continue
+                new = dataclasses.replace(
+                    event,
+                    message=repeat.message,
+                    sources=event.sources
+                    + tuple(s for s in repeat.sources if s not in event.sources),
+                )
+                group.pending[i] = new
+                group.firing = tuple(new if f == event else f for f in group.firing)
+                changed += 1
+        return changed
 
     def pending_canaries(self) -> set[CanaryRef]:
         """Canaries with events still waiting in a group (not yet handed to dispatch)."""
@@ -234,7 +284,9 @@ class Grouper:
             if not repeats and not group.pending:
                 continue
             ready.append((deadline, group.key, group))
-        ready.sort(key=lambda item: (item[0], item[1]))
+        # Same deadline (a backlog processed at once): in the order the events arrived, which
+        # is the order they happened (the runner replays backlogs in Flagger's time order).
+        ready.sort(key=lambda item: (item[0], item[2].arrival, item[1]))
         out: list[Notification] = []
         for _, _, group in ready:
             if group.pending:
@@ -286,3 +338,15 @@ class Grouper:
             self._groups.pop(group.key, None)  # its heap entries are skipped as stale
             self._idle_candidates.discard(group.key)
         return out
+
+
+def _same_step(event: CanaryEvent, step: CanaryEvent) -> bool:
+    """``event`` is ``step``: the same canary, rollout, transition and detail (and, for a
+    condition opener, episode; a one-shot step has one identity per rollout)."""
+    return (
+        event.canary == step.canary
+        and event.rollout == step.rollout
+        and event.transition is step.transition
+        and event.detail == step.detail
+        and (event.spec.opens is None or event.episode == step.episode)
+    )
