@@ -12,8 +12,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
+from tests.helpers.small_disk import small_disk
 
 from canarywatch.clock import VirtualClock
 from canarywatch.config import Silence as SilenceConfig
@@ -27,7 +29,13 @@ from canarywatch.control_client import (
 from canarywatch.errors import CanarywatchError
 from canarywatch.pipeline.silence import Silencer, config_silence_id
 from canarywatch.secrets import Secret
-from canarywatch.state import MemoryStateStore, SqliteStateStore, StateStore
+from canarywatch.state import (
+    HoldingStateStore,
+    MemoryStateStore,
+    SqliteStateStore,
+    StateHeld,
+    StateStore,
+)
 from canarywatch.testing import T0, make_event, make_notification
 from canarywatch.web import Readiness, WebServer, build_app
 
@@ -435,6 +443,66 @@ async def test_outbox_list_retry_and_drop(daemon: Daemon) -> None:
     assert (status, body["field"]) == (400, "id")
 
 
+async def test_outbox_list_shows_attempts_the_next_attempt_and_held_notifications(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
+    """Issue 15: a pending item shows its failed attempts, why the last one failed (in plain
+    words, whole) and when the next is due; notifications held in memory while the state disk
+    is full are listed too, marked held (no id: not yet written), after the pending ones."""
+    with small_disk("size-cap", tmp_path) as disk:
+        store = HoldingStateStore(disk.store(clock), clock=clock, log=structlog.get_logger())
+        first = store.outbox_put(
+            "team-payments", make_notification(make_event(canary="payments/checkout")), T0
+        )
+        refused = "cannot connect to hooks.example.com:443: connection refused (retryable)"
+        clock.advance_by(2)
+        store.outbox_attempted(first, refused, next_attempt_at=T0 + timedelta(seconds=32))
+        disk.fill()
+        held = make_notification(make_event(canary="payments/cart", message="x" * 6000))
+        with pytest.raises(StateHeld):
+            store.outbox_put("team-payments", held, T0 + timedelta(seconds=3))
+        app = build_app(
+            registry=CollectorRegistry(),
+            readiness=Readiness(),
+            token=None,
+            extra_routes=control_routes(store, Silencer(store, []), clock=clock),
+        )
+        server = WebServer(app, "127.0.0.1", 0)
+        await server.start()
+        try:
+            client = ControlClient(f"http://127.0.0.1:{server.port}", token=None)
+            rows = await client.outbox_list()
+            assert [r["id"] for r in await client.outbox_list()] == [first, None]
+        finally:
+            await server.close()
+        store.close()
+    pending, waiting = rows
+    assert (pending["state"], pending["attempts"], pending["last_error"]) == (
+        "pending",
+        1,
+        refused,
+    )
+    assert (pending["last_attempt_at"], pending["next_attempt_at"]) == (
+        "2025-01-02T14:08:04Z",
+        "2025-01-02T14:08:34Z",
+    )
+    assert (waiting["state"], waiting["canaries"], waiting["attempts"]) == (
+        "held",
+        ["payments/cart"],
+        0,
+    )
+    assert waiting["held_because"].startswith("not yet written to the state store: ")
+    assert "full" in waiting["held_because"]
+
+    header, first_line, held_line, note = format_outbox(rows).splitlines()
+    assert header.split()[-3:] == ["CREATED", "NEXT_ATTEMPT", "LAST_ERROR"]
+    assert first_line.split()[:2] == [str(first), "pending"]
+    assert first_line.endswith(f"2025-01-02T14:08:34Z  {refused}")
+    assert held_line.split()[:2] == ["-", "held"]
+    assert note.startswith("held: not yet written to the state store: ")
+    assert note.endswith("; delivered once written")
+
+
 # --- the client end to end ----------------------------------------------------------------------
 
 
@@ -541,3 +609,65 @@ async def test_client_connection_refused_names_only_host_and_port() -> None:
 def test_client_refuses_an_address_that_is_not_http(base_url: str) -> None:
     with pytest.raises(ControlError, match="http://HOST:PORT"):
         ControlClient(base_url, token=None)
+
+
+# --- decision trails (issue 15, "Explain every decision") ---------------------------------------
+
+
+async def test_explain_serves_a_canarys_trails_under_the_token(clock: VirtualClock) -> None:
+    from canarywatch.control_api import explain_routes
+    from canarywatch.explain import DecisionRecorder, SilencedBy, render_explanation
+    from canarywatch.model import Transition
+
+    recorder = DecisionRecorder()
+    halted = make_event(Transition.HALTED, rollout="1", episode=1)
+    recorder.seen(halted, T0)
+    recorder.silenced(halted, T0, SilencedBy(id="config-0123456789abcdef"))
+    other = make_event(Transition.PROMOTED, canary="shop/cart", rollout="1")
+    recorder.seen(other, T0)
+    app = build_app(
+        registry=CollectorRegistry(),
+        readiness=Readiness(),
+        token=Secret(TOKEN),
+        extra_routes=[
+            *control_routes(MemoryStateStore(clock=clock), Silencer(None, []), clock=clock),
+            *explain_routes(recorder, clock=clock),
+        ],
+    )
+    server = WebServer(app, "127.0.0.1", 0)
+    await server.start()
+    d = Daemon(
+        f"http://127.0.0.1:{server.port}", MemoryStateStore(clock=clock), Silencer(), clock, TOKEN
+    )
+    try:
+        status, body = await call(d, "GET", "/api/v1/explain/test/podinfo", headers={})
+        assert (status, body["error"]) == (401, "missing or wrong bearer token")
+
+        status, body = await call(d, "GET", "/api/v1/explain/test/podinfo")
+        assert status == 200
+        assert body["canary"] == "test/podinfo"
+        assert body["kept"] == {"per_canary": 50, "max_age_s": 86400.0, "max_trails": 5000}
+        [trail] = body["trails"]
+        assert (trail["transition"], trail["suppressed"]["reason"]) == ("halted", "silenced")
+        assert trail["steps"][-1]["silence_id"] == "config-0123456789abcdef"
+
+        status, body = await call(d, "GET", "/api/v1/explain/test/podinfo?transition=promoted")
+        assert (status, body["trails"]) == (200, [])
+        status, body = await call(d, "GET", "/api/v1/explain/test/podinfo?transition=nope")
+        assert (status, body["field"]) == (400, "transition")
+        assert "neither a transition" in body["error"]
+        status, body = await call(d, "GET", "/api/v1/explain/Test_/podinfo")
+        assert (status, body["field"]) == (400, "namespace")
+
+        status, body = await call(d, "GET", "/api/v1/explain")
+        assert body["canaries"] == [
+            {"canary": "shop/cart", "cluster": "", "transitions": 1},
+            {"canary": "test/podinfo", "cluster": "", "transitions": 1},
+        ]
+
+        answer = await ControlClient(d.base_url, token=TOKEN).explain("test", "podinfo")
+        assert "silenced by silence config-0123456789abcdef" in render_explanation(answer)
+        with pytest.raises(ControlError, match="missing or wrong bearer token"):
+            await ControlClient(d.base_url, token="wrong").explain("test", "podinfo")
+    finally:
+        await server.close()

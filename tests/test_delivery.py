@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import structlog
@@ -69,6 +69,7 @@ class Replica:
             backoff_initial_s=1.0,
             on_delivered=self.delivery.on_delivered,
             refill=self.delivery.refill,
+            on_retrying=self.delivery.retrying,
         )
         self.delivery.attach(self.dispatcher)
 
@@ -255,3 +256,103 @@ async def test_an_event_already_pending_in_the_outbox_is_not_accepted_again() ->
         "canarywatch_events_suppressed_total", {"reason": "duplicate"}
     )
     assert suppressed == 3
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+async def test_a_retry_streak_shows_in_the_outbox_while_it_goes_on() -> None:
+    """Issue 15: ``outbox list`` showed ``ATTEMPTS 0`` and no error while retries climbed. Each
+    failed attempt is recorded on the pending item as it happens: the count, why (in plain
+    words) and when the next attempt is due; the dead letter keeps the count and the reason."""
+    clock = VirtualClock(T0)
+    leader = Replica(clock, leader=True)
+    leader.sink.fail_next(2)  # two 503s, then it answers
+    (n,) = notifications(1)
+
+    def attempts() -> int:
+        return sum(item.attempts for item in leader.store.outbox_pending())
+
+    async with leader.dispatcher:
+        await leader.delivery.accept(n)
+        await until(lambda: attempts() == 1)
+        (item,) = leader.store.outbox_pending()
+        assert item.last_error == "the destination failed (HTTP 503, retryable)"
+        assert item.last_attempt_at == T0
+        assert item.next_attempt_at is not None
+        assert item.next_attempt_at == clock.next_wakeup()
+        clock.advance_to(item.next_attempt_at)
+        await until(lambda: attempts() == 2)
+        (item,) = leader.store.outbox_pending()
+        assert item.next_attempt_at == clock.next_wakeup()
+        clock.advance_to(item.next_attempt_at)
+        assert await asyncio.wait_for(leader.dispatcher.drain(10), 30) == 0
+    assert leader.store.outbox_pending() == []
+    assert leader.sink.payloads == [leader.sink.render(n)]
+
+    refused = Replica(clock, leader=True)
+    refused.sink.fail_next(2)
+    refused.sink.fail_next(1, DeliveryError(DeliveryReason.HTTP_4XX, status_code=404))
+    async with refused.dispatcher:
+        await refused.delivery.accept(n)
+        assert await asyncio.wait_for(in_virtual_time(clock, refused.dispatcher.drain(30)), 30) == 0
+    (dead,) = refused.store.outbox_dead_letters()
+    assert dead.attempts == 3
+    assert dead.last_error == "the destination refused it (HTTP 404, not retryable)"
+    assert dead.next_attempt_at is None
+
+
+async def test_delivery_outcomes_are_recorded_in_the_decision_trail() -> None:
+    """Issue 15: delivered when, dead-lettered why (and which outbox item), not sent again
+    because the notification log has it: each in the transition's trail."""
+    from canarywatch.explain import DecisionRecorder
+
+    clock = VirtualClock(T0)
+    store = MemoryStateStore(clock=clock)
+    recorder = DecisionRecorder()
+    metrics = Metrics(CollectorRegistry())
+    delivery = DurableDelivery(
+        store, clock=clock, metrics=metrics, log=structlog.get_logger(), explain=recorder
+    )
+    sink = RecordingSink(clock=clock)
+    sink.fail_next(1, DeliveryError(DeliveryReason.HTTP_4XX, retryable=False, status_code=404))
+    dispatcher = Dispatcher(
+        {RECEIVER: sink},
+        clock=clock,
+        metrics=metrics,
+        log=structlog.get_logger(),
+        on_delivered=delivery.on_delivered,
+        refill=delivery.refill,
+    )
+    delivery.attach(dispatcher)
+    refused = make_event(Transition.ROLLED_BACK, canary="shop/a", rollout="1", episode=1)
+    sent = make_event(Transition.PROMOTED, canary="shop/b", rollout="1")
+    for event in (refused, sent):
+        recorder.seen(event, T0)
+    async with dispatcher:
+        await delivery.accept_batch(
+            [make_notification(e, receiver=RECEIVER) for e in (refused, sent)]
+        )
+        assert await asyncio.wait_for(dispatcher.drain(10), 30) == 0
+        await delivery.accept(make_notification(sent, receiver=RECEIVER))  # a repeat: dropped
+    (dead,) = store.outbox_dead_letters()
+
+    [refused_trail] = recorder.trails("shop", "a")
+    step = refused_trail.to_json()["steps"][-1]
+    assert (step["stage"], step["reason"], step["outbox_id"]) == (
+        "dead-lettered",
+        "http_4xx",
+        dead.id,
+    )
+    assert "the destination refused it (HTTP 404, not retryable)" in step["text"]
+    assert refused_trail.receivers == {RECEIVER: "dead-lettered"}
+
+    [sent_trail] = recorder.trails("shop", "b")
+    stages = [s["stage"] for s in sent_trail.to_json()["steps"]]
+    assert stages == ["seen", "delivered", "already-sent"]
+    again = sent_trail.to_json()["steps"][-1]
+    assert again["sent_at"] == "2025-01-02T14:08:02Z"
+    assert sent_trail.receivers == {RECEIVER: "delivered"}

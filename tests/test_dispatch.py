@@ -7,6 +7,7 @@ import itertools
 import random
 from collections import deque
 from collections.abc import Mapping
+from datetime import datetime
 
 import pytest
 import structlog
@@ -418,3 +419,53 @@ async def test_delivery_failed_carries_the_sinks_plain_words(clock: VirtualClock
     (line,) = [e for e in logs if e["event"] == "delivery_failed"]
     assert line["detail"] == detail
     assert d.health("team-payments").problem == f"{detail} (not retryable)"
+
+
+async def test_each_failed_attempt_that_will_be_retried_is_reported_with_its_next_attempt(
+    clock: VirtualClock,
+) -> None:
+    """``on_retrying`` is what lets the outbox show a retry streak: once per failed attempt
+    that will be retried, with the error in plain words and when the next one is due; never
+    for the success, nor for the last attempt (``on_delivered`` has that one)."""
+    sink = RecordingSink(clock=clock)
+    refused = "cannot connect to hooks.example.com:443: connection refused"
+    sink.fail_next(1, DeliveryError(DeliveryReason.CONNECTION, detail=refused))
+    sink.fail_next(1)  # a 503
+    sink.hang_next(1)  # no answer within the attempt timeout
+    seen: list[tuple[int, str, datetime]] = []
+
+    def retrying(n: Notification, attempt: int, error: str, next_at: datetime) -> None:
+        seen.append((attempt, error, next_at))
+
+    d, _ = build(
+        {"team-payments": sink},
+        clock,
+        attempt_timeout_s=0.05,
+        backoff_initial_s=1,
+        on_retrying=retrying,
+    )
+    outcome = await asyncio.wait_for(
+        run_in_virtual_time(clock, d.deliver_now(make_notification())), 5
+    )
+    assert (outcome.ok, outcome.attempts) == (True, 4)
+    assert [(attempt, error) for attempt, error, _ in seen] == [
+        (1, f"{refused} (retryable)"),
+        (2, "the destination failed (HTTP 503, retryable)"),
+        (3, "no answer within the attempt timeout (0.05s) (retryable)"),
+    ]
+    # The next attempt happened when it was said to be due.
+    assert [next_at for _, _, next_at in seen] == sink.attempted_at[1:]
+
+    failing = RecordingSink(clock=clock)
+    failing.fail_next(1000)
+    seen.clear()
+    d2, _ = build(
+        {"team-payments": failing},
+        clock,
+        retry_budget_s=30,
+        backoff_initial_s=1,
+        on_retrying=retrying,
+    )
+    gave_up = await run_in_virtual_time(clock, d2.deliver_now(make_notification()))
+    assert not gave_up.ok
+    assert len(seen) == gave_up.attempts - 1  # the last failure is the outcome's

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.metadata
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -222,6 +224,23 @@ def test_classify_exception() -> None:
     assert not classify_exception(TypeError("not JSON serialisable")).retryable
     original = DeliveryError(DeliveryReason.HTTP_4XX, retryable=False)
     assert classify_exception(original) is original
+
+
+async def test_a_failed_connection_names_the_host_and_the_systems_words() -> None:
+    """``connection refused to which host``: the host and port, never the URL's path (where a
+    webhook's secret lives), and the operating system's reason."""
+    with socket.socket() as sock:  # bound, not listening: the port refuses connections
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+        async with aiohttp.ClientSession() as http:
+            with pytest.raises(aiohttp.ClientConnectorError) as caught:
+                await http.post(f"http://127.0.0.1:{port}/hooks/SECRET-TOKEN")
+    error = classify_exception(caught.value)
+    assert (error.reason, error.retryable) == (DeliveryReason.CONNECTION, True)
+    assert error.detail == f"cannot connect to 127.0.0.1:{port}: connection refused"
+    assert "SECRET" not in str(error)
+    broken = classify_exception(BrokenPipeError(errno.EPIPE, "Broken pipe"))
+    assert broken.detail == "connection failed: broken pipe"
 
 
 def test_clean_text_strips_escapes_and_controls() -> None:

@@ -379,3 +379,81 @@ async def test_on_a_terminal_the_table_is_redrawn_in_place_and_the_log_scrolls()
     assert log.count("test/podinfo  weight-advanced 30%") == 1
     # Mid-rollout frames showed the weight bar moving.
     assert "▰▰▰▱▱▱▱▱▱▱ 30%" in log
+
+
+# -- suppressed transitions (issue 15, "Explain every decision") -----------------------------------
+
+
+SILENCED_HALTS = """
+receivers: [{name: oncall, sink: console}]
+route: {receiver: oncall}
+silences:
+  - matchers: ['transition="halted"']
+    starts_at: "2026-08-04T08:00:00Z"
+    ends_at: "2026-08-04T12:00:00Z"
+    created_by: alice
+    comment: flaky metric
+"""
+
+
+async def test_a_suppressed_transition_is_marked_with_its_reason() -> None:
+    from datetime import timedelta
+
+    from canarywatch import policy
+    from canarywatch.config import parse_config
+    from canarywatch.explain import DecisionRecorder
+    from canarywatch.model import Transition
+    from canarywatch.pipeline.silence import Silencer, config_silence_id
+    from canarywatch.testing import make_event
+
+    config = parse_config(SILENCED_HALTS)
+    recorder = DecisionRecorder()
+    pipeline = policy.build_pipeline(
+        config, silencer=Silencer(None, config.silences), explain=recorder
+    )
+    clock = VirtualClock(START)
+    live = LiveState(suppression=recorder.suppression)
+    streamed = io.StringIO()
+    async with serve_live(live, clock) as srv, running_tail(srv.base, streamed):
+        await wait_for(lambda: live.subscribers == 1)
+        for minute, transition in enumerate(
+            (Transition.REVISION_DETECTED, Transition.HALTED, Transition.ROLLED_BACK)
+        ):
+            at = START + timedelta(minutes=minute)
+            event = pipeline.offer_event(make_event(transition, at=at, cluster="default"), at)
+            assert event is not None
+            live.on_transitions([event])
+        await wait_for(lambda: "rolled-back" in streamed.getvalue())
+        out = io.StringIO()
+        assert await tail(srv.base, token=None, once=True, out=out) == 0
+    silence = config_silence_id(config.silences[0])
+    for text in (out.getvalue(), streamed.getvalue()):
+        lines = {line.split()[2]: line for line in text.splitlines() if line[:2].isdigit()}
+        assert "[not sent: silenced]" in lines["halted"]
+        assert f"silenced by silence {silence}" in lines["halted"]
+        assert "not sent" not in lines["revision-detected"]
+        assert "not sent" not in lines["rolled-back"]
+    records = live.transitions()
+    assert records[1].to_json()["suppressed"] == {
+        "reason": "silenced",
+        "detail": recorder.suppression(records[1].event)[1],  # type: ignore[index]
+    }
+    assert records[0].to_json()["suppressed"] is None
+
+
+def test_a_suppressed_transition_line_puts_the_reason_before_the_message() -> None:
+    record = {
+        "at": "2026-08-04T14:08:02Z",
+        "canary": "test/podinfo",
+        "transition": "halted",
+        "severity": "warning",
+        "message": "Halt advancement",
+        "suppressed": {"reason": "catch_up", "detail": "recorded as start-up state"},
+    }
+    plain = render_transition(record, color=False)
+    assert plain == (
+        "14:08:02  test/podinfo  halted  [not sent: catch-up]  "
+        "recorded as start-up state · Halt advancement"
+    )
+    cut = render_transition(record, color=False, width=60)
+    assert cut == "14:08:02  test/podinfo  halted  [not sent: catch-up]  record"

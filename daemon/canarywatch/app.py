@@ -41,10 +41,11 @@ from canarywatch.canary_metrics import CanaryStateMetrics
 from canarywatch.clock import Clock, SystemClock
 from canarywatch.config import Config, load_config
 from canarywatch.config.daemon_models import ClusterSettings
-from canarywatch.control_api import control_routes
+from canarywatch.control_api import control_routes, explain_routes
 from canarywatch.delivery import DurableDelivery
 from canarywatch.dispatch import Dispatcher, describe_failure
 from canarywatch.errors import CanarywatchError, ConfigError, DeliveryError
+from canarywatch.explain import DecisionRecorder
 from canarywatch.live import LiveState, live_routes
 from canarywatch.logs import get_logger, set_level
 from canarywatch.low_traffic import LowTrafficChecker
@@ -81,7 +82,7 @@ from canarywatch.sources.kube_events import KubeEventsSource
 from canarywatch.sources.kubeconfig import ClusterAccess, build_configuration
 from canarywatch.sources.leader import LeaderElector
 from canarywatch.sources.prom_query import BasicAuth, BearerAuth, TLSOptions
-from canarywatch.sources.watch import OnReachability
+from canarywatch.sources.watch import OnReachability, WatchSettings
 from canarywatch.state import (
     DB_FILENAME,
     HoldingStateStore,
@@ -145,7 +146,9 @@ class App:
         self.web: WebServer | None = None
         self.runner: Runner | None = None
         self.leader: LeaderElector | None = None
-        self.live = LiveState()
+        self.explain = DecisionRecorder()
+        """Recent transitions' decision trails (``canarywatch explain``, marks in ``tail``)."""
+        self.live = LiveState(suppression=self.explain.suppression)
         self._dirty: set[CanaryRef] = set()
         self._state_error: str | None = None
         self._clusters_down: dict[str, set[object]] = {}
@@ -183,6 +186,7 @@ class App:
             normaliser=normaliser,
             correlator=correlator,
             silencer=silencer,
+            explain=self.explain,
         )
         async with contextlib.AsyncExitStack() as stack:
             http = await stack.enter_async_context(aiohttp.ClientSession())
@@ -198,6 +202,7 @@ class App:
                 is_leader=leader_ok,
                 shared_log=shared_log,
                 held_window_s=max(config.catch_up_window_s, config.leader_election.lease_duration),
+                explain=self.explain,
             )
             dispatcher = Dispatcher(
                 sinks,
@@ -209,6 +214,7 @@ class App:
                 queue_size=config.dispatch.queue_size,
                 on_delivered=delivery.on_delivered,
                 refill=delivery.refill,  # a full queue spills to the outbox, read back in order
+                on_retrying=delivery.retrying,  # each failed attempt, for `outbox list`
             )
             delivery.attach(dispatcher)
             self._running = _Running(http, state, dispatcher, delivery)
@@ -244,6 +250,7 @@ class App:
                 state, silencer, clock=self.clock, on_outbox_retry=delivery.retried
             )
             routes += live_routes(self.live, clock=self.clock)
+            routes += explain_routes(self.explain, clock=self.clock)
             if config.webhook_intake.enabled:
                 routes += webhook_routes(
                     runner.emit,
@@ -978,6 +985,7 @@ async def build_sources(
                         namespaces=namespaces,
                         api=cluster.events_api,
                         clock=clock,
+                        settings=_watch_settings(cluster),
                         log=get_logger("source.kube_events").bind(cluster=cluster.name),
                         on_reachability=reachability(cluster.name) if reachability else None,
                     ),
@@ -990,6 +998,7 @@ async def build_sources(
                 namespaces=namespaces,
                 label_selector=cluster.canary_label_selector or None,
                 clock=clock,
+                settings=_watch_settings(cluster),
                 log=get_logger("source.canaries").bind(cluster=cluster.name),
                 on_reachability=reachability(cluster.name) if reachability else None,
             )
@@ -1050,6 +1059,13 @@ async def build_sources(
             log=get_logger("source.flagger_metrics"),
             emit_event=emit_event,
         )
+
+
+def _watch_settings(cluster: ClusterSettings) -> WatchSettings:
+    """The cluster's watch timings from the configuration (the rest: ``WatchSettings``' own)."""
+    return WatchSettings(
+        silent_stream_s=cluster.silent_stream, watch_start_timeout_s=cluster.watch_start_timeout
+    )
 
 
 def _listed_by_cluster(sources: Sources) -> dict[str, list[asyncio.Event]]:

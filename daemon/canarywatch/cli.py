@@ -52,6 +52,14 @@ def _port(text: str) -> int:
     return port
 
 
+def _canary(text: str) -> tuple[str, str]:
+    """``NAMESPACE/CANARY`` -> ``(namespace, name)``."""
+    namespace, slash, name = text.partition("/")
+    if not slash or not namespace or not name or "/" in name:
+        raise argparse.ArgumentTypeError(f"write the canary as NAMESPACE/CANARY, not {text!r}")
+    return namespace, name
+
+
 class _Version(argparse.Action):
     """``--version``: the installed distribution's version, as ``canarywatch_build_info``."""
 
@@ -143,6 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--stats", action="store_true", help="print pipeline counters to stderr at the end"
     )
+    replay.add_argument(
+        "--explain",
+        action="store_true",
+        help="instead of the notifications, print why each transition was (not) notified, "
+        "as `canarywatch explain` does",
+    )
+    replay.add_argument(
+        "--canary",
+        type=_canary,
+        help="with --explain: only this canary (NAMESPACE/CANARY)",
+    )
+    replay.add_argument(
+        "--transition", help="with --explain: only this transition (a name or a trail id)"
+    )
 
     record = sub.add_parser("record", help="write what the sources see to a recording")
     record.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
@@ -213,6 +235,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval", type=_duration, default=1.0, help="redraw interval (default 1s)"
     )
     tail.add_argument("--color", action=argparse.BooleanOptionalAction, default=None)
+
+    explain = sub.add_parser(
+        "explain",
+        help="why the running daemon did (not) notify a canary's recent transitions",
+        description=(
+            "Print the decision trail of a canary's recent transitions, as the running daemon "
+            "kept it: which sources saw each and when, what it was deduplicated against, which "
+            "inhibit rule or silence muted it, which receivers and groups it was routed to, and "
+            "when it was delivered (or why it was dead-lettered)."
+        ),
+    )
+    explain.add_argument("canary", type=_canary, help="the canary, as NAMESPACE/CANARY")
+    explain.add_argument("--transition", help="only this transition: a name (halted) or a trail id")
+    _daemon_options(explain, defaults=True)
 
     for name, help_text in (
         ("silence", "add, list or expire silences of the running daemon"),
@@ -360,9 +396,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         finally:
             signal.signal(signal.SIGTERM, previous)
     if command == "replay":
+        explain = args.explain or args.canary is not None or args.transition is not None
         return asyncio.run(
             commands.replay_command(
-                args.recording, config_path=args.config, send=args.send, stats=args.stats
+                args.recording,
+                config_path=args.config,
+                send=args.send,
+                stats=args.stats,
+                explain=(args.canary, args.transition) if explain else None,
             )
         )
     if command == "record":
@@ -384,6 +425,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
     if command == "tail":
         return asyncio.run(commands.tail_command(args))
+    if command == "explain":
+        return asyncio.run(commands.explain_command(args))
     if command in ("silence", "outbox"):
         return asyncio.run(commands.control_command(args))
     raise AssertionError(f"unhandled command {command}")  # argparse guarantees a known one

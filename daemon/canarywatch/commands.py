@@ -25,6 +25,12 @@ from canarywatch.config import Check, Config, Loc, UncheckedSecret, load_config,
 from canarywatch.config.fields import LABEL_NAME
 from canarywatch.dispatch import Dispatcher
 from canarywatch.errors import CanarywatchError, ConfigError
+from canarywatch.explain import (
+    DecisionRecorder,
+    explanation,
+    render_explanation,
+    transition_filter,
+)
 from canarywatch.jsonout import dumps, notification_to_json
 from canarywatch.logs import configure_logging, get_logger
 from canarywatch.metrics import Metrics
@@ -214,14 +220,31 @@ def plugins_command() -> int:
     return EXIT_OK if all(i.ok for i in infos) else EXIT_RUNTIME
 
 
-async def replay_command(path: Path, *, config_path: Path | None, send: bool, stats: bool) -> int:
-    """``canarywatch replay``: a recording (``-``: standard input) through the pipeline."""
+async def replay_command(
+    path: Path,
+    *,
+    config_path: Path | None,
+    send: bool,
+    stats: bool,
+    explain: tuple[tuple[str, str] | None, str | None] | None = None,
+) -> int:
+    """``canarywatch replay``: a recording (``-``: standard input) through the pipeline.
+
+    ``explain`` (``--explain``, ``(canary, transition)`` filters): print every decision trail
+    instead of the notifications (the same text as ``canarywatch explain``).
+    """
     if path == STDIN and config_path == STDIN:
         raise UsageError("replay: the recording and --config cannot both be standard input (-)")
+    transition = _transition_filter(explain[1]) if explain is not None else None
     config = _load(config_path, skip_secrets=not send)  # only delivering needs the secrets
     configure_logging(level=config.log.level if config else "warning", stream=sys.stderr)
     observations = read_recording(path)
-    pipeline = policy.build_pipeline(config, log=get_logger("pipeline"))
+    recorder = (
+        DecisionRecorder(per_canary=REPLAY_PER_CANARY, max_age_s=None, max_trails=None)
+        if explain
+        else None
+    )
+    pipeline = policy.build_pipeline(config, log=get_logger("pipeline"), explain=recorder)
     # On a terminal, a status line, unless the notifications are printed to the same one.
     with Progress(sys.stderr, unless=None if send else sys.stdout) as status:
         sent = 0
@@ -237,15 +260,47 @@ async def replay_command(path: Path, *, config_path: Path | None, send: bool, st
 
         notifications = counted(replay(observations, pipeline, progress=show))
         if send:
-            failed = await _deliver_all(config, notifications)
+            failed = await _deliver_all(config, notifications, explain=recorder)
+        elif recorder is not None:
+            for _ in notifications:
+                pass  # the trails are the output
+            failed = 0
         else:
             for n in notifications:
                 sys.stdout.write(dumps(notification_to_json(n)) + "\n")
             sys.stdout.flush()
             failed = 0
+    if explain is not None and recorder is not None:
+        _print_explanations(recorder, explain[0], transition)
     if stats:
         print(json.dumps(_stats(pipeline.stats), sort_keys=True), file=sys.stderr)
     return EXIT_RUNTIME if failed else EXIT_OK
+
+
+REPLAY_PER_CANARY = 100_000
+"""``replay --explain`` keeps every trail of the recording (it is finite)."""
+
+
+def _transition_filter(text: str | None) -> str | None:
+    try:
+        return transition_filter(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _print_explanations(
+    recorder: DecisionRecorder, canary: tuple[str, str] | None, transition: str | None
+) -> None:
+    """Every canary's trails (or ``canary``'s), as ``canarywatch explain`` prints them."""
+    refs = sorted({(ref.namespace, ref.name) for ref in recorder.canaries()})
+    if canary is not None:
+        refs = [canary]
+    texts = [
+        render_explanation(explanation(recorder, namespace, name, transition=transition))
+        for namespace, name in refs
+    ]
+    sys.stdout.write("\n".join(texts) if texts else "the recording has no transition\n")
+    sys.stdout.flush()
 
 
 def read_recording(path: Path) -> list[Observation]:
@@ -284,8 +339,14 @@ async def replay_demo_command(path: Path, *, config_path: Path | None, as_json: 
     return EXIT_RUNTIME if failed else EXIT_OK
 
 
-async def _deliver_all(config: Config | None, notifications: Iterable[Notification]) -> int:
-    """Deliver through the configured sinks (one attempt loop each); returns failures."""
+async def _deliver_all(
+    config: Config | None,
+    notifications: Iterable[Notification],
+    *,
+    explain: DecisionRecorder | None = None,
+) -> int:
+    """Deliver through the configured sinks (one attempt loop each); returns failures.
+    ``explain`` records each outcome (``replay --send --explain``)."""
     log = get_logger("dispatch")
     metrics = Metrics(CollectorRegistry())
     failed = 0
@@ -299,6 +360,11 @@ async def _deliver_all(config: Config | None, notifications: Iterable[Notificati
         for n in notifications:
             _stop_if_stdout_gone()  # `demo --replay | head`: the console sink's reader left
             outcome = await dispatcher.deliver_now(n)
+            if explain is not None:
+                if outcome.ok:
+                    explain.delivered(n, outcome, n.created_at)
+                else:
+                    explain.dead_lettered(n, outcome, n.created_at)
             if not outcome.ok:
                 _stop_if_stdout_gone()
                 failed += 1
@@ -553,6 +619,19 @@ async def control_command(args: argparse.Namespace) -> int:
     else:
         await client.outbox_drop(args.id)
         print(f"outbox item {args.id} dropped")
+    return EXIT_OK
+
+
+async def explain_command(args: argparse.Namespace) -> int:
+    """``canarywatch explain NAMESPACE/CANARY [--transition T]``: the running daemon's decision
+    trails of that canary's recent transitions (``canarywatch.explain``)."""
+    from canarywatch.control_client import ControlClient
+
+    namespace, name = args.canary
+    transition = _transition_filter(args.transition)
+    client = ControlClient(args.url, token=read_token(args.token_file))
+    answer = await client.explain(namespace, name, transition)
+    sys.stdout.write(render_explanation(answer))
     return EXIT_OK
 
 

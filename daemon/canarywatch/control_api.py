@@ -1,4 +1,5 @@
-"""The daemon's local control API: silences and the outbox, for ``canarywatch silence|outbox``.
+"""The daemon's local control API: silences and the outbox, for ``canarywatch silence|outbox``;
+decision trails for ``canarywatch explain`` (``explain_routes``).
 
 Routes (``control_routes`` returns them for ``web.build_app(extra_routes=...)``, whose
 middleware demands the bearer token under ``/api/`` whenever one is configured):
@@ -12,7 +13,10 @@ middleware demands the bearer token under ``/api/`` whenever one is configured):
   (else the silence would mute everything).
 - ``DELETE /api/v1/silences/{id}`` -> the expired silence; 404 unknown, 409 when already expired
   or declared in config (those are ended by editing the config file).
-- ``GET /api/v1/outbox[?receiver=&limit=]`` -> ``{"items": [...]}`` pending deliveries;
+- ``GET /api/v1/outbox[?receiver=&limit=]`` -> ``{"items": [...]}`` pending deliveries, each
+  with its failed ``attempts``, ``last_error`` (in plain words), ``last_attempt_at`` and
+  ``next_attempt_at``; then, while the state store cannot be written, the notifications held in
+  memory (``"state": "held"``, ``"id": null``, ``held_because``): not yet in the outbox;
   ``GET /api/v1/outbox/dead`` -> dead letters; ``POST /api/v1/outbox/{id}/retry`` (dead ->
   pending; 409 when the item is not dead); ``DELETE /api/v1/outbox/{id}`` (drop, any state).
 
@@ -37,13 +41,15 @@ from aiohttp import web
 
 from canarywatch.clock import Clock
 from canarywatch.durations import parse_duration
+from canarywatch.explain import DecisionRecorder, explanation, transition_filter
 from canarywatch.jsonout import format_time
 from canarywatch.matchers import Matcher, parse_matcher_set
 from canarywatch.model import JSONValue
 from canarywatch.pipeline.silence import ParsedSilence, SilenceOrigin, Silencer, SilenceState
 from canarywatch.state.base import OutboxItem, SilenceRecord, StateError, StateStore
+from canarywatch.state.holding import HeldNotification, HoldingStateStore
 
-__all__ = ["API_PREFIX", "MAX_CONTROL_BODY_BYTES", "control_routes"]
+__all__ = ["API_PREFIX", "MAX_CONTROL_BODY_BYTES", "control_routes", "explain_routes"]
 
 API_PREFIX: Final = "/api/v1"
 MAX_CONTROL_BODY_BYTES: Final = 64 * 1024
@@ -293,12 +299,25 @@ def _outbox_json(item: OutboxItem, state: str) -> dict[str, JSONValue]:
         "created_at": format_time(item.created_at),
         "attempts": item.attempts,
         "last_error": item.last_error,
+        "last_attempt_at": _time_or_none(item.last_attempt_at),
+        "next_attempt_at": _time_or_none(item.next_attempt_at),
         "status": n.status.value,
         "group_key": n.group_key,
         "group": dict(sorted(n.group_labels.items())),
         "events": len(n.events),
         "canaries": sorted({str(ev.canary) for ev in n.events}),
     }
+
+
+def _time_or_none(at: datetime | None) -> str | None:
+    return format_time(at) if at is not None else None
+
+
+def _held_json(held: HeldNotification, because: str) -> dict[str, JSONValue]:
+    """A notification held in memory while the state store cannot be written: it has no id
+    yet and is not attempted until it has been written (``HoldingStateStore``)."""
+    item = OutboxItem(0, held.receiver, held.notification, held.accepted_at, 0, None)
+    return {**_outbox_json(item, "held"), "id": None, "held_because": because}
 
 
 # --- routes -------------------------------------------------------------------------------------
@@ -402,8 +421,13 @@ def control_routes(
 
     async def outbox_pending(request: web.Request) -> web.StreamResponse:
         receiver = request.query.get("receiver") or None
-        items = store.outbox_pending(receiver, limit=_limit(request))
-        return web.json_response({"items": [_outbox_json(i, "pending") for i in items]})
+        limit = _limit(request)
+        rows = [_outbox_json(i, "pending") for i in store.outbox_pending(receiver, limit=limit)]
+        if isinstance(store, HoldingStateStore) and len(rows) < limit:
+            because = f"not yet written to the state store: {store.failure or 'holding'}"
+            held = store.held_outbox(receiver)[: limit - len(rows)]
+            rows += [_held_json(h, because) for h in held]
+        return web.json_response({"items": rows})
 
     async def outbox_dead(_: web.Request) -> web.StreamResponse:
         items = store.outbox_dead_letters()
@@ -454,4 +478,51 @@ def control_routes(
         web.delete(f"{p}/outbox/{{id}}", _json_errors(outbox_drop)),
         # Last: anything else under the prefix (unknown path or method) still answers JSON.
         web.route("*", p + "/{tail:.*}", not_found),
+    ]
+
+
+# --- decision trails ----------------------------------------------------------------------------
+
+_K8S_NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+
+
+def explain_routes(recorder: DecisionRecorder, *, clock: Clock) -> list[web.RouteDef]:
+    """The decision trails of recent transitions (``canarywatch.explain``), under the same
+    bearer token as the rest of the control API:
+
+    - ``GET /api/v1/explain`` -> ``{"canaries": [{"canary", "cluster", "transitions"}]}``;
+    - ``GET /api/v1/explain/{namespace}/{name}[?transition=T]`` -> ``explain.explanation``:
+      ``{"canary", "transition", "kept", "trails": [...]}`` (every cluster's canary of that
+      name; ``T`` a transition name or a trail id prefix; 400 otherwise). A canary with nothing
+      recorded is an empty ``trails`` list, not a 404: "nothing seen" is the answer.
+    """
+
+    async def canaries(_: web.Request) -> web.StreamResponse:
+        recorder.prune(clock.now())
+        rows: list[JSONValue] = [
+            {
+                "canary": str(ref),
+                "cluster": ref.cluster,
+                "transitions": recorder.count(ref),
+            }
+            for ref in recorder.canaries()
+        ]
+        return web.json_response({"canaries": rows})
+
+    async def one(request: web.Request) -> web.StreamResponse:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        for field, value in (("namespace", namespace), ("name", name)):
+            if not _K8S_NAME.fullmatch(value):
+                raise _BadRequest(f"{field} {value!r} is not a Kubernetes name", field)
+        try:
+            transition = transition_filter(request.query.get("transition"))
+        except ValueError as exc:
+            raise _BadRequest(str(exc), "transition") from None
+        answer = explanation(recorder, namespace, name, transition=transition, now=clock.now())
+        return web.json_response(answer)
+
+    p = API_PREFIX
+    return [
+        web.get(f"{p}/explain", _json_errors(canaries)),
+        web.get(f"{p}/explain/{{namespace}}/{{name}}", _json_errors(one)),
     ]

@@ -134,6 +134,17 @@ class ControlClient:
             raise ControlError("unexpected response from the daemon: not a JSON object")
         return answer
 
+    # -- decision trails --------------------------------------------------------------------
+
+    async def explain(self, namespace: str, name: str, transition: str | None = None) -> Any:
+        """The decision trails of ``namespace/name`` (``control_api.explain_routes``)."""
+        if not namespace or not name or "/" in namespace + name:
+            raise ControlError(f"not a canary: {namespace}/{name}")
+        query = {"transition": transition} if transition else None
+        answer = await self._call("GET", f"api/v1/explain/{namespace}/{name}", query=query)
+        self._rows(answer, "trails")  # the shape is checked; rendering is explain's
+        return answer
+
     # -- silences ---------------------------------------------------------------------------
 
     async def add_silence(
@@ -196,6 +207,7 @@ def _rfc3339(at: datetime) -> str:
 # --- formatting for the CLI ---------------------------------------------------------------------
 
 _COMMENT_WIDTH: Final = 48
+_ERROR_WIDTH: Final = 160
 
 
 def _cell(value: object) -> str:
@@ -247,7 +259,10 @@ def format_silences(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def format_outbox(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A table of outbox items: id, state, receiver, status, canaries, events, attempts, age."""
+    """A table of outbox items: id, state, receiver, status, canaries, events, failed attempts,
+    when created, when the next attempt is due and why the last one failed (last, and cut only
+    past ``_ERROR_WIDTH``: the reason is the point). Held items (accepted while the state store
+    could not be written, not yet in the outbox) are explained under the table."""
     if not rows:
         return "outbox is empty"
     headers = (
@@ -259,6 +274,7 @@ def format_outbox(rows: Sequence[Mapping[str, Any]]) -> str:
         "EVENTS",
         "ATTEMPTS",
         "CREATED",
+        "NEXT_ATTEMPT",
         "LAST_ERROR",
     )
     body = []
@@ -275,7 +291,13 @@ def format_outbox(rows: Sequence[Mapping[str, Any]]) -> str:
                 _cell(row.get("events")),
                 _cell(row.get("attempts")),
                 _cell(row.get("created_at")),
-                _clip(_cell(row.get("last_error")), _COMMENT_WIDTH),
+                _cell(row.get("next_attempt_at")),
+                _clip(_cell(row.get("last_error")), _ERROR_WIDTH),
             )
         )
-    return _table(headers, body)
+    table = _table(headers, body)
+    held = next((row for row in rows if row.get("state") == "held"), None)
+    if held is not None:
+        because = _cell(held.get("held_because") or "not yet written to the state store")
+        table += f"\nheld: {because}; delivered once written"
+    return table

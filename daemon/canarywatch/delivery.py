@@ -10,7 +10,10 @@ Between the pipeline and the sinks, every notification goes through three steps:
 3. **record after success**: when the sink acknowledges, the outbox item is marked done and the
    notification log records it, in one transaction. A delivery that fails for good (not
    retryable, or past the dispatcher's retry budget) goes to the dead-letter table, where
-   ``canarywatch outbox list|retry|drop`` finds it.
+   ``canarywatch outbox list|retry|drop`` finds it. Each failed attempt on the way is recorded
+   on the pending item (``retrying``: the count, the error in plain words, when the next attempt
+   is due), one small write per failure and none per success, so ``outbox list`` shows a
+   retry streak as it happens.
 
 The outbox is the queue of record; the dispatcher's bounded per-receiver queues are a window
 onto it. When a queue is full the notification *spills*: it stays pending in the outbox and the
@@ -43,6 +46,7 @@ import structlog
 
 from canarywatch.clock import Clock
 from canarywatch.dispatch import Dispatcher
+from canarywatch.explain import DecisionRecorder
 from canarywatch.identity import fingerprint
 from canarywatch.metrics import Metrics
 from canarywatch.model import DeliveryOutcome, JSONValue, Notification, NotificationStatus
@@ -97,8 +101,8 @@ class FiringTracker:
 class DurableDelivery:
     """The outbox around a ``Dispatcher`` (see the module docstring).
 
-    Wiring: build it first, then the dispatcher with ``on_delivered=delivery.on_delivered`` and
-    ``refill=delivery.refill``, then ``attach(dispatcher)``.
+    Wiring: build it first, then the dispatcher with ``on_delivered=delivery.on_delivered``,
+    ``refill=delivery.refill`` and ``on_retrying=delivery.retrying``, then ``attach(dispatcher)``.
     """
 
     def __init__(
@@ -111,8 +115,11 @@ class DurableDelivery:
         is_leader: Callable[[], bool] = lambda: True,
         shared_log: SharedLog | None = None,
         held_window_s: float = 600.0,
+        explain: DecisionRecorder | None = None,
     ) -> None:
         self._store = store
+        self._explain = explain
+        """Where each outcome is recorded (decision trails); ``None``: nowhere."""
         self._clock = clock
         self._metrics = metrics
         self._log = log.bind(component="delivery")
@@ -186,6 +193,9 @@ class DurableDelivery:
         for event in n.events:
             key = (n.receiver, fingerprint(event), n.status)
             if key in taken or self._accepted_before(*key):
+                if self._explain is not None:
+                    sent_at = self._store.sent(*key)
+                    self._explain.already_sent(n, event, self._clock.now(), sent_at)
                 continue
             taken.add(key)
             fresh.append(event)
@@ -387,6 +397,11 @@ class DurableDelivery:
         item = self._forget(n)
         if item is None:
             return
+        if self._explain is not None:
+            if outcome.ok:
+                self._explain.delivered(n, outcome, self._clock.now())
+            else:
+                self._explain.dead_lettered(n, outcome, self._clock.now(), outbox_id=item)
         if outcome.ok:
             now = self._clock.now()
             self._store.outbox_done(item, now)
@@ -401,15 +416,29 @@ class DurableDelivery:
                     self._log.exception("shared_log_write_failed", receiver=n.receiver)
             return
         reason = outcome.reason.value if outcome.reason is not None else "error"
-        self._store.outbox_attempted(item, reason)
-        self._store.outbox_dead(item, reason)
+        error = outcome.detail or reason  # in plain words, for ``canarywatch outbox list``
+        if outcome.attempts:  # the last attempt (a render failure made none)
+            self._store.outbox_attempted(item, error)
+        self._store.outbox_dead(item, error)
         self._log.error(
             "notification_dead_lettered",
             receiver=n.receiver,
             group_key=n.group_key,
             outbox_id=item,
             reason=reason,
+            detail=error,
         )
+
+    def retrying(
+        self, n: Notification, attempt: int, error: str, next_attempt_at: datetime
+    ) -> None:
+        """The dispatcher's ``on_retrying``: record attempt number ``attempt`` of the outbox item
+        ``n`` came from as failed, with why (``error``, in plain words) and when the next one is
+        due, so ``canarywatch outbox list`` shows a retry streak while it goes on. One small write
+        per failed attempt, none for a success; a notification not from the outbox is skipped."""
+        item = self._outbox_ids.get(id(n))
+        if item is not None:
+            self._store.outbox_attempted(item, error, next_attempt_at=next_attempt_at)
 
     def update_gauges(self, receivers: list[str]) -> None:
         """The outbox gauges, per receiver. On the leader pending items are the backlog

@@ -24,8 +24,10 @@ announces such a backlog from outside (after a restart, at a leader takeover). W
 source (tools, tests) there is nothing to read back from, and a full queue drops its oldest.
 
 Seams for what comes later: ``on_delivered`` is awaited after every delivery with its outcome
-(the notification log records there, "record after success"), and ``deliver_now`` is the single
-place a dedup check against that log would go.
+(the notification log records there, "record after success"), ``on_retrying`` is called after
+each failed attempt that will be retried (the outbox records the attempt, its error and when the
+next one is due, so ``canarywatch outbox list`` shows a retry streak as it happens), and
+``deliver_now`` is the single place a dedup check against that log would go.
 """
 
 from __future__ import annotations
@@ -66,6 +68,12 @@ Refill: TypeAlias = Callable[[str, int], Sequence[Notification]]
 its queue (spilled, or left from before a restart), oldest first, none of them already queued or
 in flight. Fewer than ``room`` means there are no more. Synchronous on purpose: nothing can slip
 in between reading the backlog and queueing what was read."""
+
+OnRetrying: TypeAlias = Callable[[Notification, int, str, datetime], None]
+"""``on_retrying(n, attempt, error, next_attempt_at)``: attempt number ``attempt`` of ``n`` failed
+for a reason that may pass (``error``, in plain words: ``describe_failure``) and the next attempt
+is due at ``next_attempt_at``. Called once per failed attempt that will be retried, never on a
+success; synchronous (the outbox records it in one small write). An exception propagates."""
 
 STAGE = "dispatch"
 
@@ -113,6 +121,12 @@ _REASON_WORDS: Mapping[DeliveryReason, str] = {
 }
 
 
+_GAVE_UP_WORDS: Mapping[str, str] = {
+    "retry_budget": "gave up: the retry budget was spent",
+    "render_failed": "gave up: the sink could not render it",
+}
+
+
 def describe_failure(error: Exception) -> str:
     """A failed delivery in plain words: the sink's ``detail`` when it gave one, else the
     reason and HTTP status (``the destination refused it (HTTP 404, not retryable)``). Built
@@ -152,6 +166,7 @@ class Dispatcher:
         rng: random.Random | None = None,
         on_delivered: OnDelivered | None = None,
         refill: Refill | None = None,
+        on_retrying: OnRetrying | None = None,
     ) -> None:
         if attempt_timeout_s <= 0 or retry_budget_s < 0 or queue_size < 1:
             raise ValueError("attempt_timeout_s > 0, retry_budget_s >= 0, queue_size >= 1")
@@ -168,6 +183,7 @@ class Dispatcher:
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not crypto
         self._on_delivered = on_delivered
         self._refill = refill
+        self._on_retrying = on_retrying
         self._queues: dict[str, asyncio.Queue[Notification]] = {
             receiver: asyncio.Queue(maxsize=queue_size) for receiver in self._sinks
         }
@@ -545,7 +561,11 @@ class Dispatcher:
         except DeliveryError as exc:
             return exc
         except TimeoutError:
-            return DeliveryError(DeliveryReason.TIMEOUT, retryable=True)
+            return DeliveryError(
+                DeliveryReason.TIMEOUT,
+                retryable=True,
+                detail=f"no answer within the attempt timeout ({self._attempt_timeout_s:g}s)",
+            )
         except (aiohttp.ClientError, OSError) as exc:  # a sink that did not classify
             return classify_exception(exc)
         except Exception as exc:  # noqa: BLE001 - per-delivery boundary: a sink bug fails one item
@@ -621,6 +641,8 @@ class Dispatcher:
                     status_code=error.status_code,
                     delay_s=round(delay, 3),
                 )
+                if self._on_retrying is not None:
+                    self._on_retrying(n, attempts, describe_failure(error), wake)
                 await self._clock.sleep_until(wake)
 
         now = self._clock.now()
@@ -689,4 +711,7 @@ class Dispatcher:
             log.error("delivery_failed", **fields)
         else:
             log.error("delivery_failed", exc_info=error, **fields)
-        return DeliveryOutcome(n.receiver, sink.name, False, attempts, duration_s, reason)
+        detail = describe_failure(error)
+        if gave_up in _GAVE_UP_WORDS:
+            detail = f"{detail}; {_GAVE_UP_WORDS[gave_up]}"
+        return DeliveryOutcome(n.receiver, sink.name, False, attempts, duration_s, reason, detail)

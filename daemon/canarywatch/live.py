@@ -18,6 +18,8 @@ HTTP (``live_routes``; under ``/api/`` so ``server.token`` guards them when set)
 - ``GET /api/v1/transitions?after=<seq>&limit=<n>&last=<n>`` -> JSON list of transition records
   ``{seq, at, canary, transition, severity, phase, weight, reason, message, ...}`` with
   ``seq > after``, oldest first: at most ``limit`` (paging forward), or only the newest ``last``.
+  ``suppressed`` is ``{reason, detail}`` for a transition nothing was sent of (inhibited,
+  silenced, muted, catch_up: as decided when it arrived; ``canarywatch explain`` has the rest).
 - ``GET /api/v1/transitions/stream?after=<seq>&instance=<id>&backlog=<n>`` -> newline-delimited
   JSON, long-lived. Lines, each an object with ``type``:
 
@@ -40,7 +42,7 @@ import asyncio
 import json
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -160,6 +162,8 @@ class CanaryRow:
 class TransitionRecord:
     seq: int
     event: CanaryEvent
+    suppressed: tuple[str, str] | None = None
+    """``(reason, detail)`` when nothing of it was sent (inhibited, silenced, muted, ...)."""
 
     def to_json(self) -> dict[str, object]:
         ev = self.event
@@ -181,6 +185,11 @@ class TransitionRecord:
             "message": ev.message,
             "rollout": ev.rollout,
             "sources": [s.value for s in ev.sources],
+            "suppressed": (
+                {"reason": self.suppressed[0], "detail": self.suppressed[1]}
+                if self.suppressed is not None
+                else None
+            ),
         }
 
 
@@ -221,9 +230,13 @@ class LiveState:
         *,
         history: int = DEFAULT_HISTORY,
         subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE,
+        suppression: Callable[[CanaryEvent], tuple[str, str] | None] | None = None,
     ) -> None:
+        """``suppression(event)``: ``(reason, detail)`` when nothing of a new transition is
+        sent (``explain.DecisionRecorder.suppression``); its record says so."""
         if history < 1 or subscriber_queue < 1:
             raise ValueError("history and subscriber_queue must be positive")
+        self._suppression = suppression
         self.instance = uuid.uuid4().hex[:12]
         self._rows: dict[CanaryRef, CanaryRow] = {}
         self._ring: deque[TransitionRecord] = deque(maxlen=history)
@@ -237,7 +250,8 @@ class LiveState:
     def observe(self, event: CanaryEvent) -> None:
         """Record one new transition (sync, never blocks: called from the pipeline runner)."""
         self._seq += 1
-        record = TransitionRecord(self._seq, event)
+        suppressed = self._suppression(event) if self._suppression is not None else None
+        record = TransitionRecord(self._seq, event, suppressed)
         self._ring.append(record)
         row = None if _is_self_event(event) else self._update_row(event)
         if self._subscribers:

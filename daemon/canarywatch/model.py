@@ -319,3 +319,6 @@ class DeliveryOutcome:
     attempts: int
     duration_s: float
     reason: DeliveryReason | None = None
+    detail: str = field(default="", compare=False)
+    """A failure in plain words, no secret (``dispatch.describe_failure``): decision trails
+    say why a notification was dead-lettered. Not part of equality."""

@@ -14,6 +14,7 @@ import structlog
 
 from canarywatch.config import Config, format_path, walk_route
 from canarywatch.config import RouteSpec as RouteConfig
+from canarywatch.explain import DecisionRecorder
 from canarywatch.matchers import parse_matchers
 from canarywatch.metrics import Metrics
 from canarywatch.normalise import Normaliser
@@ -149,10 +150,12 @@ def build_pipeline(
     correlator: Correlator | None = None,
     silencer: Silencer | None = None,
     catch_up: bool = False,
+    explain: DecisionRecorder | None = None,
 ) -> Pipeline:
     """The pipeline for ``config`` (``None``: the built-in default policy).
 
     ``catch_up`` applies the start-up catch-up window (the daemon); replay does not need it.
+    ``explain`` records every decision (``canarywatch explain``, ``replay --explain``).
     """
     return Pipeline(
         router=build_router(config),
@@ -164,6 +167,7 @@ def build_pipeline(
         log=log,
         cluster=config.cluster if config is not None else DEFAULT_CLUSTER,
         catch_up_window_s=config.catch_up_window_s if (catch_up and config) else None,
+        explain=explain,
     )
 
 

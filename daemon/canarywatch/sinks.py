@@ -16,7 +16,9 @@ from __future__ import annotations
 import abc
 import hashlib
 import importlib.metadata
+import os
 import re
+import socket
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -352,10 +354,40 @@ def classify_exception(exc: Exception) -> DeliveryError:
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
         return DeliveryError(DeliveryReason.TIMEOUT, retryable=True)
     if isinstance(exc, aiohttp.ClientError | OSError):
-        return DeliveryError(DeliveryReason.CONNECTION, retryable=True)
+        return DeliveryError(
+            DeliveryReason.CONNECTION, retryable=True, detail=_connection_detail(exc)
+        )
     if isinstance(exc, TypeError | ValueError):
         return DeliveryError(DeliveryReason.INVALID_PAYLOAD, retryable=False)
     return DeliveryError(DeliveryReason.CONNECTION, retryable=False)
+
+
+def _os_words(error: OSError) -> str:
+    """``connection refused``: the system's words for an ``OSError`` (not its text, which can
+    repeat an address), or the resolver's for a failed name lookup."""
+    if isinstance(error, socket.gaierror) or not error.errno or error.errno < 0:
+        words = error.strerror or type(error).__name__
+    else:
+        words = os.strerror(error.errno)
+    return words[:1].lower() + words[1:]
+
+
+def _connection_detail(exc: aiohttp.ClientError | OSError) -> str | None:
+    """A failed connection in plain words, naming the host and port it was to (never a URL's
+    path, query or credentials, where secrets live): ``cannot connect to hooks.example.com:443:
+    connection refused``, ``cannot resolve hooks.example.com: name or service not known``."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        where = f"{exc.host}:{exc.port}"
+        if isinstance(exc.os_error, socket.gaierror):
+            return f"cannot resolve {exc.host}: {_os_words(exc.os_error)}"
+        if isinstance(exc, aiohttp.ClientSSLError):
+            return f"TLS with {where} failed: {type(exc).__name__}"
+        return f"cannot connect to {where}: {_os_words(exc.os_error)}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection without answering"
+    if isinstance(exc, OSError):
+        return f"connection failed: {_os_words(exc)}"
+    return None
 
 
 # --- the loader --------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ coloured by severity.
 - Not on a terminal (a pipe, a file) nothing is redrawn and no escape sequence is written: the
   table is printed once, then one plain line per transition.
 - ``--once`` prints the table and the recent transitions and exits.
+- A transition nothing was sent of (inhibited, silenced, muted, start-up state) is marked
+  ``[not sent: <reason>]``, followed by why (``canarywatch explain`` shows the whole trail).
 
 Ages are measured on the *daemon's* clock (its ``at`` stamps), so a skewed laptop clock does not
 show "in 3 minutes". When the stream ends (daemon restart, a client too slow) tail reconnects
@@ -239,8 +241,16 @@ def render_transition(
         _Cell(clock, 8, DIM),
         _Cell(canary, 0, BOLD),
         _Cell(what, 0, style),
-        _Cell(message, 0, ""),
     ]
+    suppressed = record.get("suppressed")
+    if isinstance(suppressed, Mapping):
+        # Nothing of it was sent: say so first, and why (``canarywatch explain`` tells more).
+        reason = str(suppressed.get("reason") or "suppressed").replace("_", "-")
+        detail = str(suppressed.get("detail") or "")
+        cells[2] = _Cell(what, 0, DIM)
+        cells.append(_Cell(f"[not sent: {reason}]", 0, YELLOW))
+        message = " · ".join(part for part in (detail, message) if part)
+    cells.append(_Cell(message, 0, ""))
     return _fit(cells, width=width, color=color)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,6 +50,7 @@ WORKERS = 3
 """Commands running at once."""
 
 VALUES: dict[str, list[str]] = {
+    "canary": ["test/podinfo"],
     "matchers": ['canary="no-such-canary"'],
     "recording": [str(Path(__file__).parents[1] / "recordings" / "rollback.jsonl")],
     "receiver": ["default"],
@@ -73,6 +75,7 @@ PRINTS = {
     ("completion",),
     ("test-sink",),
     ("tail",),
+    ("explain",),
     ("silence", "list"),
     ("outbox", "list"),
 }
@@ -342,11 +345,52 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcomes]:
             runs.start(f"typed {_case_id(leaf, level, action)}", lambda args=args: run_cli(args))
         for args in ([], ["no-such-command"], ["--no-such-option"]):
             runs.start(f"top {args}", lambda args=args: run_cli(args))
+        _start_explain_cases(runs, scratch)
         try:
             yield runs
         finally:
             pool.shutdown(wait=True)
             assert daemon.stop() == 0, daemon.log()
+
+
+def _closed_port() -> int:
+    """A port nobody listens on (bound, then let go): connecting to it is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_explain_cases(runs: Outcomes, scratch: Scratch) -> None:
+    """``canarywatch explain`` beyond what the parser-driven cases cover (issue 15)."""
+    canary = ["explain", "test/podinfo"]
+    nobody = f"127.0.0.1:{_closed_port()}"
+    runs.start(
+        "explain unreachable",
+        lambda: run_cli([*canary, "--url", f"http://{nobody}"]),
+        names=f"could not reach http://{nobody}",
+    )
+    runs.start(
+        "explain bad canary",
+        lambda: run_cli(["explain", "podinfo", "--url", scratch.url]),
+        names="NAMESPACE/CANARY",
+    )
+    runs.start(
+        "explain bad transition",
+        lambda: run_cli([*canary, "--transition", "rolledback", "--url", scratch.url]),
+        names="'rolledback' is neither a transition",
+    )
+    token_dir = scratch.directory / "token-dir"
+    token_dir.mkdir()
+    runs.start(
+        "explain token directory",
+        lambda: run_cli([*canary, "--url", scratch.url, "--token-file", str(token_dir)]),
+        names=f"{token_dir}: cannot read token file",
+    )
+    runs.start(
+        "explain nothing recorded",
+        lambda: run_cli([*canary, "--url", scratch.url]),
+        names="test/podinfo: no transition recorded",
+    )
 
 
 # -- bad arguments ----------------------------------------------------------------------------
@@ -355,7 +399,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcomes]:
 def test_the_parser_has_the_commands_this_module_expects_to_find() -> None:
     ids = {leaf.id for leaf in LEAVES}
     assert {"run", "demo", "replay", "record", "tail", "silence add", "outbox drop"} <= ids
-    assert {"completion", "check-config"} <= ids
+    assert {"completion", "check-config", "explain"} <= ids
     assert [leaf.id for leaf, _, _ in LISTENING] == ["demo"]
 
 
@@ -461,3 +505,33 @@ def test_run_on_a_busy_port_is_one_line_naming_the_address(outcomes: Outcomes) -
 @pytest.mark.parametrize("leaf", [leaf for leaf, _, _ in LISTENING], ids=lambda leaf: leaf.id)
 def test_a_busy_port_is_one_line_naming_the_address(leaf: Leaf, outcomes: Outcomes) -> None:
     _assert_busy(outcomes, f"port {leaf.id}")
+
+
+# -- canarywatch explain -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "code"),
+    [
+        ("explain unreachable", EXIT_RUNTIME),
+        ("explain bad canary", EXIT_CONFIG),
+        ("explain bad transition", EXIT_CONFIG),
+        ("explain token directory", EXIT_CONFIG),
+    ],
+)
+def test_explain_fails_in_one_line(case: str, code: int, outcomes: Outcomes) -> None:
+    done = outcomes[case]
+    assert_clean(done)
+    assert done.returncode == code, done.explain()
+    assert len(done.stderr.strip().splitlines()) == 1 or case == "explain bad canary", (
+        done.explain()
+    )  # argparse prints its usage line first
+    assert outcomes.expected[case] in done.last_line, done.explain()
+    assert done.stdout == "", done.explain()
+
+
+def test_explain_of_a_canary_never_seen_says_so(outcomes: Outcomes) -> None:
+    done = outcomes["explain nothing recorded"]
+    assert_clean(done)
+    assert (done.returncode, done.stderr) == (0, ""), done.explain()
+    assert done.stdout.startswith(outcomes.expected["explain nothing recorded"]), done.explain()

@@ -335,3 +335,53 @@ log: {{level: info, format: json}}
         f"failed its start-up check: cannot open {path} for appending: {tmp_path / 'a-file'}: "
         "not a directory (not retryable)"
     ]
+
+
+async def test_outbox_list_shows_a_retry_streak_with_its_reason_and_next_attempt(
+    tmp_path: Path,
+) -> None:
+    """``canarywatch outbox list`` against the running daemon while a webhook refuses every
+    connection: the attempts climb, the last error names the host and port and the system's
+    reason (never the URL's path, where a secret lives), and the next attempt is shown."""
+    port = _dead_port()
+    config = _write(
+        tmp_path,
+        f"""
+receivers:
+  - name: hook
+    sink: webhook
+    options: {{url: {{value: "http://127.0.0.1:{port}/hooks/SECRET-PATH"}}}}
+route: {{receiver: hook, group_by: ["..."], group_wait: 0s}}
+webhook_intake: {{enabled: true, secret: {{value: {TOKEN}}}}}
+log: {{level: info, format: json}}
+""",
+    )
+    daemon = Process(config)
+    try:
+        await daemon.started()
+        async with aiohttp.ClientSession() as http:
+            await _post_event(http, daemon.url, "podinfo")
+        async with asyncio.timeout(30):
+            while True:
+                listed = await asyncio.to_thread(
+                    subprocess.run,
+                    [sys.executable, "-m", "canarywatch", "outbox", "list", "--url", daemon.url],
+                    capture_output=True,
+                    text=True,
+                    env=ENV,
+                    check=False,
+                )
+                assert listed.returncode == 0, listed.stderr
+                rows = [line.split(None, 9) for line in listed.stdout.splitlines()[1:]]
+                if rows and int(rows[0][6]) >= 2:
+                    break
+                await asyncio.sleep(0.2)
+    finally:
+        assert await daemon.stop() == 0, daemon.stderr()[-3000:]
+    header = listed.stdout.splitlines()[0].split()
+    assert header[6:] == ["ATTEMPTS", "CREATED", "NEXT_ATTEMPT", "LAST_ERROR"]
+    [row] = rows
+    assert row[1:3] == ["pending", "hook"]
+    assert row[8].endswith("Z")  # the next attempt is due then
+    assert row[9] == f"cannot connect to 127.0.0.1:{port}: connection refused (retryable)"
+    assert "SECRET" not in listed.stdout

@@ -410,7 +410,8 @@ def test_event_carries_status_facts_and_metadata_hints() -> None:
     assert event.target == "podinfo"
     assert event.reason == "failed-checks"
     assert event.message == (
-        "Canary status: phase Failed: Canary analysis failed, Deployment scaled to zero."
+        "From the Canary status (no Flagger message yet): phase Failed: Canary analysis failed, "
+        "Deployment scaled to zero."
     )
     assert dict(event.hints) == {
         "spec": NEW_SPEC,

@@ -61,7 +61,7 @@ def test_a_higher_weight_of_the_same_rollout_is_a_missed_step() -> None:
     assert (event.transition, event.detail, event.weight) == (Transition.WEIGHT_ADVANCED, "40", 40)
     assert event.sources == (CANARIES,)
     assert event.phase is Phase.PROGRESSING
-    assert event.message == "Canary status: canaryWeight 40"
+    assert event.message == "From the Canary status (no Flagger message yet): canaryWeight 40"
     assert event.occurred_at == datetime(2026, 8, 4, 9, 30, tzinfo=UTC)
     assert event.hints["spec"] == "s1"
     assert event.hints["label:team"] == "web"

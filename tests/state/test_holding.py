@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -243,6 +244,43 @@ def test_dead_letters_and_attempts_are_held_too(real_disk: SmallDisk) -> None:
     item = inner.outbox_item(first)
     assert item is not None
     assert item.attempts == 1
+    store.close()
+
+
+def test_failed_attempts_are_held_as_one_write_and_held_notifications_are_listed(
+    real_disk: SmallDisk,
+) -> None:
+    """A retry streak during a disk outage is one held write per item (not one per attempt),
+    read back as if written; the notifications not yet in the outbox are listed, in order."""
+    disk = real_disk
+    clock = SystemClock()
+    inner = disk.store(clock)
+    store, _ = holding(inner)
+    first = store.outbox_put(RECEIVER, note(0), clock.now())
+    disk.fill()
+    later = clock.now() + timedelta(seconds=30)
+    for i in range(5):
+        store.outbox_attempted(first, f"connection refused ({i})", next_attempt_at=later)
+    with pytest.raises(StateHeld):
+        store.outbox_put(RECEIVER, note(1), clock.now())
+    assert store.held("outbox") == 1
+    [pending] = store.outbox_pending()
+    assert (pending.id, pending.attempts, pending.last_error) == (
+        first,
+        5,
+        "connection refused (4)",
+    )
+    assert pending.next_attempt_at == later
+    [held] = store.held_outbox()
+    assert held.receiver == RECEIVER
+    assert held.notification.events[0].canary.name == "app-1"
+    assert store.held_outbox("someone-else") == []
+    disk.free()
+    assert store.flush()
+    assert store.held_outbox() == []
+    [written, second] = inner.outbox_pending()
+    assert (written.id, written.attempts, written.next_attempt_at) == (first, 5, later)
+    assert second.notification.events[0].canary.name == "app-1"
     store.close()
 
 

@@ -352,11 +352,49 @@ def test_a_version_1_database_is_migrated_and_its_pending_events_indexed(
         s.outbox_done(ids[2], T0)
     conn = sqlite3.connect(db)  # back to what version 1 wrote: no index of outbox events
     conn.execute("DROP TABLE outbox_events")
+    conn.execute("ALTER TABLE outbox DROP COLUMN next_attempt_us")  # nor a next attempt (v3)
     conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
     with open_store(db, clock) as s:
-        assert s.get_meta("schema_version") == "2"
+        assert s.get_meta("schema_version") == "3"
         assert s.outbox_holds("team", fingerprint(pending), FIRING)
         assert s.outbox_holds("team", fingerprint(dead), FIRING)
         assert not s.outbox_holds("team", fingerprint(done), FIRING)
+
+
+def test_a_version_2_database_is_migrated_and_its_items_get_a_next_attempt(
+    db: Path, clock: VirtualClock
+) -> None:
+    """Version 3 adds when a pending item's next attempt is due: what a version-2 daemon left
+    pending keeps its attempts and last error (no next attempt is known), and every later failed
+    attempt records one."""
+    with open_store(db, clock) as s:
+        item = s.outbox_put("team", make_notification(receiver="team"), T0)
+        s.outbox_attempted(item, "http_5xx")
+    conn = sqlite3.connect(db)  # back to what version 2 wrote: no next attempt column
+    conn.execute("ALTER TABLE outbox DROP COLUMN next_attempt_us")
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with open_store(db, clock) as s:
+        assert s.get_meta("schema_version") == "3"
+        [kept] = s.outbox_pending()
+        assert (kept.id, kept.attempts, kept.last_error, kept.next_attempt_at) == (
+            item,
+            1,
+            "http_5xx",
+            None,
+        )
+        clock.advance_by(2)
+        s.outbox_attempted(
+            item,
+            "the destination failed (HTTP 503, retryable)",
+            next_attempt_at=T0 + timedelta(seconds=6),
+        )
+    with open_store(db, clock) as s:  # and it is durable
+        [after] = s.outbox_pending()
+        assert after.attempts == 2
+        assert after.last_error == "the destination failed (HTTP 503, retryable)"
+        assert after.last_attempt_at == T0 + timedelta(seconds=2)
+        assert after.next_attempt_at == T0 + timedelta(seconds=6)

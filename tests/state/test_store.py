@@ -171,6 +171,41 @@ def test_outbox_attempted_counts_and_remembers_the_reason(store: StateStore) -> 
     store.outbox_attempted(999, "timeout")  # unknown ids are ignored
 
 
+def test_each_failed_attempt_records_its_error_and_the_next_attempt(
+    store: StateStore, clock: VirtualClock
+) -> None:
+    """What ``canarywatch outbox list`` shows while retries go on: how many attempts failed,
+    why the latest did (in plain words) and when the next is due; a dead letter has no next
+    attempt, and ``retry`` starts the count again."""
+    id_ = store.outbox_put("team", make_notification(), at(0))
+    [fresh] = store.outbox_pending()
+    assert (fresh.attempts, fresh.last_attempt_at, fresh.next_attempt_at) == (0, None, None)
+    clock.advance_to(at(2))
+    refused = "cannot connect to hooks.example.com:443: connection refused (retryable)"
+    store.outbox_attempted(id_, refused, next_attempt_at=at(3))
+    clock.advance_to(at(3))
+    store.outbox_attempted(
+        id_, "the destination failed (HTTP 503, retryable)", next_attempt_at=at(5)
+    )
+    [item] = store.outbox_pending()
+    assert item.attempts == 2
+    assert item.last_error == "the destination failed (HTTP 503, retryable)"
+    assert (item.last_attempt_at, item.next_attempt_at) == (at(3), at(5))
+    assert store.outbox_item(id_) == item
+
+    clock.advance_to(at(5))
+    store.outbox_attempted(id_, refused)  # the last attempt: nothing scheduled after it
+    store.outbox_dead(id_, refused)
+    [dead] = store.outbox_dead_letters()
+    assert (dead.attempts, dead.last_error, dead.next_attempt_at) == (3, refused, None)
+    assert dead.last_attempt_at == at(5)
+    assert store.outbox_retry(id_)
+    [again] = store.outbox_pending()
+    assert (again.attempts, again.last_error, again.next_attempt_at) == (0, refused, None)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        store.outbox_attempted(id_, "x", next_attempt_at=datetime(2025, 1, 1))
+
+
 def test_outbox_done_records_the_notification_log(store: StateStore) -> None:
     e1, e2 = rich_event(), rich_event(Transition.NO_TRAFFIC)
     n = make_notification(e1, e2, status=RESOLVED, group_key="team:{canary=x}")

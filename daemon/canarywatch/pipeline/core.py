@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from canarywatch.explain import DecisionRecorder, InhibitedBy, SilencedBy, Target
 from canarywatch.identity import fingerprint
 from canarywatch.metrics import Metrics
 from canarywatch.model import (
@@ -22,14 +23,16 @@ from canarywatch.model import (
     NotificationStatus,
     Observation,
     Outcome,
+    Routed,
     SourceName,
+    Transition,
 )
 from canarywatch.normalise import Normaliser
 from canarywatch.pipeline import recover
 from canarywatch.pipeline.correlate import ONLY_DURING_A_ROLLOUT, Correlator
-from canarywatch.pipeline.group import Grouper, group_key_for
-from canarywatch.pipeline.inhibit import Inhibitor
-from canarywatch.pipeline.route import Router
+from canarywatch.pipeline.group import Grouper, group_key, group_key_for
+from canarywatch.pipeline.inhibit import Inhibitor, InhibitRule
+from canarywatch.pipeline.route import Router, group_labels
 from canarywatch.pipeline.silence import Silencer
 
 _SUPPRESSED_EVENT = {
@@ -66,6 +69,7 @@ class Pipeline:
         log: structlog.typing.FilteringBoundLogger | None = None,
         cluster: str = "",
         catch_up_window_s: float | None = None,
+        explain: DecisionRecorder | None = None,
     ) -> None:
         self.cluster = cluster
         self.catch_up_window_s = catch_up_window_s
@@ -79,6 +83,8 @@ class Pipeline:
         self.grouper = grouper or Grouper()
         self.metrics = metrics
         self.stats = PipelineStats()
+        self.explain = explain
+        """Where each decision is recorded (``canarywatch explain``); ``None``: nowhere."""
         self._warned_versions: set[str] = set()
         self._log = log or structlog.get_logger().bind(component="pipeline")
 
@@ -167,14 +173,34 @@ class Pipeline:
         # A resolution is sent even when what closed the condition is start-up state: the
         # firing it resolves was notified (the correlator leaves out openers that were not).
         for opener in result.resolved:
+            if self.explain is not None:
+                self.explain.resolved(opener, result.new or candidate, now)
             self._route(opener, now, NotificationStatus.RESOLVED)
         if result.new is None:
             self._suppress("duplicate", candidate)
+            if self.explain is not None:
+                self.explain.duplicate(
+                    candidate,
+                    result.duplicate_of,
+                    now,
+                    current_rollout=self.correlator.current_rollout(candidate.canary),
+                    not_news="" if result.duplicate_of else self._not_news(candidate),
+                )
+            if result.duplicate_of is not None:  # Flagger's own words for a step still waiting
+                self.grouper.reword(
+                    result.duplicate_of,
+                    candidate,
+                    self.correlator.current_rollout(candidate.canary),
+                )
             return None
+        if self.explain is not None:
+            self.explain.seen(result.new, now)
         if stale_before is not None:
             happened = result.new.occurred_at or result.new.observed_at
             if happened < stale_before:
                 self._suppress("catch_up", result.new)
+                if self.explain is not None:
+                    self.explain.catch_up(result.new, now, stale_before)
                 self.correlator.mark_unannounced(result.new)
                 return result.new
         event = result.new
@@ -187,16 +213,64 @@ class Pipeline:
             transition=event.transition.value,
             rollout=event.rollout,
         )
-        if self.inhibitor.mutes(event, self._firing()):
+        inhibited = self.inhibitor.muted_by(event, self._firing())
+        if inhibited is not None:
             self._suppress("inhibited", event)
+            if self.explain is not None:
+                self.explain.inhibited(event, now, _inhibited_by(*inhibited))
             self.correlator.mark_unannounced(event)
             return event
-        if self.silencer is not None and self.silencer.mutes(event, now) is not None:
+        silence = self.silencer.mutes(event, now) if self.silencer is not None else None
+        if silence is not None:
             self._suppress("silenced", event)
+            if self.explain is not None:
+                self.explain.silenced(event, now, self._silenced_by(silence))
             self.correlator.mark_unannounced(event)
             return event
         self._route(event, now, NotificationStatus.FIRING)
         return event
+
+    def _not_news(self, candidate: CanaryEvent) -> str:
+        """Why the correlator found ``candidate`` not news without naming what it repeats
+        (``Correlation()``), as far as can be told from outside (decision trails)."""
+        progress = self.correlator.rollout_progress(candidate.canary)
+        if candidate.transition is Transition.REVISION_DETECTED:
+            return "the start of a rollout whose verdict had already been seen (a late sighting)"
+        if (
+            progress is not None
+            and progress.ended
+            and candidate.transition in ONLY_DURING_A_ROLLOUT
+        ):
+            return f"a step of rollout {progress.rollout}, which had already ended"
+        if "occurrence" in candidate.hints:
+            return "the very same Event occurrence was seen before (listed again)"
+        return "the correlator had seen it before"
+
+    def _silenced_by(self, silence_id: str) -> SilencedBy:
+        assert self.silencer is not None  # noqa: S101 - only asked after the silencer muted
+        for s in (*self.silencer.config_silences, *self.silencer.runtime_silences):
+            if s.id == silence_id:
+                return SilencedBy(
+                    id=s.id,
+                    matchers=tuple(str(m) for m in s.matchers),
+                    ends_at=s.ends_at,
+                    created_by=s.created_by,
+                    comment=s.comment,
+                    origin=s.origin.value,
+                )
+        return SilencedBy(id=silence_id)
+
+    def _targets(
+        self, event: CanaryEvent, now: datetime, status: NotificationStatus
+    ) -> list[Target]:
+        """The routes ``event`` reaches that a time interval mutes now, with why (trails)."""
+        muted: dict[str, Target] = {}
+        for node in self.router.root.match(event.labels):
+            why = self.router.muted_by(node, now)
+            if why and node.receiver not in muted:
+                key = group_key(node.receiver, status, group_labels(event.labels, node.group_by))
+                muted[node.receiver] = Target(node.receiver, key, node.group_wait_s, why)
+        return list(muted.values())
 
     def _firing(self) -> Iterator[CanaryEvent]:
         """Every firing opener, of every canary and self-event pseudo-canary: inhibition
@@ -212,12 +286,37 @@ class Pipeline:
         elif not routed:
             self._suppress("muted", event)
             self.correlator.mark_unannounced(event)
+        if self.explain is not None:
+            self._explain_route(self.explain, event, now, status, routed)
         for item in routed:
             self.grouper.offer(item, now)
             if status is NotificationStatus.FIRING and event.spec.opens is not None:
                 # Firing until its condition closes: repeat_interval re-sends it meanwhile.
                 key = group_key_for(item)
                 self.grouper.mark_firing(key, (*self.grouper.firing(key), event))
+
+    def _explain_route(
+        self,
+        explain: DecisionRecorder,
+        event: CanaryEvent,
+        now: datetime,
+        status: NotificationStatus,
+        routed: list[Routed],
+    ) -> None:
+        """Record where ``event`` was routed, and which routes a time interval muted."""
+        firing = status is NotificationStatus.FIRING
+        muted = self._targets(event, now, status) if firing else []
+        if firing and not routed:
+            explain.muted(event, now, muted)
+            return
+        receivers = {item.receiver for item in routed}
+        explain.routed(
+            event,
+            now,
+            [Target(r.receiver, group_key_for(r), r.route.group_wait_s) for r in routed],
+            status=status,
+            muted=[t for t in muted if t.receiver not in receivers],
+        )
 
     def _stop_repeating(self, opener: CanaryEvent, now: datetime) -> None:
         gone = fingerprint(opener)
@@ -252,13 +351,23 @@ class Pipeline:
         kept: list[CanaryEvent] = []
         for event in n.events:
             current = self.correlator.current_rollout(event.canary)
-            if self.inhibitor.mutes(event, self._firing()) or (
+            inhibited = self.inhibitor.muted_by(event, self._firing())
+            superseded = (
                 current is not None
-                and event.rollout
+                and bool(event.rollout)
                 and event.rollout != current
                 and event.transition in ONLY_DURING_A_ROLLOUT
-            ):
+            )
+            if inhibited is not None or superseded:
                 self._suppress("inhibited", event)
+                if self.explain is None:
+                    continue
+                if inhibited is not None:
+                    self.explain.inhibited(
+                        event, n.created_at, _inhibited_by(*inhibited), receiver=n.receiver
+                    )
+                else:
+                    self.explain.superseded(event, n.created_at, n.receiver, current or "")
             else:
                 kept.append(event)
         if not kept:
@@ -271,6 +380,8 @@ class Pipeline:
     def _emit(self, notifications: Iterable[Notification]) -> list[Notification]:
         out = [n for n in (self._still_news(n) for n in notifications) if n is not None]
         for n in out:
+            if self.explain is not None:
+                self.explain.notified(n, n.created_at)
             self.stats.notifications += 1
             if self.metrics:
                 for ev in n.events:
@@ -298,3 +409,13 @@ class Pipeline:
             canary=str(event.canary),
             transition=event.transition.value,
         )
+
+
+def _inhibited_by(index: int, rule: InhibitRule, source: CanaryEvent) -> InhibitedBy:
+    return InhibitedBy(
+        rule=index,
+        source_matchers=tuple(str(m) for m in rule.source_matchers),
+        target_matchers=tuple(str(m) for m in rule.target_matchers),
+        equal=rule.equal,
+        source=source,
+    )

@@ -104,14 +104,22 @@ class Inhibitor:
         ``firing`` may be a lazy iterable: it is only walked when some rule's target matchers
         match ``target``.
         """
+        return self.muted_by(target, firing) is not None
+
+    def muted_by(
+        self, target: CanaryEvent, firing: Iterable[CanaryEvent]
+    ) -> tuple[int, InhibitRule, CanaryEvent] | None:
+        """The first rule (its index and itself) muting ``target``, and the firing source event
+        through which it does; ``None`` when none does (``mutes``, with the reason)."""
         if not self._rules:
-            return False
+            return None
         cached: tuple[CanaryEvent, ...] | None = None
-        for rule in self._rules:
+        for index, rule in enumerate(self._rules):
             if not matches_all(rule.target_matchers, target.labels):
                 continue
             if cached is None:
                 cached = tuple(firing)
-            if rule.inhibited_by(target, cached) is not None:
-                return True
-        return False
+            source = rule.inhibited_by(target, cached)
+            if source is not None:
+                return index, rule, source
+        return None

@@ -36,7 +36,12 @@ from canarywatch.model import (
     SourceName,
     Transition,
 )
-from canarywatch.normalise.status import MAX_HINT_VALUE_CHARS, CanaryStatusView, parse_canary
+from canarywatch.normalise.status import (
+    MAX_HINT_VALUE_CHARS,
+    STATUS_TEXT,
+    CanaryStatusView,
+    parse_canary,
+)
 from canarywatch.pipeline.correlate import RolloutProgress
 
 _WEIGHT_PHASES = frozenset({Phase.PROGRESSING, Phase.PROMOTING})
@@ -94,7 +99,7 @@ def missed_steps(
                 listed,
                 Transition.WEIGHT_ADVANCED,
                 str(view.canary_weight),
-                f"Canary status: canaryWeight {view.canary_weight}",
+                f"{STATUS_TEXT}: canaryWeight {view.canary_weight}",
                 observed_at,
                 weight=view.canary_weight,
             )
@@ -105,7 +110,7 @@ def missed_steps(
                 listed,
                 Transition.ITERATION_ADVANCED,
                 str(view.iterations),
-                f"Canary status: iterations {view.iterations}",
+                f"{STATUS_TEXT}: iterations {view.iterations}",
                 observed_at,
             )
         )

@@ -270,6 +270,19 @@ class Router:
             any_contains(self._time_intervals[n], now) for n in node.active_time_intervals
         )
 
+    def muted_by(self, node: Route, now: datetime) -> tuple[str, ...]:
+        """Why ``node`` is muted at ``now``, in words (decision trails); empty: it is not."""
+        why = [
+            f"in mute_time_intervals {name}"
+            for name in node.mute_time_intervals
+            if any_contains(self._time_intervals[name], now)
+        ]
+        if node.active_time_intervals and not any(
+            any_contains(self._time_intervals[n], now) for n in node.active_time_intervals
+        ):
+            why.append(f"outside active_time_intervals {', '.join(node.active_time_intervals)}")
+        return tuple(why)
+
     def resolve(
         self,
         event: CanaryEvent,

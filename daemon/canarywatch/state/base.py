@@ -34,10 +34,11 @@ from canarywatch.model import JSONValue, Notification, NotificationStatus
 if TYPE_CHECKING:
     from canarywatch.sinks import SinkMemory
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The layout this canarywatch writes; a database with a newer one is refused, not guessed at.
 
-2: ``outbox_events`` indexes the events of pending and dead outbox items (``outbox_holds``)."""
+2: ``outbox_events`` indexes the events of pending and dead outbox items (``outbox_holds``).
+3: ``outbox.next_attempt_us``: when a pending item's next delivery attempt is due."""
 
 SCHEMA_VERSION_KEY = "schema_version"
 """The reserved ``meta`` key holding the schema version; ``set_meta`` refuses it."""
@@ -90,6 +91,13 @@ class OutboxItem:
     created_at: datetime
     attempts: int
     last_error: str | None
+    """Why the latest attempt failed, in plain words (``dispatch.describe_failure``: the host
+    that refused the connection, the file that cannot be written, the HTTP status)."""
+    last_attempt_at: datetime | None = None
+    """When the latest failed attempt was recorded."""
+    next_attempt_at: datetime | None = None
+    """When a pending item's next attempt is due (the dispatcher's backoff); ``None`` when no
+    retry is scheduled (not attempted yet, dead, or the attempts ended with the process)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,8 +194,12 @@ class StateStore(Protocol):
         """Pending items, oldest first (by ``created_at``, then id), at most ``limit``."""
         ...
 
-    def outbox_attempted(self, id: int, error_reason: str) -> None:
-        """Count one failed attempt of a pending item and remember why."""
+    def outbox_attempted(
+        self, id: int, error_reason: str, *, next_attempt_at: datetime | None = None
+    ) -> None:
+        """Count one failed attempt of a pending item and remember why (``error_reason``, in
+        plain words) and when the next one is due (``None``: none is scheduled). One small
+        update, written at every failed attempt, never at a success."""
         ...
 
     def outbox_done(self, id: int, at: datetime) -> None:
@@ -210,7 +222,8 @@ class StateStore(Protocol):
         ...
 
     def outbox_retry(self, id: int) -> bool:
-        """Dead -> pending with ``attempts`` reset; ``False`` when ``id`` is not dead."""
+        """Dead -> pending with ``attempts`` and the next attempt reset (the last error is
+        kept); ``False`` when ``id`` is not dead."""
         ...
 
     def outbox_drop(self, id: int) -> bool:

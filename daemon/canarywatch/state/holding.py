@@ -22,9 +22,10 @@ raises ``StateHeld`` instead: the caller (``DurableDelivery``) does not queue it
 delivered only after it has been written (a notification is never delivered before it is
 durable). At most ``max_held_notifications`` are held; past that the oldest held one is dropped,
 logged and counted (``on_dropped``), never silently. Other held writes need no bound: there is
-one per outbox item that already exists ("done", "dead"), per canary (snapshots, coalesced: a
-newer one replaces the held one and moves behind everything held before it), per sink-memory key
-and per meta key.
+one per outbox item that already exists ("done", "dead", its failed attempts coalesced into one),
+per canary (snapshots, coalesced: a newer one replaces the held one and moves behind everything
+held before it), per sink-memory key and per meta key. ``held_outbox()`` lists the held
+notifications (``canarywatch outbox list`` shows them as held).
 
 **Writes that are not held.** An operator's writes (silences, ``outbox retry|drop``) go to the
 store directly and fail with the ``StateError`` (the control API answers 503); ``gc`` is skipped
@@ -37,6 +38,7 @@ Not thread-safe: the daemon uses it from its event loop only.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -97,8 +99,23 @@ class _Done:
 
 @dataclass(frozen=True, slots=True)
 class _Attempted:
+    """The failed attempts of one outbox item, coalesced: one held write per item however
+    many attempts fail while the store cannot be written (the latest error, their count)."""
+
     id: int
     reason: str
+    next_attempt_at: datetime | None = None
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class HeldNotification:
+    """A notification accepted while the store could not be written: not yet in the outbox (so
+    it has no id) and not delivered until it is (``HoldingStateStore.held_notifications``)."""
+
+    receiver: str
+    notification: Notification
+    accepted_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +234,17 @@ class HoldingStateStore:
         """Notifications accepted but not yet in the outbox (not delivered until they are)."""
         return self._held_puts
 
+    def held_outbox(self, receiver: str | None = None) -> list[HeldNotification]:
+        """The notifications accepted but not yet in the outbox, oldest first (all receivers'
+        when ``receiver`` is ``None``): what ``canarywatch outbox list`` shows as held."""
+        if not self._held_puts:
+            return []
+        return [
+            HeldNotification(op.receiver, op.notification, op.at)
+            for op in self._journal.values()
+            if isinstance(op, _Put) and (receiver is None or op.receiver == receiver)
+        ]
+
     def held(self, kind: str) -> int:
         """How many held writes are of ``kind`` (one of ``KINDS``)."""
         if kind == "notification":
@@ -306,7 +334,15 @@ class HoldingStateStore:
         if isinstance(op, _Done):
             inner.outbox_done(op.item.id, op.at)
         elif isinstance(op, _Attempted):
-            inner.outbox_attempted(op.id, op.reason)
+            for written in range(op.count):
+                try:
+                    inner.outbox_attempted(op.id, op.reason, next_attempt_at=op.next_attempt_at)
+                except StateUnwritable:
+                    if written:  # keep only what is still to write, in its place
+                        self._journal[("attempted", op.id)] = dataclasses.replace(
+                            op, count=op.count - written
+                        )
+                    raise
         elif isinstance(op, _Dead):
             inner.outbox_dead(op.item.id, op.reason)
         elif isinstance(op, _Record):
@@ -549,12 +585,36 @@ class HoldingStateStore:
     def outbox_pending(self, receiver: str | None = None, *, limit: int = 100) -> list[OutboxItem]:
         finished = self._finished() if self._journal else {}
         if not finished:
-            return self.inner.outbox_pending(receiver, limit=limit)
-        items = self.inner.outbox_pending(receiver, limit=limit + len(finished))
-        return [item for item in items if item.id not in finished][:limit]
+            items = self.inner.outbox_pending(receiver, limit=limit)
+        else:
+            items = self.inner.outbox_pending(receiver, limit=limit + len(finished))
+            items = [item for item in items if item.id not in finished][:limit]
+        return self._with_held_attempts(items) if self._journal else items
 
-    def outbox_attempted(self, id: int, error_reason: str) -> None:
-        self._write(("attempted", next(self._seq)), _Attempted(id, error_reason))
+    def _with_held_attempts(self, items: list[OutboxItem]) -> list[OutboxItem]:
+        """``items`` as they will be once their held failed attempts are written."""
+        held = {op.id: op for op in self._journal.values() if isinstance(op, _Attempted)}
+        return [
+            item
+            if (op := held.get(item.id)) is None
+            else dataclasses.replace(
+                item,
+                attempts=item.attempts + op.count,
+                last_error=op.reason,
+                next_attempt_at=op.next_attempt_at,
+            )
+            for item in items
+        ]
+
+    def outbox_attempted(
+        self, id: int, error_reason: str, *, next_attempt_at: datetime | None = None
+    ) -> None:
+        if next_attempt_at is not None:
+            to_us(next_attempt_at, "next_attempt_at")
+        key = ("attempted", id)
+        held = self._journal.get(key)
+        count = held.count + 1 if isinstance(held, _Attempted) else 1
+        self._write(key, _Attempted(id, error_reason, next_attempt_at, count))
 
     def outbox_done(self, id: int, at: datetime) -> None:
         to_us(at)

@@ -61,6 +61,7 @@ class _OutboxRow:
     attempts: int = 0
     last_error: str | None = None
     last_attempt_us: int | None = None
+    next_attempt_us: int | None = None
     finished_us: int | None = None
 
     def item(self) -> OutboxItem:
@@ -71,6 +72,8 @@ class _OutboxRow:
             created_at=from_us(self.created_us),
             attempts=self.attempts,
             last_error=self.last_error,
+            last_attempt_at=None if self.last_attempt_us is None else from_us(self.last_attempt_us),
+            next_attempt_at=None if self.next_attempt_us is None else from_us(self.next_attempt_us),
         )
 
 
@@ -201,8 +204,11 @@ class MemoryStateStore:
             self._check_open()
             return [r.item() for r in self._items(_PENDING, receiver)[:limit]]
 
-    def outbox_attempted(self, id: int, error_reason: str) -> None:
+    def outbox_attempted(
+        self, id: int, error_reason: str, *, next_attempt_at: datetime | None = None
+    ) -> None:
         now_us = to_us(self._clock.now())
+        next_us = None if next_attempt_at is None else to_us(next_attempt_at, "next_attempt_at")
         with self._lock:
             self._check_open()
             row = self._outbox.get(id)
@@ -210,6 +216,7 @@ class MemoryStateStore:
                 row.attempts += 1
                 row.last_error = error_reason
                 row.last_attempt_us = now_us
+                row.next_attempt_us = next_us
 
     def outbox_done(self, id: int, at: datetime) -> None:
         at_us = to_us(at)
@@ -233,6 +240,7 @@ class MemoryStateStore:
                 row.state = _DEAD
                 row.last_error = reason
                 row.finished_us = now_us
+                row.next_attempt_us = None
 
     def outbox_item(self, id: int) -> OutboxItem | None:
         with self._lock:
@@ -253,6 +261,7 @@ class MemoryStateStore:
                 return False
             row.state = _PENDING
             row.attempts = 0
+            row.next_attempt_us = None
             row.finished_us = None
             return True
 

@@ -164,8 +164,12 @@ def _insert_outbox_events(
     )
 
 
+_NEXT_ATTEMPT = ("ALTER TABLE outbox ADD COLUMN next_attempt_us INTEGER",)
+"""When a pending item's next delivery attempt is due (``canarywatch outbox list``)."""
+
 _MIGRATIONS: Mapping[int, Sequence[str | Callable[[sqlite3.Connection], None]]] = {
     1: (*_OUTBOX_EVENTS, _index_outbox_events),
+    2: _NEXT_ATTEMPT,
 }
 """Statements (or functions of the connection) taking version ``n`` to ``n + 1``."""
 
@@ -254,7 +258,9 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 
 _PENDING, _DEAD, _DONE = "pending", "dead", "done"
-_ITEM_COLUMNS = "id, receiver, notification, created_us, attempts, last_error"
+_ITEM_COLUMNS = (
+    "id, receiver, notification, created_us, attempts, last_error, last_attempt_us, next_attempt_us"
+)
 
 
 class SqliteStateStore:
@@ -395,7 +401,7 @@ class SqliteStateStore:
             row = conn.execute("SELECT value FROM meta WHERE key = ?", (SCHEMA_VERSION_KEY,))
             found = row.fetchone()
             if found is None:
-                for statement in (*_SCHEMA_V1, *_OUTBOX_EVENTS):
+                for statement in (*_SCHEMA_V1, *_OUTBOX_EVENTS, *_NEXT_ATTEMPT):
                     conn.execute(statement)
                 version = SCHEMA_VERSION
             else:
@@ -530,8 +536,10 @@ class SqliteStateStore:
             ).fetchone()
         return row is not None
 
-    def _item(self, row: tuple[int, str, str, int, int, str | None]) -> OutboxItem:
-        id_, receiver, text, created_us, attempts, last_error = row
+    def _item(
+        self, row: tuple[int, str, str, int, int, str | None, int | None, int | None]
+    ) -> OutboxItem:
+        id_, receiver, text, created_us, attempts, last_error, last_us, next_us = row
         try:
             notification = decode_notification(json.loads(text))
         except ValueError as exc:
@@ -543,6 +551,8 @@ class SqliteStateStore:
             created_at=from_us(created_us),
             attempts=attempts,
             last_error=last_error,
+            last_attempt_at=from_us(last_us) if last_us is not None else None,
+            next_attempt_at=from_us(next_us) if next_us is not None else None,
         )
 
     def outbox_pending(self, receiver: str | None = None, *, limit: int = 100) -> list[OutboxItem]:
@@ -562,13 +572,16 @@ class SqliteStateStore:
                 ).fetchall()
         return [self._item(r) for r in rows]
 
-    def outbox_attempted(self, id: int, error_reason: str) -> None:
+    def outbox_attempted(
+        self, id: int, error_reason: str, *, next_attempt_at: datetime | None = None
+    ) -> None:
         now_us = to_us(self._clock.now())
+        next_us = None if next_attempt_at is None else to_us(next_attempt_at, "next_attempt_at")
         with self._write("update the outbox") as conn:
             conn.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, last_attempt_us = ?"
-                " WHERE id = ? AND state = ?",
-                (error_reason, now_us, id, _PENDING),
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, last_attempt_us = ?,"
+                " next_attempt_us = ? WHERE id = ? AND state = ?",
+                (error_reason, now_us, next_us, id, _PENDING),
             )
 
     def outbox_done(self, id: int, at: datetime) -> None:
@@ -594,8 +607,8 @@ class SqliteStateStore:
         now_us = to_us(self._clock.now())
         with self._write("update the outbox") as conn:
             conn.execute(
-                "UPDATE outbox SET state = ?, last_error = ?, finished_us = ?"
-                " WHERE id = ? AND state = ?",
+                "UPDATE outbox SET state = ?, last_error = ?, finished_us = ?,"
+                " next_attempt_us = NULL WHERE id = ? AND state = ?",
                 (_DEAD, reason, now_us, id, _PENDING),
             )
 
@@ -619,8 +632,8 @@ class SqliteStateStore:
     def outbox_retry(self, id: int) -> bool:
         with self._write("update the outbox") as conn:
             cur = conn.execute(
-                "UPDATE outbox SET state = ?, attempts = 0, finished_us = NULL"
-                " WHERE id = ? AND state = ?",
+                "UPDATE outbox SET state = ?, attempts = 0, finished_us = NULL,"
+                " next_attempt_us = NULL WHERE id = ? AND state = ?",
                 (_PENDING, id, _DEAD),
             )
             return cur.rowcount > 0
