@@ -191,7 +191,7 @@ async def test_readyz_turns_ready_only_after_every_source_listed(tmp_path: Path)
         try:
             async with aiohttp.ClientSession() as http:
                 async with asyncio.timeout(10):
-                    while app.web is None:
+                    while app.web is None or not app.port:  # bound, not only built
                         await asyncio.sleep(0.01)
                 url = f"http://127.0.0.1:{app.port}"
                 async with http.get(f"{url}/readyz") as resp:
