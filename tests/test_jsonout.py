@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -23,6 +24,19 @@ def test_format_time_is_utc_with_z_and_millis_only_when_non_zero() -> None:
     assert format_time(datetime(2025, 1, 2, 14, 8, 2, 999, tzinfo=UTC)) == "2025-01-02T14:08:02Z"
     cest = timezone(timedelta(hours=2))
     assert format_time(datetime(2025, 1, 2, 16, 8, 2, tzinfo=cest)) == "2025-01-02T14:08:02Z"
+
+
+@pytest.mark.parametrize(
+    ("dt", "text"),
+    [
+        (datetime(999, 3, 4, 5, 6, 7, tzinfo=UTC), "0999-03-04T05:06:07Z"),
+        (datetime(999, 3, 4, 5, 6, 7, 250000, tzinfo=UTC), "0999-03-04T05:06:07.250Z"),
+        (datetime(2026, 8, 4, 14, 8, 2, tzinfo=UTC), "2026-08-04T14:08:02Z"),
+    ],
+)
+def test_format_time_pads_the_year_to_four_digits(dt: datetime, text: str) -> None:
+    # strftime("%Y") gives "999" on glibc: the recording format used it and drifted (issue 14).
+    assert format_time(dt) == text
 
 
 @given(st.datetimes(timezones=st.just(UTC)))

@@ -51,6 +51,7 @@ from canarywatch.logs import get_logger, set_level
 from canarywatch.low_traffic import LowTrafficChecker
 from canarywatch.metrics import STATE_HELD_KINDS, Metrics
 from canarywatch.model import (
+    SELF_NAMESPACE,
     TRANSITIONS,
     CanaryEvent,
     CanaryRef,
@@ -93,9 +94,6 @@ from canarywatch.state import (
 )
 from canarywatch.state.configmap import ConfigMapNotificationLog
 from canarywatch.web import Readiness, WebServer, build_app
-
-SELF_NAMESPACE = "canarywatch"
-"""The namespace of self-events' canary references (``canarywatch/cluster-prod``)."""
 
 
 @dataclass(slots=True)

@@ -22,14 +22,13 @@ from pathlib import Path
 from canarywatch import stdio
 from canarywatch.durations import parse_duration
 from canarywatch.errors import CanarywatchError, ConfigError
-
-EXIT_OK = 0
-EXIT_RUNTIME = 1
-EXIT_CONFIG = 2
-EXIT_INTERRUPTED = 130
-"""128 + SIGINT: what a shell reports for a command stopped with Ctrl-C."""
-EXIT_BROKEN_PIPE = 141
-"""128 + SIGPIPE: what a shell reports for ``yes | head``; nothing is printed."""
+from canarywatch.exitcodes import (
+    EXIT_BROKEN_PIPE,
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RUNTIME,
+)
 
 DEFAULT_CONFIG = Path("/etc/canarywatch/config.yaml")
 DEFAULT_URL = "http://127.0.0.1:9797"

@@ -25,6 +25,7 @@ from canarywatch.config import Check, Config, Loc, UncheckedSecret, load_config,
 from canarywatch.config.fields import LABEL_NAME
 from canarywatch.dispatch import Dispatcher
 from canarywatch.errors import CanarywatchError, ConfigError
+from canarywatch.exitcodes import EXIT_OK, EXIT_RUNTIME
 from canarywatch.explain import (
     DecisionRecorder,
     explanation,
@@ -40,9 +41,6 @@ from canarywatch.pipeline.route import group_labels
 from canarywatch.progress import Progress, format_elapsed
 from canarywatch.replay import replay
 from canarywatch.sinks import Sink, SinkLoadError, build_sink, discover_sinks
-
-EXIT_OK = 0
-EXIT_RUNTIME = 1
 
 
 class UsageError(CanarywatchError):

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 JSONValue: TypeAlias = Any
 """A value decoded from JSON at an I/O edge; narrowed into model types immediately."""
@@ -33,6 +33,11 @@ class SourceName(enum.StrEnum):
     FLAGGER_WEBHOOK = "flagger-webhook"
     SELF = "canarywatch"
     """Self-events canarywatch produces about its own inputs (metrics-source-down, ...)."""
+
+
+SELF_NAMESPACE: Final = "canarywatch"
+"""The namespace of a self-event's ``CanaryRef`` (``canarywatch/cluster-prod``): one place, so the
+self-events app.py and the Flagger-metrics source build cannot name different namespaces."""
 
 
 RECORDABLE_SOURCES: frozenset[SourceName] = frozenset(

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Final, TextIO, TypeAlias
 
 from canarywatch.errors import CanarywatchError
+from canarywatch.jsonout import format_time
 from canarywatch.model import RECORDABLE_SOURCES, Observation, SourceName
 
 
@@ -40,14 +41,6 @@ def parse_time(text: str) -> datetime:
     if value.tzinfo is None:
         raise ValueError(f"timestamp {text!r} has no timezone")
     return value.astimezone(UTC)
-
-
-def format_time(value: datetime) -> str:
-    """RFC 3339 in UTC with ``Z``; milliseconds only when they are not zero."""
-    value = value.astimezone(UTC)
-    if value.microsecond:
-        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def decode_line(line: str, *, where: str = "<recording>") -> Observation | None:

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import ClassVar, Protocol, TypeAlias
+from typing import ClassVar, Final, Protocol, TypeAlias
 
 import aiohttp
 import pydantic
@@ -36,12 +36,19 @@ from canarywatch.clock import SystemClock
 from canarywatch.errors import ConfigError, DeliveryError
 from canarywatch.identity import fingerprint
 from canarywatch.jsonout import dumps, event_to_json, format_time, notification_to_json
-from canarywatch.model import DeliveryReason, JSONValue, Notification
+from canarywatch.model import (
+    DeliveryReason,
+    JSONValue,
+    Notification,
+    NotificationStatus,
+    Transition,
+)
 from canarywatch.validation import describe, format_key_path, key_path
 
 __all__ = [
     "API_VERSION",
     "NAMESPACE",
+    "VERDICTS",
     "BoundLogger",
     "DeliveryError",
     "DeliveryReason",
@@ -63,11 +70,14 @@ __all__ = [
     "format_time",
     "idempotency_key",
     "inspect_abstract",
+    "is_verdict",
     "load_sink_class",
     "notification_to_json",
     "parse_retry_after",
     "redact_urls",
+    "reveal_secret",
     "validate_sink_options",
+    "weight_bar",
 ]
 
 NAMESPACE = "canarywatch.sinks"
@@ -256,6 +266,47 @@ def clean_text(text: str, *, max_len: int | None = None) -> str:
     if max_len is not None and len(cleaned) > max_len:
         cleaned = cleaned[: max(max_len - 1, 0)].rstrip() + "…"
     return cleaned
+
+
+def weight_bar(weight: int | None, *, cells: int = 10) -> str:
+    """``▰▰▰▱▱▱▱▱▱▱ 30%``: the canary's share of traffic at a glance, the one bar every view draws.
+
+    The weight is clamped to 0-100 and each cell stands for ``100 / cells`` percent; a cell that
+    is half filled or more counts as filled (round half up, never Python's round-half-even), so
+    with ten cells 25 % shows 3 cells, 5 % shows 1 and only 0 % shows none. An unknown weight
+    (``None``) is an empty bar with ``–``.
+    """
+    if weight is None:
+        return "▱" * cells + " –"
+    pct = max(0, min(100, weight))
+    filled = (pct * cells + 50) // 100
+    return "▰" * filled + "▱" * (cells - filled) + f" {pct}%"
+
+
+VERDICTS: Final = frozenset(
+    {Transition.PROMOTED, Transition.ROLLED_BACK, Transition.PROMOTION_FAILED}
+)
+"""The transitions that end a rollout with its outcome."""
+
+
+def is_verdict(n: Notification) -> bool:
+    """A firing notification carrying the rollout's outcome (a verdict transition)."""
+    return n.status is NotificationStatus.FIRING and any(e.transition in VERDICTS for e in n.events)
+
+
+def reveal_secret(value: object) -> object:
+    """A ``canarywatch.secrets.Secret`` to its plain text, anything else as given.
+
+    For an option model's ``mode="before"`` validator: config hands secrets over as ``Secret``
+    objects, tests as plain ``str``. Duck-typed on ``reveal()`` returning ``str``, so a plugin
+    never needs to import ``canarywatch.secrets``.
+    """
+    reveal = getattr(value, "reveal", None)
+    if callable(reveal):
+        revealed = reveal()
+        if isinstance(revealed, str):
+            return revealed
+    return value
 
 
 def redact_urls(text: str) -> str:

@@ -21,7 +21,6 @@ on stderr and exit status 1.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -33,17 +32,16 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, Final, TextIO
 
 import aiohttp
 from yarl import URL
 
-__all__ = ["TailError", "View", "main", "render_snapshot", "tail", "weight_bar"]
+from canarywatch.exitcodes import EXIT_OK, EXIT_RUNTIME
+from canarywatch.sinks import weight_bar
 
-DEFAULT_URL: Final = "http://127.0.0.1:9797"
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
+__all__ = ["TailError", "View", "render_snapshot", "tail", "weight_bar"]
+
 REQUEST_TIMEOUT_S: Final = 10.0
 ONCE_TRANSITIONS: Final = 10
 LOG_KEEP: Final = 200
@@ -97,15 +95,6 @@ class TailError(Exception):
 
 
 # -- formatting (pure) --------------------------------------------------------------------------
-
-
-def weight_bar(weight: int | None, *, cells: int = 10) -> str:
-    """``▰▰▰▱▱▱▱▱▱▱ 30%``; unknown weight is an empty bar with ``–``."""
-    if weight is None:
-        return "▱" * cells + " –"
-    weight = max(0, min(100, weight))
-    filled = round(weight * cells / 100)
-    return "▰" * filled + "▱" * (cells - filled) + f" {weight}%"
 
 
 def format_age(seconds: float | None) -> str:
@@ -612,7 +601,7 @@ async def tail(
                 await _once(http, base, origin, out, color, tty)
             except TailError as exc:
                 print(f"canarywatch tail: {exc}", file=err)
-                return EXIT_FAILED
+                return EXIT_RUNTIME
             return EXIT_OK
         return await _live(
             http, base, origin, out, err, tty=tty, color=color, interval_s=interval_s
@@ -646,7 +635,7 @@ async def _live(
                 if exc.fatal or not ever_connected:
                     screen.finish()
                     print(f"canarywatch tail: {exc}", file=err)
-                    return EXIT_FAILED
+                    return EXIT_RUNTIME
             except _StreamEnded:
                 pass
             if connected.is_set():
@@ -673,58 +662,3 @@ def _isatty(out: TextIO) -> bool:
         return out.isatty()
     except (AttributeError, ValueError):
         return False
-
-
-# -- command line -----------------------------------------------------------------------------
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="canarywatch tail",
-        description="Live view of a running canarywatch daemon: canaries and transitions.",
-    )
-    parser.add_argument(
-        "url", nargs="?", default=DEFAULT_URL, help=f"the daemon's address (default {DEFAULT_URL})"
-    )
-    parser.add_argument("--token-file", type=Path, help="file holding the API token")
-    parser.add_argument("--once", action="store_true", help="print a snapshot and exit")
-    parser.add_argument(
-        "--interval", type=float, default=1.0, help="redraw interval in seconds (default 1)"
-    )
-    parser.add_argument(
-        "--color",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="colour output (default: on a terminal, unless NO_COLOR is set)",
-    )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    token = None
-    if args.token_file is not None:
-        try:
-            token = args.token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            print(
-                f"canarywatch tail: cannot read {args.token_file}: {exc.strerror}", file=sys.stderr
-            )
-            return 2
-    try:
-        return asyncio.run(
-            tail(
-                args.url,
-                token=token,
-                once=args.once,
-                out=sys.stdout,
-                interval_s=max(args.interval, 0.1),
-                color=args.color,
-            )
-        )
-    except KeyboardInterrupt:
-        return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry
 from canarywatch.clock import SystemClock
 from canarywatch.config import SECRET_OPTION_KEY, Config
 from canarywatch.dispatch import Dispatcher
+from canarywatch.exitcodes import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME
 from canarywatch.logs import get_logger
 from canarywatch.metrics import Metrics
 from canarywatch.model import (
@@ -55,9 +56,6 @@ from canarywatch.sinks import (
 
 __all__ = ["RETRY_BUDGET_S", "sample_notification", "test_sink"]
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
 
 RETRY_BUDGET_S = 10.0
 """How long a test delivery is retried (the daemon's budget is minutes; a person is waiting)."""
@@ -183,7 +181,7 @@ def _print_rendered(
         payload = sink.render(n)
     except Exception as exc:  # noqa: BLE001 - reported as the outcome: a render bug
         print(f"{prefix}: failed: render raised {type(exc).__name__}", file=out)
-        return EXIT_FAILED
+        return EXIT_RUNTIME
     print(f"{prefix}: dry run, payload not sent:", file=out)
     print(_mask(format_payload(payload), secrets), file=out)
     return EXIT_OK
@@ -237,9 +235,9 @@ async def _send(
         async with asyncio.timeout(attempt_timeout_s):
             await sink.check()
     except DeliveryError as exc:
-        return f"failed: {_describe(exc)} (self-check)", EXIT_FAILED
+        return f"failed: {_describe(exc)} (self-check)", EXIT_RUNTIME
     except TimeoutError:
-        return f"failed: timeout (self-check took over {attempt_timeout_s:g} s)", EXIT_FAILED
+        return f"failed: timeout (self-check took over {attempt_timeout_s:g} s)", EXIT_RUNTIME
     observed = _Observed(sink, http=http)
     dispatcher = Dispatcher(
         {n.receiver: observed},
@@ -253,7 +251,7 @@ async def _send(
     )
     outcome = await dispatcher.deliver_now(n)
     return _report(outcome, observed.error, attempt_timeout_s), (
-        EXIT_OK if outcome.ok else EXIT_FAILED
+        EXIT_OK if outcome.ok else EXIT_RUNTIME
     )
 
 

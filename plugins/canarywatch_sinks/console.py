@@ -31,6 +31,7 @@ from canarywatch.sinks import (
     SinkMemory,
     clean_text,
     format_time,
+    weight_bar,
 )
 
 _RESET = "\x1b[0m"
@@ -46,7 +47,6 @@ _STATUS_STYLE: Mapping[NotificationStatus, str] = {
     NotificationStatus.RESOLVED: "\x1b[1;32m",
 }
 _SEVERITY_WIDTH = max(len(s.value) for s in Severity)
-_BAR_CELLS = 10
 _MESSAGE_MAX = 500
 
 
@@ -56,13 +56,6 @@ class ConsoleOptions(pydantic.BaseModel):
     stream: Literal["stdout", "stderr"] = "stdout"
     color: Literal["auto", "always", "never"] = "auto"
     """``auto``: colour when the stream is a terminal and ``NO_COLOR`` is not set."""
-
-
-def weight_bar(weight: int) -> str:
-    """``▰▰▰▱▱▱▱▱▱▱ 30%``: ten cells, one per 10 % (rounded), the weight clamped to 0–100."""
-    pct = min(max(weight, 0), 100)
-    filled = (pct + 5) // 10
-    return "▰" * filled + "▱" * (_BAR_CELLS - filled) + f" {pct}%"
 
 
 def _quote(text: str) -> str:

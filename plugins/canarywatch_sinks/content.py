@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pydantic
 
 from canarywatch.model import CanaryEvent, Notification, NotificationStatus, Severity, Transition
-from canarywatch.sinks import clean_text, format_time
+from canarywatch.sinks import clean_text, format_time, reveal_secret, weight_bar
 
 TITLES: Mapping[Transition, str] = {
     Transition.INITIALIZED: "Canary initialized",
@@ -96,13 +96,6 @@ class EventContent:
     time: str
     """RFC 3339 of when canarywatch observed it."""
     event: CanaryEvent
-
-
-def weight_bar(weight: int, *, cells: int = 10) -> str:
-    """``▰▰▰▱▱▱▱▱▱▱ 30%``: the canary's share of traffic at a glance."""
-    weight = max(0, min(100, weight))
-    filled = round(weight * cells / 100)
-    return "▰" * filled + "▱" * (cells - filled) + f" {weight}%"
 
 
 def render_link(template: str, event: CanaryEvent) -> str:
@@ -195,17 +188,7 @@ def truncate(text: str, limit: int, *, ellipsis: str = "…") -> str:
     return text[: max(0, limit - len(ellipsis))] + ellipsis
 
 
-def _unwrap_secret(value: object) -> object:
-    """Accept a ``canarywatch.secrets.Secret`` (duck-typed on ``reveal()``) or plain text."""
-    reveal = getattr(value, "reveal", None)
-    if callable(reveal):
-        revealed = reveal()
-        if isinstance(revealed, str):
-            return revealed
-    return value
-
-
-SecretOption = Annotated[pydantic.SecretStr, pydantic.BeforeValidator(_unwrap_secret)]
+SecretOption = Annotated[pydantic.SecretStr, pydantic.BeforeValidator(reveal_secret)]
 """An option holding a secret (URL with ``sig=``, token, password, HMAC key).
 
 Config hands secrets over as ``Secret`` objects, tests as plain ``str``; both become a

@@ -47,7 +47,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pydantic
 
-from canarywatch.model import JSONValue, Notification, NotificationStatus, Severity, Transition
+from canarywatch.model import JSONValue, Notification, NotificationStatus, Severity
 from canarywatch.sinks import (
     BoundLogger,
     DeliveryError,
@@ -57,7 +57,9 @@ from canarywatch.sinks import (
     SinkMemory,
     classify_exception,
     classify_http,
+    is_verdict,
     parse_retry_after,
+    reveal_secret,
 )
 from canarywatch_sinks.content import (
     EventContent,
@@ -88,9 +90,6 @@ COLOURS: Final[Mapping[Severity, int]] = {
     Severity.CRITICAL: 0xE74C3C,
 }
 RESOLVED_COLOUR: Final = 0x2ECC71
-VERDICTS: Final = frozenset(
-    {Transition.PROMOTED, Transition.ROLLED_BACK, Transition.PROMOTION_FAILED}
-)
 INLINE_FIELDS: Final = frozenset({"Rollout", "Phase", "Weight", "Failed checks", "Cluster", "Gate"})
 
 UNKNOWN_WEBHOOK: Final = 10015
@@ -99,12 +98,6 @@ UNKNOWN_MESSAGE: Final = 10008
 _WEBHOOK_PATH: Final = re.compile(r"/api(?:/v\d+)?/webhooks/(\d{1,32})/([A-Za-z0-9_.-]{1,200})/?")
 _LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 _FORBIDDEN_NAMES: Final = ("discord", "clyde")
-
-
-def _reveal(value: object) -> object:
-    """``Secret`` (duck-typed: anything with ``reveal()``) to its plain value, else as given."""
-    reveal = getattr(value, "reveal", None)
-    return reveal() if callable(reveal) else value
 
 
 class DiscordOptions(pydantic.BaseModel):
@@ -121,7 +114,7 @@ class DiscordOptions(pydantic.BaseModel):
     @pydantic.field_validator("webhook_url", mode="before")
     @classmethod
     def _reveal_secret(cls, value: object) -> object:
-        return _reveal(value)
+        return reveal_secret(value)
 
     @pydantic.field_validator("webhook_url")
     @classmethod
@@ -231,10 +224,6 @@ def render_message(
     if username is not None:
         body["username"] = username
     return body
-
-
-def is_verdict(n: Notification) -> bool:
-    return n.status is NotificationStatus.FIRING and any(e.transition in VERDICTS for e in n.events)
 
 
 # --- the sink ------------------------------------------------------------------------------------

@@ -64,7 +64,10 @@ from canarywatch.sinks import (
     classify_http,
     clean_text,
     format_time,
+    is_verdict,
     parse_retry_after,
+    reveal_secret,
+    weight_bar,
 )
 from canarywatch_sinks.content import (
     TITLES,
@@ -74,7 +77,6 @@ from canarywatch_sinks.content import (
     headline,
     render_link,
     rollout_key,
-    weight_bar,
     worst_severity,
 )
 from canarywatch_sinks.escaping import slack_escape, slack_text, slack_url, utf16_len
@@ -99,9 +101,6 @@ COLOURS: Final[Mapping[Severity, str]] = {
     Severity.WARNING: "warning",
     Severity.CRITICAL: "danger",
 }
-VERDICTS: Final = frozenset(
-    {Transition.PROMOTED, Transition.ROLLED_BACK, Transition.PROMOTION_FAILED}
-)
 
 # --- error codes (reference/sinks.md §1.2, §1.4, §5) -----------------------------------------
 PAYLOAD_ERRORS: Final = frozenset(
@@ -181,12 +180,6 @@ _MENTION: Final = re.compile(
 _LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
-def _reveal(value: object) -> object:
-    """``Secret`` (duck-typed: anything with ``reveal()``) to its plain value, else as given."""
-    reveal = getattr(value, "reveal", None)
-    return reveal() if callable(reveal) else value
-
-
 def _check_endpoint(url: str, what: str) -> None:
     """https, or http only on loopback (the test fakes). Messages never repeat the value."""
     try:
@@ -222,7 +215,7 @@ class SlackOptions(pydantic.BaseModel):
     @pydantic.field_validator("webhook_url", "token", mode="before")
     @classmethod
     def _reveal_secret(cls, value: object) -> object:
-        return _reveal(value)
+        return reveal_secret(value)
 
     @pydantic.field_validator("webhook_url")
     @classmethod
@@ -340,11 +333,6 @@ def render_message(
         detail.append({"type": "context", "elements": [_mrkdwn("no events")]})
     colour = COLOURS[Severity.INFO] if resolved else COLOURS[severity]
     return {"text": text, "blocks": blocks, "attachments": [{"color": colour, "blocks": detail}]}
-
-
-def is_verdict(n: Notification) -> bool:
-    """A firing notification carrying the rollout's outcome."""
-    return n.status is NotificationStatus.FIRING and any(e.transition in VERDICTS for e in n.events)
 
 
 def threadable_key(n: Notification) -> str:

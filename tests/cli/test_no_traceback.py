@@ -42,7 +42,8 @@ from tests.cli import (
 )
 
 from canarywatch import cli
-from canarywatch.cli import EXIT_BROKEN_PIPE, EXIT_CONFIG, EXIT_RUNTIME, build_parser
+from canarywatch.cli import build_parser
+from canarywatch.exitcodes import EXIT_BROKEN_PIPE, EXIT_CONFIG, EXIT_RUNTIME
 
 LONG_RUNNING_S = 5.0
 """A command still running after this long (``run``, a live view) gets SIGTERM."""

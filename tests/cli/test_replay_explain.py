@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from canarywatch import policy, recording
-from canarywatch.cli import EXIT_CONFIG, main
+from canarywatch.cli import main
+from canarywatch.exitcodes import EXIT_CONFIG
 from canarywatch.explain import DecisionRecorder, explanation, render_explanation
 from canarywatch.replay import replay
 

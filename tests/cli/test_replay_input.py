@@ -11,7 +11,8 @@ import pytest
 from tests.cli import CLI, ENV
 
 from canarywatch import recording
-from canarywatch.cli import EXIT_CONFIG, main
+from canarywatch.cli import main
+from canarywatch.exitcodes import EXIT_CONFIG
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDINGS = ROOT / "tests" / "recordings"

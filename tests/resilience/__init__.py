@@ -19,9 +19,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from canarywatch.app import SELF_NAMESPACE, App
+from canarywatch.app import App
 from canarywatch.clock import Clock
 from canarywatch.config import Config, parse_config
+from canarywatch.model import SELF_NAMESPACE
 from canarywatch.simulator.scenarios import SCENARIOS, Pace
 from canarywatch.state import StateStore
 

@@ -56,7 +56,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from canarywatch.app import SELF_NAMESPACE
+from canarywatch.model import SELF_NAMESPACE
 from canarywatch.simulator import FaultPlan, SimulatedApiServer, Store
 from canarywatch.simulator.flagger import FINALISING, FlaggerSimulator, SimulatedCanary
 from canarywatch.simulator.scenarios import SCENARIOS, Pace

@@ -41,8 +41,7 @@ from tests.resilience import daemon_config, running_daemon
 from tests.sources.test_kube_events_source import plain_event, running, until
 from tests.sources.test_watch import capturing
 
-from canarywatch.app import SELF_NAMESPACE
-from canarywatch.model import Observation
+from canarywatch.model import SELF_NAMESPACE, Observation
 from canarywatch.simulator import SimulatedApiServer, Store, StreamAction
 from canarywatch.sources.canaries import CanariesSource
 from canarywatch.sources.kube_events import KubeEventsSource

@@ -33,9 +33,10 @@ from tests.resilience import (
     wait_for_count,
 )
 
-from canarywatch.app import SELF_NAMESPACE, App
+from canarywatch.app import App
 from canarywatch.clock import SystemClock
 from canarywatch.config import Config, parse_config
+from canarywatch.model import SELF_NAMESPACE
 from canarywatch.simulator import SimulatedApiServer, Store
 from canarywatch.simulator.flagger import FlaggerSimulator
 from canarywatch.simulator.scenarios import SCENARIOS, realtime_pace

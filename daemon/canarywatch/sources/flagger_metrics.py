@@ -36,6 +36,7 @@ from canarywatch.clock import Clock
 from canarywatch.errors import ConfigError
 from canarywatch.logs import strip_urls
 from canarywatch.model import (
+    SELF_NAMESPACE,
     TRANSITIONS,
     CanaryEvent,
     CanaryRef,
@@ -57,8 +58,6 @@ from canarywatch.sources.prom_query import (
     render_exposition,
 )
 
-SELF_NAMESPACE: Final = "canarywatch"
-"""The namespace of the ``CanaryRef`` a self-event is about (its name is the target's)."""
 _FLAGGER_SAMPLE: Final = re.compile(r"^flagger_", re.MULTILINE)
 
 
