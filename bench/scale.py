@@ -31,11 +31,11 @@ from typing import Any
 import aiohttp
 
 from bench.latency import bench_config, running, sink_server
-from canarywatch import policy
 from canarywatch.app import App
 from canarywatch.clock import SystemClock, VirtualClock
 from canarywatch.identity import fingerprint
 from canarywatch.model import CanaryRef, Observation, SourceName
+from canarywatch.pipeline import policy
 from canarywatch.pipeline.correlate import Correlator
 from canarywatch.simulator import SimulatedApiServer, Store
 from canarywatch.simulator.store import format_time

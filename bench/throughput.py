@@ -13,9 +13,10 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-from canarywatch import policy, recording
+from canarywatch.formats import recording
 from canarywatch.model import Observation, SourceName
-from canarywatch.replay import replay
+from canarywatch.pipeline import policy
+from canarywatch.pipeline.replay import replay
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_PER_S = 20_000

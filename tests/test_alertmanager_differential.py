@@ -42,11 +42,11 @@ from tests.helpers.alertmanager import RunningAlertmanager, run_alertmanager
 from tests.helpers.amtool import AlertmanagerOracle
 from tests.helpers.http_server import local_server
 
-from canarywatch import policy
 from canarywatch.config import parse_config
 from canarywatch.errors import ConfigError
-from canarywatch.matchers import MatchOp, escape_value, format_label_set, parse_matcher
+from canarywatch.labels.matchers import MatchOp, escape_value, format_label_set, parse_matcher
 from canarywatch.model import TRANSITIONS, CanaryEvent, Condition, SourceName, Transition
+from canarywatch.pipeline import policy
 from canarywatch.pipeline.group import Grouper
 from canarywatch.pipeline.route import DEFAULT_GROUP_BY
 from canarywatch.pipeline.silence import Silencer

@@ -12,8 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.helpers.binaries import require_binary
 
-from canarywatch import policy
-from canarywatch.canary_metrics import CanaryStateMetrics, inferred_phase
+from canarywatch.formats.recording import in_time_order, read
 from canarywatch.model import (
     CanaryEvent,
     CanaryRef,
@@ -22,7 +21,8 @@ from canarywatch.model import (
     SourceName,
     Transition,
 )
-from canarywatch.recording import in_time_order, read
+from canarywatch.pipeline import policy
+from canarywatch.views.canary_metrics import CanaryStateMetrics, inferred_phase
 
 RECORDINGS = Path(__file__).parent / "recordings"
 T0 = datetime(2026, 8, 4, 12, 0, tzinfo=UTC)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from canarywatch.cli import build_parser, main
+from canarywatch.cli.entry import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDINGS = Path(__file__).parent / "recordings"

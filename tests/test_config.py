@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from canarywatch import policy
 from canarywatch.config import (
     Config,
     ConfigError,
@@ -26,9 +25,10 @@ from canarywatch.config import (
     walk_route,
 )
 from canarywatch.errors import ConfigError as BaseConfigError
-from canarywatch.matchers import parse_matchers
+from canarywatch.labels.matchers import parse_matchers
+from canarywatch.labels.timeintervals import TimeInterval, any_contains
+from canarywatch.pipeline import policy
 from canarywatch.secrets import Secret
-from canarywatch.timeintervals import TimeInterval, any_contains
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "canarywatch.example.yaml"
@@ -569,7 +569,7 @@ def test_time_intervals_are_parsed_into_the_one_implementation() -> None:
     ],
 )
 def test_time_interval_validation(interval: str, path: str, fragment: str) -> None:
-    """canarywatch.timeintervals judges; the loader adds where the interval sits, and its line."""
+    """canarywatch.labels.timeintervals judges; the loader adds where the interval sits, and its line."""
     error = error_of(f"time_intervals:\n- name: t\n  time_intervals: [{interval}]")
     assert error.path == f"time_intervals[0].time_intervals[0].{path}"
     assert error.line == 3

@@ -17,15 +17,14 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 from tests.helpers.small_disk import small_disk
 
-from canarywatch.clock import VirtualClock
-from canarywatch.config import Silence as SilenceConfig
-from canarywatch.control_api import MAX_CONTROL_BODY_BYTES, control_routes
-from canarywatch.control_client import (
+from canarywatch.cli.control_client import (
     ControlClient,
     ControlError,
     format_outbox,
     format_silences,
 )
+from canarywatch.clock import VirtualClock
+from canarywatch.config import Silence as SilenceConfig
 from canarywatch.errors import CanarywatchError
 from canarywatch.pipeline.silence import Silencer, config_silence_id
 from canarywatch.secrets import Secret
@@ -37,7 +36,8 @@ from canarywatch.state import (
     StateStore,
 )
 from canarywatch.testing import T0, make_event, make_notification
-from canarywatch.web import Readiness, WebServer, build_app
+from canarywatch.web.control import MAX_CONTROL_BODY_BYTES, control_routes
+from canarywatch.web.server import Readiness, WebServer, build_app
 
 TOKEN = "s3cret-control-token"
 CONFIG_SILENCE = SilenceConfig(
@@ -615,9 +615,9 @@ def test_client_refuses_an_address_that_is_not_http(base_url: str) -> None:
 
 
 async def test_explain_serves_a_canarys_trails_under_the_token(clock: VirtualClock) -> None:
-    from canarywatch.control_api import explain_routes
-    from canarywatch.explain import DecisionRecorder, SilencedBy, render_explanation
     from canarywatch.model import Transition
+    from canarywatch.views.explain import DecisionRecorder, SilencedBy, render_explanation
+    from canarywatch.web.control import explain_routes
 
     recorder = DecisionRecorder()
     halted = make_event(Transition.HALTED, rollout="1", episode=1)

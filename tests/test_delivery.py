@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from canarywatch.clock import VirtualClock
-from canarywatch.delivery import DurableDelivery
-from canarywatch.dispatch import Dispatcher
+from canarywatch.delivery.dispatch import Dispatcher
+from canarywatch.delivery.outbox import DurableDelivery
 from canarywatch.identity import fingerprint
 from canarywatch.metrics import Metrics
 from canarywatch.model import DeliveryReason, Notification, NotificationStatus, Transition
@@ -308,7 +308,7 @@ async def test_a_retry_streak_shows_in_the_outbox_while_it_goes_on() -> None:
 async def test_delivery_outcomes_are_recorded_in_the_decision_trail() -> None:
     """Issue 15: delivered when, dead-lettered why (and which outbox item), not sent again
     because the notification log has it: each in the transition's trail."""
-    from canarywatch.explain import DecisionRecorder
+    from canarywatch.views.explain import DecisionRecorder
 
     clock = VirtualClock(T0)
     store = MemoryStateStore(clock=clock)

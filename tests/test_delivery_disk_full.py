@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry
 from tests.helpers.small_disk import KINDS, SmallDisk, small_disk
 
 from canarywatch.clock import SystemClock
-from canarywatch.delivery import DurableDelivery
-from canarywatch.dispatch import Dispatcher
+from canarywatch.delivery.dispatch import Dispatcher
+from canarywatch.delivery.outbox import DurableDelivery
 from canarywatch.identity import fingerprint
 from canarywatch.metrics import Metrics
 from canarywatch.model import Notification, NotificationStatus, Transition

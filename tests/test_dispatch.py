@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from canarywatch.clock import VirtualClock
-from canarywatch.dispatch import Dispatcher
+from canarywatch.delivery.dispatch import Dispatcher
 from canarywatch.metrics import Metrics
 from canarywatch.model import DeliveryOutcome, DeliveryReason, Notification
 from canarywatch.sinks import DeliveryError, Payload, Sink

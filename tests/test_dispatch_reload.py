@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from canarywatch.clock import VirtualClock
-from canarywatch.dispatch import Dispatcher
+from canarywatch.delivery.dispatch import Dispatcher
 from canarywatch.metrics import Metrics
 from canarywatch.sinks import Sink
 from canarywatch.testing import T0, RecordingSink, make_event, make_notification

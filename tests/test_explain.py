@@ -8,15 +8,6 @@ from typing import Any
 
 import pytest
 
-from canarywatch.explain import (
-    DecisionRecorder,
-    InhibitedBy,
-    SilencedBy,
-    Target,
-    explanation,
-    render_explanation,
-    transition_filter,
-)
 from canarywatch.identity import fingerprint
 from canarywatch.model import (
     CanaryEvent,
@@ -27,6 +18,15 @@ from canarywatch.model import (
     Transition,
 )
 from canarywatch.testing import T0, make_event, make_notification
+from canarywatch.views.explain import (
+    DecisionRecorder,
+    InhibitedBy,
+    SilencedBy,
+    Target,
+    explanation,
+    render_explanation,
+    transition_filter,
+)
 
 EVENTS, CANARIES = SourceName.KUBERNETES_EVENTS, SourceName.CANARIES
 

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from tests.helpers.amtool import AlertmanagerOracle
 
-from canarywatch import policy
 from canarywatch.config import ConfigError, parse_config
-from canarywatch.goregexp import compile_matcher_regexp
-from canarywatch.matchers import escape_value
+from canarywatch.labels.goregexp import compile_matcher_regexp
+from canarywatch.labels.matchers import escape_value
+from canarywatch.pipeline import policy
 
 ACCEPTED: list[tuple[str, dict[str, bool]]] = [
     # Perl classes are ASCII in Go: \w, \d, \s, \b know nothing of "ë", "٣" or NBSP.

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from canarywatch.jsonout import dumps, event_to_json, format_time, notification_to_json
+from canarywatch.formats.jsonout import dumps, event_to_json, format_time, notification_to_json
 from canarywatch.model import NotificationStatus, Phase, SourceName, Transition
 from canarywatch.testing import T0, make_event, make_notification
 

@@ -17,15 +17,7 @@ import pytest
 import structlog
 from prometheus_client import CollectorRegistry
 
-from canarywatch import policy
 from canarywatch.clock import VirtualClock
-from canarywatch.live import (
-    CANARIES_PATH,
-    STREAM_PATH,
-    TRANSITIONS_PATH,
-    LiveState,
-    live_routes,
-)
 from canarywatch.model import (
     TRANSITIONS,
     CanaryEvent,
@@ -36,12 +28,20 @@ from canarywatch.model import (
     SourceName,
     Transition,
 )
+from canarywatch.pipeline import policy
 from canarywatch.pipeline.core import Pipeline
 from canarywatch.secrets import Secret
 from canarywatch.simulator.flagger import FlaggerSimulator
 from canarywatch.simulator.scenarios import SCENARIOS, Pace, virtual_pace
 from canarywatch.simulator.store import Change, Store
-from canarywatch.web import Readiness, WebServer, build_app
+from canarywatch.views.live import (
+    CANARIES_PATH,
+    STREAM_PATH,
+    TRANSITIONS_PATH,
+    LiveState,
+    live_routes,
+)
+from canarywatch.web.server import Readiness, WebServer, build_app
 
 START = datetime(2026, 8, 4, 9, 0, tzinfo=UTC)
 TOKEN = "live-api-token"

@@ -21,14 +21,14 @@ from tests.helpers.prometheus import run_prometheus
 from canarywatch.clock import Clock, SystemClock, VirtualClock
 from canarywatch.config.low_traffic_models import MESH_QUERIES, LowTrafficSettings
 from canarywatch.logs import get_logger
-from canarywatch.low_traffic import (
+from canarywatch.model import CanaryEvent, CanaryRef, Severity, SourceName, Transition
+from canarywatch.sources.low_traffic import (
     CheckOutcome,
     LowTrafficChecker,
     PendingCheck,
     render_query,
     window_seconds,
 )
-from canarywatch.model import CanaryEvent, CanaryRef, Severity, SourceName, Transition
 
 T0 = datetime(2026, 8, 4, 10, 31, 2, tzinfo=UTC)
 PODINFO = CanaryRef("test", "podinfo", "prod")

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.helpers.amtool import AlertmanagerOracle
 
-from canarywatch.matchers import (
+from canarywatch.labels.matchers import (
     Matcher,
     MatchOp,
     format_label_set,

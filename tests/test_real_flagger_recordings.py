@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from canarywatch import policy, recording
 from canarywatch.config import parse_config
-from canarywatch.replay import replay
+from canarywatch.formats import recording
+from canarywatch.pipeline import policy
+from canarywatch.pipeline.replay import replay
 
 RECORDINGS = Path(__file__).parent / "recordings"
 VERSIONS = sorted(p.name for p in RECORDINGS.glob("flagger-v*") if p.is_dir())

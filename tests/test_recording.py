@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from canarywatch.jsonout import format_time
+from canarywatch.formats.jsonout import format_time
+from canarywatch.formats.recording import decode_line, encode
 from canarywatch.model import Observation, SourceName
-from canarywatch.recording import decode_line, encode
 
 
 @pytest.mark.parametrize(

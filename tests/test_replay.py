@@ -9,9 +9,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from canarywatch import policy, recording
+from canarywatch.formats import recording
 from canarywatch.model import Notification, NotificationStatus, Observation, SourceName
-from canarywatch.replay import replay
+from canarywatch.pipeline import policy
+from canarywatch.pipeline.replay import replay
 
 RECORDINGS = Path(__file__).parent / "recordings"
 

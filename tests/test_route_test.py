@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from tests.helpers.amtool import AlertmanagerOracle
 
-from canarywatch import commands
+from canarywatch.cli import commands
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ("namespace", "severity", "transition", "team")

@@ -34,7 +34,6 @@ from tests.helpers.http_server import local_server
 from canarywatch.app import App
 from canarywatch.clock import SystemClock
 from canarywatch.config import ConfigError, parse_config
-from canarywatch.control_api import MAX_CONTROL_BODY_BYTES
 from canarywatch.logs import configure_logging
 from canarywatch.model import DeliveryReason
 from canarywatch.simulator import SimulatedApiServer, Store
@@ -44,7 +43,8 @@ from canarywatch.simulator.scenarios import SCENARIOS, realtime_pace
 from canarywatch.sinks import DeliveryError, build_sink
 from canarywatch.sources.prom_query import TLSOptions
 from canarywatch.testing import make_notification
-from canarywatch.web import MAX_BODY_BYTES
+from canarywatch.web.control import MAX_CONTROL_BODY_BYTES
+from canarywatch.web.server import MAX_BODY_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRETS = {

@@ -28,12 +28,12 @@ import pytest
 import structlog
 from tests.test_live import play_into, serve_live
 
-from canarywatch.cli import main
+from canarywatch.cli.entry import main
+from canarywatch.cli.exitcodes import EXIT_INTERRUPTED
+from canarywatch.cli.tail import format_age, render_transition, tail, weight_bar
 from canarywatch.clock import VirtualClock
-from canarywatch.exitcodes import EXIT_INTERRUPTED
-from canarywatch.live import LiveState
 from canarywatch.model import CanaryRef
-from canarywatch.tail import format_age, render_transition, tail, weight_bar
+from canarywatch.views.live import LiveState
 
 START = datetime(2026, 8, 4, 9, 0, tzinfo=UTC)
 ESC = "\x1b"
@@ -290,8 +290,8 @@ async def test_live_follows_a_daemon_restart() -> None:
 async def serve_on(state: LiveState, clock: VirtualClock, port: int) -> AsyncIterator[None]:
     from prometheus_client import CollectorRegistry
 
-    from canarywatch.live import live_routes
-    from canarywatch.web import Readiness, WebServer, build_app
+    from canarywatch.views.live import live_routes
+    from canarywatch.web.server import Readiness, WebServer, build_app
 
     app = build_app(
         registry=CollectorRegistry(),
@@ -362,7 +362,7 @@ async def test_on_a_terminal_the_table_is_redrawn_in_place_and_the_log_scrolls()
             os.close(master)
     text = screen.decode("utf-8", errors="replace")
     # ``canarywatch tail`` is the one entry point: Ctrl-C is 130, as tests/cli/test_signals.py
-    # pins (the old ``python -m canarywatch.tail`` said 0).
+    # pins (the old ``python -m canarywatch.cli.tail`` said 0).
     assert code == EXIT_INTERRUPTED
     assert text.startswith("\x1b[?25l")  # cursor hidden while drawing...
     assert "\x1b[?25h" in text  # ...and given back on exit
@@ -406,12 +406,12 @@ silences:
 async def test_a_suppressed_transition_is_marked_with_its_reason() -> None:
     from datetime import timedelta
 
-    from canarywatch import policy
     from canarywatch.config import parse_config
-    from canarywatch.explain import DecisionRecorder
     from canarywatch.model import Transition
+    from canarywatch.pipeline import policy
     from canarywatch.pipeline.silence import Silencer, config_silence_id
     from canarywatch.testing import make_event
+    from canarywatch.views.explain import DecisionRecorder
 
     config = parse_config(SILENCED_HALTS)
     recorder = DecisionRecorder()

@@ -13,7 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 from tests.fakes.webhook_receiver import WebhookReceiver, run_webhook_receiver
 
-from canarywatch import testsink
+from canarywatch.cli import testsink
 from canarywatch.config import Config, load_config
 from canarywatch.model import Transition
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from canarywatch.timeintervals import (
+from canarywatch.labels.timeintervals import (
     InclusiveRange,
     TimeInterval,
     TimeIntervalError,

@@ -2,6 +2,6 @@
 
 import sys
 
-from canarywatch.cli import main
+from canarywatch.cli.entry import main
 
 sys.exit(main())

@@ -36,19 +36,13 @@ from kubernetes_asyncio import client as kube_client
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
-from canarywatch import policy
-from canarywatch.canary_metrics import CanaryStateMetrics
 from canarywatch.clock import Clock, SystemClock
 from canarywatch.config import Config, load_config
 from canarywatch.config.daemon_models import ClusterSettings
-from canarywatch.control_api import control_routes, explain_routes
-from canarywatch.delivery import DurableDelivery
-from canarywatch.dispatch import Dispatcher, describe_failure
+from canarywatch.delivery.dispatch import Dispatcher, describe_failure
+from canarywatch.delivery.outbox import DurableDelivery
 from canarywatch.errors import CanarywatchError, ConfigError, DeliveryError
-from canarywatch.explain import DecisionRecorder
-from canarywatch.live import LiveState, live_routes
 from canarywatch.logs import get_logger, set_level
-from canarywatch.low_traffic import LowTrafficChecker
 from canarywatch.metrics import STATE_HELD_KINDS, Metrics
 from canarywatch.model import (
     SELF_NAMESPACE,
@@ -60,6 +54,7 @@ from canarywatch.model import (
     Transition,
 )
 from canarywatch.normalise import Normaliser
+from canarywatch.pipeline import policy
 from canarywatch.pipeline.correlate import Correlator
 from canarywatch.pipeline.runner import Runner
 from canarywatch.pipeline.silence import Silencer
@@ -82,6 +77,7 @@ from canarywatch.sources.flagger_webhook import (
 from canarywatch.sources.kube_events import KubeEventsSource
 from canarywatch.sources.kubeconfig import ClusterAccess, build_configuration
 from canarywatch.sources.leader import LeaderElector
+from canarywatch.sources.low_traffic import LowTrafficChecker
 from canarywatch.sources.prom_query import BasicAuth, BearerAuth, TLSOptions
 from canarywatch.sources.watch import OnReachability, WatchSettings
 from canarywatch.state import (
@@ -93,7 +89,11 @@ from canarywatch.state import (
     StateUnwritable,
 )
 from canarywatch.state.configmap import ConfigMapNotificationLog
-from canarywatch.web import Readiness, WebServer, build_app
+from canarywatch.views.canary_metrics import CanaryStateMetrics
+from canarywatch.views.explain import DecisionRecorder
+from canarywatch.views.live import LiveState, live_routes
+from canarywatch.web.control import control_routes, explain_routes
+from canarywatch.web.server import Readiness, WebServer, build_app
 
 
 @dataclass(slots=True)

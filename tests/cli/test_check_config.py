@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from tests.cli import CLI, ENV, assert_clean, run_cli
 
-from canarywatch.cli import main
-from canarywatch.exitcodes import EXIT_CONFIG
+from canarywatch.cli.entry import main
+from canarywatch.cli.exitcodes import EXIT_CONFIG
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "config" / "kubernetes").glob("*/config.yaml"))

@@ -11,8 +11,8 @@ import pytest
 from tests.cli import CLI, ENV
 from tests.helpers.binaries import require_binary
 
-from canarywatch.cli import build_parser, main
-from canarywatch.completion import bash_script
+from canarywatch.cli.completion import bash_script
+from canarywatch.cli.entry import build_parser, main
 
 BASH = shutil.which("bash")
 

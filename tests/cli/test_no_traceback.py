@@ -1,7 +1,7 @@
 """No Python traceback reaches a user: every subcommand, as a real process, when things go wrong.
 
 The subcommands, their options and the options' types come from the parser itself
-(``canarywatch.cli.build_parser``), so a command added later is covered without touching this
+(``canarywatch.cli.entry.build_parser``), so a command added later is covered without touching this
 file. Each is run with:
 
 - bad arguments (an unknown option; a value its type refuses): exit 2 with argparse's usage;
@@ -41,9 +41,9 @@ from tests.cli import (
     run_cli,
 )
 
-from canarywatch import cli
-from canarywatch.cli import build_parser
-from canarywatch.exitcodes import EXIT_BROKEN_PIPE, EXIT_CONFIG, EXIT_RUNTIME
+from canarywatch.cli import entry as cli
+from canarywatch.cli.entry import build_parser
+from canarywatch.cli.exitcodes import EXIT_BROKEN_PIPE, EXIT_CONFIG, EXIT_RUNTIME
 
 LONG_RUNNING_S = 5.0
 """A command still running after this long (``run``, a live view) gets SIGTERM."""

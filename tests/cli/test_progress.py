@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.cli import CLI, ENV, daemon_config
 
-from canarywatch.progress import Progress, format_elapsed
+from canarywatch.cli.progress import Progress, format_elapsed
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = ROOT / "tests" / "recordings" / "day.jsonl"

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from canarywatch import policy, recording
-from canarywatch.cli import main
-from canarywatch.exitcodes import EXIT_CONFIG
-from canarywatch.explain import DecisionRecorder, explanation, render_explanation
-from canarywatch.replay import replay
+from canarywatch.cli.entry import main
+from canarywatch.cli.exitcodes import EXIT_CONFIG
+from canarywatch.formats import recording
+from canarywatch.pipeline import policy
+from canarywatch.pipeline.replay import replay
+from canarywatch.views.explain import DecisionRecorder, explanation, render_explanation
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "recordings"
 MULTISOURCE = RECORDINGS / "rollback-multisource.jsonl"

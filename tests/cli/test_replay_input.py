@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from tests.cli import CLI, ENV
 
-from canarywatch import recording
-from canarywatch.cli import main
-from canarywatch.exitcodes import EXIT_CONFIG
+from canarywatch.cli.entry import main
+from canarywatch.cli.exitcodes import EXIT_CONFIG
+from canarywatch.formats import recording
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDINGS = ROOT / "tests" / "recordings"

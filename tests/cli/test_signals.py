@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from tests.cli import Daemon, Done, Started, assert_clean, daemon_config
 
-from canarywatch.exitcodes import EXIT_INTERRUPTED, EXIT_OK
+from canarywatch.cli.exitcodes import EXIT_INTERRUPTED, EXIT_OK
 
 
 def _one_line(done: Done, *, after_header: bool = False) -> str:

@@ -356,9 +356,10 @@ async def test_an_unreachable_cluster_is_one_self_event_and_blocks_no_other(
 
 
 async def test_record_then_replay_gives_what_the_daemon_sent(tmp_path: Path) -> None:
-    from canarywatch import policy, recording
-    from canarywatch.record import record
-    from canarywatch.replay import replay
+    from canarywatch.cli.record import record
+    from canarywatch.formats import recording
+    from canarywatch.pipeline import policy
+    from canarywatch.pipeline.replay import replay
 
     rec = tmp_path / "bug.jsonl"
     async with simulated_cluster() as cluster:

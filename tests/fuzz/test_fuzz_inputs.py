@@ -24,7 +24,7 @@ from canarywatch.config import ConfigError, parse_config
 from canarywatch.model import Observation, Outcome, SourceName
 from canarywatch.normalise.flagger_metrics import FlaggerMetricsNormaliser
 from canarywatch.normalise.messages import classify
-from canarywatch.policy import build_pipeline
+from canarywatch.pipeline.policy import build_pipeline
 
 # The watch loop's line framing is a private helper of ``sources.watch`` (it reads any object
 # with ``readany()``); there is no public pure function for it, so it is imported directly.

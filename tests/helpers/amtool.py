@@ -19,7 +19,7 @@ from typing import Any
 
 from tests.helpers.binaries import require_binary
 
-from canarywatch.matchers import escape_value
+from canarywatch.labels.matchers import escape_value
 
 _TIMEOUT_S = 30.0
 

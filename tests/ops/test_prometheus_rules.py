@@ -28,7 +28,7 @@ CANARY_STATE_METRICS = frozenset(
         "canarywatch_canary_last_transition_timestamp_seconds",
     }
 )
-"""The canary-state series (``canarywatch.canary_metrics``) the rules and dashboard build on."""
+"""The canary-state series (``canarywatch.views.canary_metrics``) the rules and dashboard build on."""
 
 _SUFFIXES = {
     "counter": ("_total",),

@@ -30,9 +30,9 @@ from tests.fakes.webhook_receiver import WebhookReceiver, run_webhook_receiver
 from tests.resilience import Key, announced, diff, expected
 
 from canarywatch.app import App
+from canarywatch.cli.exitcodes import EXIT_OK
 from canarywatch.clock import SystemClock
 from canarywatch.config import load_config
-from canarywatch.exitcodes import EXIT_OK
 from canarywatch.simulator import SimulatedApiServer, Store
 from canarywatch.simulator.flagger import FlaggerSimulator
 from canarywatch.simulator.scenarios import play_all, realtime_pace

@@ -1,5 +1,5 @@
 """The pipeline records each decision in its trail: deduplicated, inhibited, silenced, muted,
-dropped at flush, routed and grouped (``canarywatch.explain``, README "Why (not) notified")."""
+dropped at flush, routed and grouped (``canarywatch.views.explain``, README "Why (not) notified")."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from datetime import timedelta
 import pytest
 import structlog
 
-from canarywatch import policy
 from canarywatch.config import parse_config
-from canarywatch.explain import DecisionRecorder, Trail
 from canarywatch.identity import fingerprint
 from canarywatch.model import CanaryEvent, SourceName, Transition
+from canarywatch.pipeline import policy
 from canarywatch.pipeline.core import Pipeline
 from canarywatch.pipeline.silence import Silencer, config_silence_id
 from canarywatch.testing import T0, make_event
+from canarywatch.views.explain import DecisionRecorder, Trail
 
 EVENTS, CANARIES = SourceName.KUBERNETES_EVENTS, SourceName.CANARIES
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from canarywatch import policy
 from canarywatch.clock import VirtualClock
 from canarywatch.config import parse_config
 from canarywatch.model import (
@@ -29,6 +28,7 @@ from canarywatch.model import (
     Transition,
 )
 from canarywatch.normalise.status import STATUS_TEXT
+from canarywatch.pipeline import policy
 from canarywatch.pipeline.core import Pipeline
 from canarywatch.pipeline.group import Grouper
 from canarywatch.pipeline.route import Route, Router

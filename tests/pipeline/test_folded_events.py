@@ -19,10 +19,10 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from canarywatch import policy
 from canarywatch.clock import VirtualClock
 from canarywatch.config import parse_config
 from canarywatch.model import NotificationStatus, Observation, SourceName
+from canarywatch.pipeline import policy
 from canarywatch.pipeline.core import Pipeline
 from canarywatch.pipeline.correlate import Correlator
 from canarywatch.simulator.event_recorder import COMBINED_PREFIX

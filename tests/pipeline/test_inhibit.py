@@ -24,11 +24,11 @@ import structlog
 from structlog.testing import capture_logs
 from tests.helpers.alertmanager import run_alertmanager
 
-from canarywatch import policy
 from canarywatch.config import parse_config
 from canarywatch.errors import ConfigError
-from canarywatch.matchers import parse_matchers
+from canarywatch.labels.matchers import parse_matchers
 from canarywatch.model import CanaryEvent, SourceName, Transition
+from canarywatch.pipeline import policy
 from canarywatch.pipeline.core import Pipeline
 from canarywatch.pipeline.inhibit import Inhibitor, InhibitRule
 from canarywatch.testing import T0, make_event

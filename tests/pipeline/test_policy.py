@@ -9,12 +9,13 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from canarywatch import policy, recording
 from canarywatch.config import parse_config
-from canarywatch.matchers import Matcher, MatchOp
+from canarywatch.formats import recording
+from canarywatch.labels.matchers import Matcher, MatchOp
 from canarywatch.model import Notification, NotificationStatus, Observation, SourceName
+from canarywatch.pipeline import policy
 from canarywatch.pipeline.inhibit import Inhibitor, InhibitRule
-from canarywatch.replay import replay
+from canarywatch.pipeline.replay import replay
 from canarywatch.testing import make_event
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "recordings"

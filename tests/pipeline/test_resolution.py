@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import structlog
 
-from canarywatch import policy
 from canarywatch.clock import VirtualClock
 from canarywatch.config import parse_config
 from canarywatch.identity import fingerprint
@@ -30,6 +29,7 @@ from canarywatch.model import (
     SourceName,
     Transition,
 )
+from canarywatch.pipeline import policy
 from canarywatch.pipeline.core import Pipeline
 from canarywatch.simulator.flagger import FlaggerSimulator
 from canarywatch.simulator.scenarios import SCENARIOS, play_all, virtual_pace

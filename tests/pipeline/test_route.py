@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 from tests.helpers.alertmanager import run_alertmanager
 
-from canarywatch import policy
 from canarywatch.config import parse_config
-from canarywatch.matchers import parse_matchers
+from canarywatch.labels.matchers import parse_matchers
+from canarywatch.labels.timeintervals import parse_time_intervals
 from canarywatch.model import (
     CanaryEvent,
     CanaryRef,
@@ -25,6 +25,7 @@ from canarywatch.model import (
     SourceName,
     Transition,
 )
+from canarywatch.pipeline import policy
 from canarywatch.pipeline.route import (
     DEFAULT_GROUP_BY,
     Route,
@@ -33,7 +34,6 @@ from canarywatch.pipeline.route import (
     build_route,
     group_labels,
 )
-from canarywatch.timeintervals import parse_time_intervals
 
 NOW = datetime(2025, 6, 4, 12, 0, tzinfo=UTC)  # a Wednesday
 SATURDAY = datetime(2025, 6, 7, 12, 0, tzinfo=UTC)

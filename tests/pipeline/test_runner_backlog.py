@@ -15,8 +15,8 @@ from typing import Any
 from canarywatch.clock import SystemClock
 from canarywatch.config import parse_config
 from canarywatch.model import CanaryEvent, Notification, Observation, SourceName
+from canarywatch.pipeline.policy import build_pipeline
 from canarywatch.pipeline.runner import Runner
-from canarywatch.policy import build_pipeline
 
 T0 = datetime(2026, 12, 5, 1, 0, tzinfo=UTC)
 """When Flagger did things: minutes before the daemon started (inside the catch-up window)."""

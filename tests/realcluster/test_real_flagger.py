@@ -44,8 +44,8 @@ from tests.resilience import announced, wait_for_count
 from tests.resilience.test_crash_restart import Daemon, unique_by_idempotency_key
 
 from canarywatch.app import App
+from canarywatch.cli.record import record
 from canarywatch.config import Config
-from canarywatch.record import record
 
 NS = "test"
 RECORDINGS = Path(__file__).resolve().parents[1] / "recordings"

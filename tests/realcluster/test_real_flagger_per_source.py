@@ -45,10 +45,11 @@ from tests.realcluster.test_real_flagger import (
     sent,
 )
 
-from canarywatch import policy, recording
 from canarywatch.config import Config, parse_config
+from canarywatch.formats import recording
 from canarywatch.model import Observation, SourceName, Transition
-from canarywatch.replay import replay
+from canarywatch.pipeline import policy
+from canarywatch.pipeline.replay import replay
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "sources.md"

@@ -24,8 +24,8 @@ from tests.fakes.webhook_receiver import run_webhook_receiver
 from tests.resilience import SOAK
 
 from canarywatch.clock import VirtualClock
-from canarywatch.delivery import DurableDelivery
-from canarywatch.dispatch import Dispatcher
+from canarywatch.delivery.dispatch import Dispatcher
+from canarywatch.delivery.outbox import DurableDelivery
 from canarywatch.identity import fingerprint
 from canarywatch.metrics import Metrics
 from canarywatch.model import DeliveryReason, Notification, NotificationStatus, Transition

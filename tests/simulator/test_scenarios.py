@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import structlog
 
-from canarywatch import policy
 from canarywatch.clock import SystemClock, VirtualClock
 from canarywatch.model import Observation, SourceName
+from canarywatch.pipeline import policy
 from canarywatch.simulator.event_recorder import COMBINED_PREFIX
 from canarywatch.simulator.flagger import FlaggerSimulator
 from canarywatch.simulator.scenarios import (

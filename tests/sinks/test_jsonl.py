@@ -11,7 +11,7 @@ import pytest
 import structlog
 from tests.sinks.golden import assert_golden_text
 
-from canarywatch.jsonout import notification_to_json
+from canarywatch.formats.jsonout import notification_to_json
 from canarywatch.model import Notification, NotificationStatus, Phase, SourceName, Transition
 from canarywatch.sinks import DeliveryError, DeliveryReason
 from canarywatch.testing import T0, check_sink_contract, make_event, make_notification

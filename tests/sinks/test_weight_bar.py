@@ -14,10 +14,10 @@ import aiohttp
 import pytest
 import structlog
 
+from canarywatch.cli.tail import render_snapshot
 from canarywatch.model import Notification, Transition
 from canarywatch.secrets import Secret
 from canarywatch.sinks import Sink, weight_bar
-from canarywatch.tail import render_snapshot
 from canarywatch.testing import make_event, make_notification
 from canarywatch_sinks.console import ConsoleSink
 from canarywatch_sinks.discord import DiscordSink

@@ -21,12 +21,13 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from canarywatch import policy, recording
 from canarywatch.clock import VirtualClock
 from canarywatch.config.webhook_models import DEFAULT_MAX_BODY_BYTES, WebhookIntakeSettings
+from canarywatch.formats import recording
 from canarywatch.logs import get_logger
 from canarywatch.model import Observation, SourceName, Transition
 from canarywatch.normalise.webhook import WebhookNormaliser
+from canarywatch.pipeline import policy
 from canarywatch.secrets import Secret
 from canarywatch.sources.flagger_webhook import (
     REJECT_REASONS,
@@ -34,7 +35,7 @@ from canarywatch.sources.flagger_webhook import (
     webhook_rejected_counter,
     webhook_routes,
 )
-from canarywatch.web import Readiness, WebServer, build_app
+from canarywatch.web.server import Readiness, WebServer, build_app
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "flagger"
 RECORDINGS = Path(__file__).resolve().parents[1] / "recordings"

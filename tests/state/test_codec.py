@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from canarywatch.jsonout import (
+from canarywatch.formats.jsonout import (
     dumps,
     event_from_json,
     event_to_json,

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from canarywatch.clock import VirtualClock
+from canarywatch.formats.jsonout import dumps
 from canarywatch.identity import canary_key
-from canarywatch.jsonout import dumps
 from canarywatch.model import TRANSITIONS, CanaryEvent, CanaryRef, JSONValue, SourceName, Transition
 from canarywatch.pipeline.correlate import Correlation, Correlator
 from canarywatch.state import SqliteStateStore

@@ -15,9 +15,9 @@ from typing import Annotated, ClassVar, Final
 from pydantic import AfterValidator, BeforeValidator, ValidationInfo
 from pydantic_core import PydanticCustomError
 
-from canarywatch.durations import parse_duration
 from canarywatch.errors import ConfigError
-from canarywatch.matchers import parse_matcher_set
+from canarywatch.labels.durations import parse_duration
+from canarywatch.labels.matchers import parse_matcher_set
 from canarywatch.secrets import Secret, is_secret_ref, resolve_secret
 
 LABEL_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")

@@ -3,7 +3,7 @@
 Three passes, each reporting every problem it finds with key path and line:
 1. YAML syntax and duplicate keys (``config.yamlsource``);
 2. shape and values, per section (pydantic models in ``config.models``);
-3. what needs more than one value: time intervals (parsed by ``canarywatch.timeintervals``),
+3. what needs more than one value: time intervals (parsed by ``canarywatch.labels.timeintervals``),
    receiver and time-interval names on routes, the root route's rules, secrets inside receiver
    options, and the listener's token; then the caller's ``check`` (``check-config``'s sinks).
 
@@ -37,12 +37,12 @@ from canarywatch.config.resolved import (
     original_loc,
     walk_route,
 )
+from canarywatch.config.validation import describe, key_path
 from canarywatch.config.yamlsource import load_yaml
 from canarywatch.errors import ConfigError
-from canarywatch.matchers import parse_matcher_set
+from canarywatch.labels.matchers import parse_matcher_set
+from canarywatch.labels.timeintervals import TimeInterval, TimeIntervalError, parse_time_interval
 from canarywatch.secrets import SECRET_FORMS, SECRET_HINT, is_secret_ref
-from canarywatch.timeintervals import TimeInterval, TimeIntervalError, parse_time_interval
-from canarywatch.validation import describe, key_path
 
 DEFAULT_RECEIVER: Final = "default"
 

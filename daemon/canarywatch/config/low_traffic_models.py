@@ -1,7 +1,7 @@
 """Config section ``low_traffic``: the passed-with-no-traffic check at promotion.
 
 Same conventions as ``config.daemon_models``: a frozen pydantic model, extra keys refused, every
-field described for the generated reference. The check itself is ``canarywatch.low_traffic``;
+field described for the generated reference. The check itself is ``canarywatch.sources.low_traffic``;
 the query templates and their placeholders are documented there and in ``MESH_QUERIES``.
 """
 

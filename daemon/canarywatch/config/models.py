@@ -2,7 +2,7 @@
 
 These models describe the YAML as written (durations already in float seconds, secrets already
 ``Secret``). Checks that need more than one section (receiver names exist, names unique) and
-parsing ``time_intervals`` with ``canarywatch.timeintervals`` live in ``config.loader``. Route
+parsing ``time_intervals`` with ``canarywatch.labels.timeintervals`` live in ``config.loader``. Route
 inheritance and the root route's defaults are applied by ``pipeline.route.build_route``, not
 here: ``Config.route`` is the ``RouteSpec`` tree as written.
 Every field has a ``description``: ``config_schema_markdown()`` renders them for the README.
@@ -153,7 +153,7 @@ class RouteSpec(BaseModel):
 
 TimeIntervalValue = Annotated[object, DocType("range")]
 """A range in a time interval (``monday:friday``, ``1:7``, ``-1``, ``2025``), kept as written:
-``canarywatch.timeintervals.parse_time_interval`` is the one parser and validator."""
+``canarywatch.labels.timeintervals.parse_time_interval`` is the one parser and validator."""
 
 
 class TimeRangeSpec(BaseModel):

@@ -2,7 +2,7 @@
 
 ``Config`` is what ``load_config`` returns: sections from ``config.models``, the route tree as
 written (``RouteSpec``: validated, but inheritance and the root defaults are applied by
-``pipeline.route.build_route``), the named time intervals parsed by ``canarywatch.timeintervals``,
+``pipeline.route.build_route``), the named time intervals parsed by ``canarywatch.labels.timeintervals``,
 and a ``SourceMap`` so later checks (the sink loader, ``check-config``, building the route tree)
 can raise ``ConfigError`` pointing at the right line.
 """
@@ -33,7 +33,7 @@ from canarywatch.config.models import (
 )
 from canarywatch.config.webhook_models import WebhookIntakeSettings
 from canarywatch.errors import ConfigError
-from canarywatch.timeintervals import TimeInterval
+from canarywatch.labels.timeintervals import TimeInterval
 
 Loc = tuple[str | int, ...]
 """A key path as a tuple: ``("receivers", 1, "options", "url")``."""

@@ -18,7 +18,7 @@ from pydantic_core import PydanticUndefined
 
 from canarywatch.config.fields import DocType
 from canarywatch.config.models import ConfigFile, RouteSpec
-from canarywatch.durations import format_duration
+from canarywatch.labels.durations import format_duration
 from canarywatch.secrets import Secret
 
 _SIMPLE = {

@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from canarywatch.explain import DecisionRecorder, InhibitedBy, SilencedBy, Target
 from canarywatch.identity import fingerprint
 from canarywatch.metrics import Metrics
 from canarywatch.model import (
@@ -34,6 +33,7 @@ from canarywatch.pipeline.group import Grouper, group_key, group_key_for
 from canarywatch.pipeline.inhibit import Inhibitor, InhibitRule
 from canarywatch.pipeline.route import Router, group_labels
 from canarywatch.pipeline.silence import Silencer
+from canarywatch.views.explain import DecisionRecorder, InhibitedBy, SilencedBy, Target
 
 _SUPPRESSED_EVENT = {
     "duplicate": "event_deduplicated",

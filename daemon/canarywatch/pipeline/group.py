@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
-from canarywatch.matchers import format_label_set
+from canarywatch.labels.matchers import format_label_set
 from canarywatch.model import (
     CanaryEvent,
     CanaryRef,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from canarywatch.matchers import Matcher, matches_all
+from canarywatch.labels.matchers import Matcher, matches_all
 from canarywatch.model import TRANSITIONS, CanaryEvent
 
 _DECIDED_BY_TRANSITION = frozenset({"transition", "severity"})

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
 
-from canarywatch.matchers import Matcher, matches_all
+from canarywatch.labels.matchers import Matcher, matches_all
+from canarywatch.labels.timeintervals import TimeInterval, any_contains
 from canarywatch.model import CanaryEvent, NotificationStatus, Routed, RouteOptions
-from canarywatch.timeintervals import TimeInterval, any_contains
 
 __all__ = [
     "DEFAULT_GROUP_BY",

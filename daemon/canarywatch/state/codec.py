@@ -1,6 +1,6 @@
 """Exact JSON encodings of events and notifications, for what the state store keeps.
 
-The public shape (``canarywatch.jsonout``) rounds times to the millisecond and leaves out
+The public shape (``canarywatch.formats.jsonout``) rounds times to the millisecond and leaves out
 ``hints``; stored state must come back *equal* (a restored correlator compares hints and times),
 so these encoders add ``hints`` and write times with full precision and their own offset. The
 result is still the public shape, field for field, and ``jsonout.event_from_json`` /
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from canarywatch.jsonout import (
+from canarywatch.formats.jsonout import (
     event_from_json,
     event_to_json,
     notification_from_json,

@@ -49,8 +49,8 @@ from typing import TYPE_CHECKING, Never, TypeAlias
 import structlog
 
 from canarywatch.clock import Clock
+from canarywatch.formats.jsonout import dumps
 from canarywatch.identity import fingerprint
-from canarywatch.jsonout import dumps
 from canarywatch.model import JSONValue, Notification, NotificationStatus
 from canarywatch.state.base import (
     BoundSinkMemory,

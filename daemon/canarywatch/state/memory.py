@@ -16,8 +16,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from canarywatch.clock import Clock, SystemClock
+from canarywatch.formats.jsonout import dumps
 from canarywatch.identity import fingerprint
-from canarywatch.jsonout import dumps
 from canarywatch.model import JSONValue, Notification, NotificationStatus
 from canarywatch.state.base import (
     BoundSinkMemory,

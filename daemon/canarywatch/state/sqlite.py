@@ -48,8 +48,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from canarywatch.clock import Clock
+from canarywatch.formats.jsonout import dumps
 from canarywatch.identity import fingerprint
-from canarywatch.jsonout import dumps
 from canarywatch.model import JSONValue, Notification, NotificationStatus
 from canarywatch.state.base import (
     SCHEMA_VERSION,

@@ -26,10 +26,10 @@ from typing import TextIO
 import aiohttp
 from prometheus_client import CollectorRegistry
 
+from canarywatch.cli.exitcodes import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME
 from canarywatch.clock import SystemClock
 from canarywatch.config import SECRET_OPTION_KEY, Config
-from canarywatch.dispatch import Dispatcher
-from canarywatch.exitcodes import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME
+from canarywatch.delivery.dispatch import Dispatcher
 from canarywatch.logs import get_logger
 from canarywatch.metrics import Metrics
 from canarywatch.model import (

@@ -23,12 +23,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from canarywatch import policy
 from canarywatch.app import App
 from canarywatch.clock import SystemClock, VirtualClock
 from canarywatch.config import Config, load_config, parse_config
 from canarywatch.config.daemon_models import ClusterSettings, MetricsSourceSettings
 from canarywatch.errors import CanarywatchError
+from canarywatch.pipeline import policy
 from canarywatch.simulator import SimulatedApiServer, Store
 from canarywatch.simulator.flagger import FlaggerSimulator
 from canarywatch.simulator.metrics_server import FlaggerMetricsServer

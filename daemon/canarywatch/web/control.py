@@ -40,14 +40,14 @@ import structlog
 from aiohttp import web
 
 from canarywatch.clock import Clock
-from canarywatch.durations import parse_duration
-from canarywatch.explain import DecisionRecorder, explanation, transition_filter
-from canarywatch.jsonout import format_time
-from canarywatch.matchers import Matcher, parse_matcher_set
+from canarywatch.formats.jsonout import format_time
+from canarywatch.labels.durations import parse_duration
+from canarywatch.labels.matchers import Matcher, parse_matcher_set
 from canarywatch.model import JSONValue
 from canarywatch.pipeline.silence import ParsedSilence, SilenceOrigin, Silencer, SilenceState
 from canarywatch.state.base import OutboxItem, SilenceRecord, StateError, StateStore
 from canarywatch.state.holding import HeldNotification, HoldingStateStore
+from canarywatch.views.explain import DecisionRecorder, explanation, transition_filter
 
 __all__ = ["API_PREFIX", "MAX_CONTROL_BODY_BYTES", "control_routes", "explain_routes"]
 
@@ -487,7 +487,7 @@ _K8S_NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
 
 def explain_routes(recorder: DecisionRecorder, *, clock: Clock) -> list[web.RouteDef]:
-    """The decision trails of recent transitions (``canarywatch.explain``), under the same
+    """The decision trails of recent transitions (``canarywatch.views.explain``), under the same
     bearer token as the rest of the control API:
 
     - ``GET /api/v1/explain`` -> ``{"canaries": [{"canary", "cluster", "transitions"}]}``;

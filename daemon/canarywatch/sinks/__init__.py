@@ -2,7 +2,7 @@
 
 A sink turns a ``Notification`` into a wire body (``render``, pure) and sends it once
 (``deliver``). Everything around that (queueing, per-attempt timeouts, retries, dedup,
-recording) belongs to ``canarywatch.dispatch``, so a sink stays small and testable with golden
+recording) belongs to ``canarywatch.delivery.dispatch``, so a sink stays small and testable with golden
 files. Plugins, built-in or third-party, import only this module and ``canarywatch.model``; what
 they need from elsewhere (``DeliveryError``, the JSON output shape) is re-exported here.
 
@@ -33,9 +33,10 @@ from stevedore import ExtensionManager
 from structlog.typing import FilteringBoundLogger
 
 from canarywatch.clock import SystemClock
+from canarywatch.config.validation import describe, format_key_path, key_path
 from canarywatch.errors import ConfigError, DeliveryError
+from canarywatch.formats.jsonout import dumps, event_to_json, format_time, notification_to_json
 from canarywatch.identity import fingerprint
-from canarywatch.jsonout import dumps, event_to_json, format_time, notification_to_json
 from canarywatch.model import (
     DeliveryReason,
     JSONValue,
@@ -43,7 +44,6 @@ from canarywatch.model import (
     NotificationStatus,
     Transition,
 )
-from canarywatch.validation import describe, format_key_path, key_path
 
 __all__ = [
     "API_VERSION",
@@ -192,7 +192,7 @@ class Sink(abc.ABC):
 
     Health needs nothing from a sink: dispatch marks it unhealthy when a delivery fails
     permanently (a not-retryable ``DeliveryError`` other than ``invalid_payload``) and healthy
-    again when one succeeds (``canarywatch.dispatch.SinkHealth``)."""
+    again when one succeeds (``canarywatch.delivery.dispatch.SinkHealth``)."""
 
     def __init__(
         self,

@@ -47,9 +47,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from canarywatch.durations import format_duration
+from canarywatch.formats.jsonout import format_time
 from canarywatch.identity import fingerprint
-from canarywatch.jsonout import format_time
+from canarywatch.labels.durations import format_duration
 from canarywatch.model import (
     CanaryEvent,
     CanaryRef,

@@ -1,6 +1,6 @@
 """The control API's client (``canarywatch silence|outbox``) and the CLI's table formatting.
 
-``ControlClient`` speaks to ``canarywatch.control_api`` over HTTP. Every failure becomes a
+``ControlClient`` speaks to ``canarywatch.web.control`` over HTTP. Every failure becomes a
 ``ControlError`` whose text is safe to print: the server's own reason, or "could not reach"
 naming only ``scheme://host:port`` (never the token, never a path or query from the base URL).
 Each call opens and closes its own HTTP session: the CLI makes one or two calls per run.
@@ -48,7 +48,7 @@ def _origin(base_url: str) -> str:
 
 
 class ControlClient:
-    """Async client of the daemon's control API (see ``canarywatch.control_api``)."""
+    """Async client of the daemon's control API (see ``canarywatch.web.control``)."""
 
     def __init__(
         self, base_url: str, *, token: str | None, timeout_s: float = DEFAULT_TIMEOUT_S

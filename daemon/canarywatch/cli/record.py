@@ -20,9 +20,9 @@ import aiohttp
 from canarywatch.app import Sources, build_sources
 from canarywatch.clock import Clock, SystemClock
 from canarywatch.config import Config
+from canarywatch.formats.recording import RecordingWriter
 from canarywatch.logs import get_logger
 from canarywatch.model import CanaryEvent, Observation
-from canarywatch.recording import RecordingWriter
 
 
 async def record(

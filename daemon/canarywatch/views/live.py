@@ -50,7 +50,7 @@ from typing import Final
 from aiohttp import web
 
 from canarywatch.clock import Clock
-from canarywatch.jsonout import format_time
+from canarywatch.formats.jsonout import format_time
 from canarywatch.model import CanaryEvent, CanaryRef, Phase, Severity, SourceName, Transition
 
 __all__ = [

@@ -31,7 +31,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from canarywatch.goregexp import GoRegexp, compile_matcher_regexp
+from canarywatch.labels.goregexp import GoRegexp, compile_matcher_regexp
 
 __all__ = [
     "MatchOp",

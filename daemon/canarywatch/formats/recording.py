@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Final, TextIO, TypeAlias
 
 from canarywatch.errors import CanarywatchError
-from canarywatch.jsonout import format_time
+from canarywatch.formats.jsonout import format_time
 from canarywatch.model import RECORDABLE_SOURCES, Observation, SourceName
 
 

@@ -19,16 +19,16 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from canarywatch import stdio
-from canarywatch.durations import parse_duration
-from canarywatch.errors import CanarywatchError, ConfigError
-from canarywatch.exitcodes import (
+from canarywatch.cli import stdio
+from canarywatch.cli.exitcodes import (
     EXIT_BROKEN_PIPE,
     EXIT_CONFIG,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_RUNTIME,
 )
+from canarywatch.errors import CanarywatchError, ConfigError
+from canarywatch.labels.durations import parse_duration
 
 DEFAULT_CONFIG = Path("/etc/canarywatch/config.yaml")
 DEFAULT_URL = "http://127.0.0.1:9797"
@@ -294,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from canarywatch import commands
+    from canarywatch.cli import commands
 
     try:
         code = _dispatch(args)
@@ -338,8 +338,8 @@ def _report(exc: BaseException) -> int:
     The daemon runs in a ``TaskGroup``, so its errors arrive as exception groups: they are
     flattened here. An unexpected exception (a bug) is re-raised with its traceback.
     """
-    from canarywatch.commands import UsageError
-    from canarywatch.recording import RecordingError
+    from canarywatch.cli.commands import UsageError
+    from canarywatch.formats.recording import RecordingError
 
     leaves = _leaves(exc)
     pipes = [leaf for leaf in leaves if isinstance(leaf, BrokenPipeError)]
@@ -364,7 +364,7 @@ def _report(exc: BaseException) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from canarywatch import commands
+    from canarywatch.cli import commands
 
     command: str = args.command
     if command == "run":
@@ -414,7 +414,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "plugins":
         return commands.plugins_command()
     if command == "completion":
-        from canarywatch.completion import completion_script
+        from canarywatch.cli.completion import completion_script
 
         sys.stdout.write(completion_script(build_parser(), args.shell))
         return EXIT_OK

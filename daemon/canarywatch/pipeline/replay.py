@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 
 from canarywatch.clock import VirtualClock
+from canarywatch.formats.recording import in_time_order
 from canarywatch.model import Notification, Observation
 from canarywatch.pipeline.core import Pipeline
-from canarywatch.recording import in_time_order
 
 DRAIN_HORIZON = timedelta(days=1)
 """After the recording ends, waiting groups are flushed at their deadlines up to this far."""

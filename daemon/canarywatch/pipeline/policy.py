@@ -14,8 +14,8 @@ import structlog
 
 from canarywatch.config import Config, format_path, walk_route
 from canarywatch.config import RouteSpec as RouteConfig
-from canarywatch.explain import DecisionRecorder
-from canarywatch.matchers import parse_matchers
+from canarywatch.labels.matchers import parse_matchers
+from canarywatch.labels.timeintervals import TimeInterval
 from canarywatch.metrics import Metrics
 from canarywatch.normalise import Normaliser
 from canarywatch.pipeline import route as routing
@@ -24,7 +24,7 @@ from canarywatch.pipeline.correlate import Correlator
 from canarywatch.pipeline.inhibit import Inhibitor, InhibitRule
 from canarywatch.pipeline.route import Route, Router
 from canarywatch.pipeline.silence import Silencer
-from canarywatch.timeintervals import TimeInterval
+from canarywatch.views.explain import DecisionRecorder
 
 DEFAULT_RECEIVER = "default"
 DEFAULT_SINK = "console"
@@ -71,7 +71,7 @@ def build_route(spec: RouteConfig) -> Route:
 
 
 def build_time_intervals(config: Config) -> Mapping[str, Sequence[TimeInterval]]:
-    """The named time intervals, already parsed by ``canarywatch.timeintervals`` at load."""
+    """The named time intervals, already parsed by ``canarywatch.labels.timeintervals`` at load."""
     return config.time_intervals
 
 

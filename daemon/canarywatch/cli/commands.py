@@ -19,28 +19,30 @@ import aiohttp
 import structlog
 from prometheus_client import CollectorRegistry
 
-from canarywatch import policy, recording, stdio
+from canarywatch.cli import stdio
+from canarywatch.cli.exitcodes import EXIT_OK, EXIT_RUNTIME
+from canarywatch.cli.progress import Progress, format_elapsed
 from canarywatch.clock import SystemClock
 from canarywatch.config import Check, Config, Loc, UncheckedSecret, load_config, parse_config
 from canarywatch.config.fields import LABEL_NAME
-from canarywatch.dispatch import Dispatcher
+from canarywatch.delivery.dispatch import Dispatcher
 from canarywatch.errors import CanarywatchError, ConfigError
-from canarywatch.exitcodes import EXIT_OK, EXIT_RUNTIME
-from canarywatch.explain import (
+from canarywatch.formats import recording
+from canarywatch.formats.jsonout import dumps, notification_to_json
+from canarywatch.logs import configure_logging, get_logger
+from canarywatch.metrics import Metrics
+from canarywatch.model import Notification, Observation
+from canarywatch.pipeline import policy
+from canarywatch.pipeline.core import PipelineStats
+from canarywatch.pipeline.replay import replay
+from canarywatch.pipeline.route import group_labels
+from canarywatch.sinks import Sink, SinkLoadError, build_sink, discover_sinks
+from canarywatch.views.explain import (
     DecisionRecorder,
     explanation,
     render_explanation,
     transition_filter,
 )
-from canarywatch.jsonout import dumps, notification_to_json
-from canarywatch.logs import configure_logging, get_logger
-from canarywatch.metrics import Metrics
-from canarywatch.model import Notification, Observation
-from canarywatch.pipeline.core import PipelineStats
-from canarywatch.pipeline.route import group_labels
-from canarywatch.progress import Progress, format_elapsed
-from canarywatch.replay import replay
-from canarywatch.sinks import Sink, SinkLoadError, build_sink, discover_sinks
 
 
 class UsageError(CanarywatchError):
@@ -448,7 +450,7 @@ async def demo_command(
     (``Interrupted``: one line, exit 0). When stdout's reader goes away (``| head``) the demo
     stops the same way and ends quietly.
     """
-    from canarywatch.demo import run_demo
+    from canarywatch.cli.demo import run_demo
 
     configure_logging(level="warning", stream=sys.stderr)
     demo = asyncio.ensure_future(
@@ -502,7 +504,7 @@ async def record_command(config_path: Path, output: Path, duration_s: float | No
     ``--output -`` writes to standard output (``record ... --output - | replay -``). On a
     terminal, a status line counts the observations and the time.
     """
-    from canarywatch.record import record
+    from canarywatch.cli.record import record
 
     to_stdout = output == STDIN
     if not to_stdout:
@@ -582,7 +584,7 @@ def _open_output(output: Path) -> None:
 
 
 async def test_sink_command(config_path: Path | None, receiver: str, *, dry_run: bool) -> int:
-    from canarywatch.testsink import test_sink
+    from canarywatch.cli.testsink import test_sink
 
     config = load_config_arg(config_path) if config_path is not None else parse_config("")
     configure_logging(level="warning", stream=sys.stderr)
@@ -591,7 +593,7 @@ async def test_sink_command(config_path: Path | None, receiver: str, *, dry_run:
 
 async def control_command(args: argparse.Namespace) -> int:
     """``canarywatch silence|outbox ...``: talk to the running daemon's local API."""
-    from canarywatch.control_client import ControlClient, format_outbox, format_silences
+    from canarywatch.cli.control_client import ControlClient, format_outbox, format_silences
 
     client = ControlClient(args.url, token=read_token(args.token_file))
     if args.command == "silence":
@@ -622,8 +624,8 @@ async def control_command(args: argparse.Namespace) -> int:
 
 async def explain_command(args: argparse.Namespace) -> int:
     """``canarywatch explain NAMESPACE/CANARY [--transition T]``: the running daemon's decision
-    trails of that canary's recent transitions (``canarywatch.explain``)."""
-    from canarywatch.control_client import ControlClient
+    trails of that canary's recent transitions (``canarywatch.views.explain``)."""
+    from canarywatch.cli.control_client import ControlClient
 
     namespace, name = args.canary
     transition = _transition_filter(args.transition)
@@ -635,7 +637,7 @@ async def explain_command(args: argparse.Namespace) -> int:
 
 async def tail_command(args: argparse.Namespace) -> int:
     """``canarywatch tail``: the live terminal view of a running daemon."""
-    from canarywatch.tail import tail
+    from canarywatch.cli.tail import tail
 
     token = read_token(args.token_file)
     view = asyncio.ensure_future(

@@ -45,13 +45,13 @@ from typing import Protocol
 import structlog
 
 from canarywatch.clock import Clock
-from canarywatch.dispatch import Dispatcher
-from canarywatch.explain import DecisionRecorder
+from canarywatch.delivery.dispatch import Dispatcher
 from canarywatch.identity import fingerprint
 from canarywatch.metrics import Metrics
 from canarywatch.model import DeliveryOutcome, JSONValue, Notification, NotificationStatus
 from canarywatch.state import StateHeld, StateStore
 from canarywatch.state.configmap import entry_key
+from canarywatch.views.explain import DecisionRecorder
 
 RELEASE_BATCH = 100
 """Held items a standby reads per batch when letting go of those past the held window."""

@@ -1,6 +1,6 @@
 """``canarywatch tail``: a live terminal view of a running daemon.
 
-It reads the daemon's live API (``canarywatch.live``): every canary with its phase, a weight bar
+It reads the daemon's live API (``canarywatch.views.live``): every canary with its phase, a weight bar
 (``▰▰▰▱▱▱▱▱▱▱ 30%``), failed checks, the last transition and its age, and a log of transitions
 coloured by severity.
 
@@ -37,7 +37,7 @@ from typing import Any, Final, TextIO
 import aiohttp
 from yarl import URL
 
-from canarywatch.exitcodes import EXIT_OK, EXIT_RUNTIME
+from canarywatch.cli.exitcodes import EXIT_OK, EXIT_RUNTIME
 from canarywatch.sinks import weight_bar
 
 __all__ = ["TailError", "View", "render_snapshot", "tail", "weight_bar"]
@@ -79,7 +79,7 @@ PHASE_STYLE: Final[Mapping[str, str]] = {
 }
 
 Row = Mapping[str, Any]
-"""A canary row or a transition record, as the daemon sent it (``canarywatch.live``)."""
+"""A canary row or a transition record, as the daemon sent it (``canarywatch.views.live``)."""
 
 
 class TailError(Exception):

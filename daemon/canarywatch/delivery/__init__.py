@@ -1,0 +1,1 @@
+"""From accepted notification to sink: the outbox, per-receiver dispatch, still-firing state."""

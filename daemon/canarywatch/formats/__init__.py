@@ -1,0 +1,1 @@
+"""canarywatch's public data formats: the JSON output shape and the recording format."""

@@ -1,0 +1,1 @@
+"""Alertmanager's label syntax: matchers, RE2 regular expressions, time intervals, durations."""
