@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from canarywatch.logs import configure_logging
 
-BENCHMARKS = ["throughput", "latency", "storm", "scale", "versus_alert_rule"]
+BENCHMARKS = ["throughput", "latency", "storm", "scale", "versus_alert_rule", "state_fsync"]
 
 
 def run_one(name: str) -> str:

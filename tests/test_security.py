@@ -27,9 +27,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 import structlog
-from tests.fakes.webhook_receiver import run_webhook_receiver
-from tests.helpers.binaries import require_binary
-from tests.helpers.http_server import local_server
+from tests.support.binaries import require_binary
+from tests.support.http_server import local_server
+from tests.support.webhook_receiver import run_webhook_receiver
 
 from canarywatch.app import App
 from canarywatch.clock import SystemClock
@@ -41,7 +41,7 @@ from canarywatch.simulator.flagger import FlaggerSimulator
 from canarywatch.simulator.metrics_server import FlaggerMetricsServer
 from canarywatch.simulator.scenarios import SCENARIOS, realtime_pace
 from canarywatch.sinks import DeliveryError, build_sink
-from canarywatch.sources.prom_query import TLSOptions
+from canarywatch.sources.prometheus import TLSOptions
 from canarywatch.testing import make_notification
 from canarywatch.web.control import MAX_CONTROL_BODY_BYTES
 from canarywatch.web.server import MAX_BODY_BYTES

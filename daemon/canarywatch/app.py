@@ -23,11 +23,9 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import os
 import signal
-import socket
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -38,48 +36,38 @@ from pydantic import BaseModel
 
 from canarywatch.clock import Clock, SystemClock
 from canarywatch.config import Config, load_config
-from canarywatch.config.daemon_models import ClusterSettings
 from canarywatch.delivery.dispatch import Dispatcher, describe_failure
+from canarywatch.delivery.firing import has_heartbeat, heartbeat_loop
+from canarywatch.delivery.housekeeping import housekeeping_loop
 from canarywatch.delivery.outbox import DurableDelivery
-from canarywatch.errors import CanarywatchError, ConfigError, DeliveryError
+from canarywatch.errors import CanarywatchError, DeliveryError
 from canarywatch.logs import get_logger, set_level
 from canarywatch.metrics import STATE_HELD_KINDS, Metrics
-from canarywatch.model import (
-    SELF_NAMESPACE,
-    TRANSITIONS,
-    CanaryEvent,
-    CanaryRef,
-    Notification,
-    SourceName,
-    Transition,
-)
+from canarywatch.model import CanaryEvent, CanaryRef, Notification
 from canarywatch.normalise import Normaliser
 from canarywatch.pipeline import policy
 from canarywatch.pipeline.correlate import Correlator
 from canarywatch.pipeline.runner import Runner
 from canarywatch.pipeline.silence import Silencer
 from canarywatch.sdnotify import SystemdNotifier, watchdog_interval_s, watchdog_loop
-from canarywatch.sinks import Sink, build_sink
-from canarywatch.sources.base import EmitEvent
-from canarywatch.sources.canaries import CanariesSource
-from canarywatch.sources.flagger_discovery import discover_flagger_targets
-from canarywatch.sources.flagger_metrics import (
-    FlaggerMetricsSettings,
-    FlaggerMetricsSource,
-    MetricsMode,
-    MetricsTarget,
+from canarywatch.signals import install_signal_handlers, remove_signal_handlers
+from canarywatch.sinks import Sink
+from canarywatch.sinks.loader import build_sinks
+from canarywatch.sources.base import Emit
+from canarywatch.sources.build import (
+    Sources,
+    build_leader,
+    build_sources,
+    lease_configuration,
 )
 from canarywatch.sources.flagger_webhook import (
     WEBHOOK_PATH,
     webhook_rejected_counter,
     webhook_routes,
 )
-from canarywatch.sources.kube_events import KubeEventsSource
-from canarywatch.sources.kubeconfig import ClusterAccess, build_configuration
 from canarywatch.sources.leader import LeaderElector
 from canarywatch.sources.low_traffic import LowTrafficChecker
-from canarywatch.sources.prom_query import BasicAuth, BearerAuth, TLSOptions
-from canarywatch.sources.watch import OnReachability, WatchSettings
+from canarywatch.sources.readiness import target_check, watch_check
 from canarywatch.state import (
     DB_FILENAME,
     HoldingStateStore,
@@ -91,16 +79,10 @@ from canarywatch.state import (
 from canarywatch.state.configmap import ConfigMapNotificationLog
 from canarywatch.views.canary_metrics import CanaryStateMetrics
 from canarywatch.views.explain import DecisionRecorder
-from canarywatch.views.live import LiveState, live_routes
+from canarywatch.views.live import LiveState
 from canarywatch.web.control import control_routes, explain_routes
-from canarywatch.web.server import Readiness, WebServer, build_app
-
-
-@dataclass(slots=True)
-class Sources:
-    kube: list[tuple[str, KubeEventsSource | CanariesSource]] = field(default_factory=list)
-    canaries: list[CanariesSource] = field(default_factory=list)
-    metrics: FlaggerMetricsSource | None = None
+from canarywatch.web.live import live_routes
+from canarywatch.web.server import Readiness, ReadinessCheck, WebServer, build_app
 
 
 class App:
@@ -149,8 +131,6 @@ class App:
         self.live = LiveState(suppression=self.explain.suppression)
         self._dirty: set[CanaryRef] = set()
         self._state_error: str | None = None
-        self._clusters_down: dict[str, set[object]] = {}
-        """Per cluster, the watch sources that are down (``_reachability``)."""
         self.canary_metrics = CanaryStateMetrics(self.registry)
         self.low_traffic: LowTrafficChecker | None = None
         self.ready = asyncio.Event()
@@ -175,7 +155,7 @@ class App:
         correlator = self._restore_correlator(state)
         silencer = Silencer(state, config.silences, log=get_logger("stage.silence"))
         sources = Sources()
-        normaliser = Normaliser(workload_to_canary=lambda ns, w: _lookup(sources.canaries, ns, w))
+        normaliser = Normaliser(workload_to_canary=sources.canary_for_workload)
         pipeline = policy.build_pipeline(
             config,
             catch_up=True,
@@ -239,9 +219,8 @@ class App:
                 clock=self.clock,
                 http=http,
                 emit_event=runner.emit_event,
-                reachability=lambda cluster: self._reachability(cluster, runner),
             )
-            runner.hold_until_listed(_listed_by_cluster(sources))
+            runner.hold_until_listed(sources.listed_by_cluster())
             await self._build_leader(delivery)
             self._add_readiness(sources, dispatcher, state)
             routes = control_routes(
@@ -346,33 +325,22 @@ class App:
 
         Every sink built is appended to ``built`` at once, so the caller closes it whatever
         happens next; ``ConfigError`` names the receiver that cannot be built or checked."""
-        sinks: dict[str, Sink] = {}
-        log = get_logger("sinks")
-        for index, (receiver, sink_name, options) in enumerate(policy.receivers(config)):
-            if reuse is not None and receiver in reuse:
-                sinks[receiver] = reuse[receiver]
+        sinks = await build_sinks(
+            config, http=http, log=get_logger("sinks"), memory=state.sink_memory, keep=reuse
+        )
+        new = {name: sink for name, sink in sinks.items() if reuse is None or name not in reuse}
+        built.extend(new.values())
+        for index, receiver in enumerate(config.receivers):
+            if receiver.name not in new:
                 continue
             try:
-                sink = build_sink(
-                    sink_name, options, http=http, log=log, memory=state.sink_memory(receiver)
-                )
-            except ConfigError as exc:
-                raise config.error_at(("receivers", index, "sink"), exc.message) from None
-            built.append(sink)
-            try:
-                await sink.check()
+                await new[receiver.name].check()
             except DeliveryError as exc:  # say which receiver, and what happened
                 raise config.error_at(
                     ("receivers", index, "options"),
-                    f"the {sink_name} sink failed its start-up check: {describe_failure(exc)}",
+                    f"the {receiver.sink} sink failed its start-up check: {describe_failure(exc)}",
                 ) from None
-            sinks[receiver] = sink
         return sinks
-
-    def _lease_cluster(self) -> ClusterSettings:
-        config = self.config
-        wanted = config.leader_election.cluster or config.clusters[0].name
-        return next(c for c in config.clusters if c.name == wanted)
 
     async def _shared_log(
         self, stack: contextlib.AsyncExitStack
@@ -381,7 +349,7 @@ class App:
         le = self.config.leader_election
         if not le.enabled:
             return None
-        configuration = await build_configuration(_access(self._lease_cluster()))
+        configuration = await lease_configuration(self.config)
         api_client = await stack.enter_async_context(kube_client.ApiClient(configuration))
         return ConfigMapNotificationLog(
             api_client,
@@ -392,11 +360,6 @@ class App:
         )
 
     async def _build_leader(self, delivery: DurableDelivery) -> None:
-        config = self.config
-        if not config.leader_election.enabled:
-            return
-        le = config.leader_election
-
         async def started() -> None:
             self.metrics.leader.set(1)
             await delivery.take_over()
@@ -404,56 +367,12 @@ class App:
         async def stopped() -> None:
             self.metrics.leader.set(0)
 
-        self.leader = LeaderElector(
-            await build_configuration(_access(self._lease_cluster())),
-            name=le.lease_name,
-            namespace=le.lease_namespace,
-            identity=le.identity or _default_identity(),
-            lease_duration_s=le.lease_duration,
-            renew_deadline_s=le.renew_deadline,
-            retry_period_s=le.retry_period,
+        self.leader = await build_leader(
+            self.config,
+            clock=self.clock,
             on_started_leading=started,
             on_stopped_leading=stopped,
-            clock=self.clock,
-            log=get_logger("leader"),
         )
-
-    def _reachability(self, cluster: str, runner: Runner) -> Callable[[bool, str], Awaitable[None]]:
-        """The callback of one watch source of ``cluster`` (each source gets its own): one
-        ``cluster-unreachable`` when the first goes down, one ``cluster-reachable`` when the
-        last is back (``source_up`` reads each source's own state: ``_add_readiness``)."""
-        down = self._clusters_down.setdefault(cluster, set())
-        me = object()
-
-        async def changed(reachable: bool, reason: str) -> None:
-            was_down = bool(down)
-            if reachable:
-                down.discard(me)
-            else:
-                down.add(me)
-            reachable = not down
-            transition = (
-                Transition.CLUSTER_REACHABLE if reachable else Transition.CLUSTER_UNREACHABLE
-            )
-            if reachable != was_down:
-                return  # another source of the cluster is (still) down: already announced
-            await runner.emit_event(
-                CanaryEvent(
-                    canary=CanaryRef(SELF_NAMESPACE, f"cluster-{cluster}", cluster),
-                    transition=transition,
-                    observed_at=self.clock.now(),
-                    sources=(SourceName.SELF,),
-                    severity=TRANSITIONS[transition].severity,
-                    message=(
-                        f"Kubernetes API of cluster {cluster} is reachable again"
-                        if reachable
-                        else f"Kubernetes API of cluster {cluster} is unreachable"
-                    ),
-                    reason=reason,
-                )
-            )
-
-        return changed
 
     def _leader_predicate(self) -> Callable[[], bool]:
         if not self.config.leader_election.enabled:
@@ -468,12 +387,12 @@ class App:
         metrics target, for the webhook intake, per receiver."""
         up = self.metrics.source_up
         for cluster, source in sources.kube:
-            check = _watch_check(source)
+            check = watch_check(source)
             self.readiness.add(f"source:{cluster}:{source.name}", check)
             up.labels(source=source.name, cluster=cluster).set_function(_as_gauge(check))
         if sources.metrics is not None:
             for target in sources.metrics.settings.targets:
-                check = _target_check(sources.metrics, target)
+                check = target_check(sources.metrics, target)
                 self.readiness.add(f"source:{sources.metrics.name}:{target.name}", check)
                 up.labels(source=sources.metrics.name, cluster=target.cluster).set_function(
                     _as_gauge(check)
@@ -573,43 +492,40 @@ class App:
         delivery: DurableDelivery,
         receivers: list[str],
     ) -> None:
+        state = self.state
+        assert state is not None  # noqa: S101 - set before the tasks start
         loop = asyncio.get_running_loop()
         self._install_signals(loop)
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tasks = tg  # a reload starts tasks in it (``_spawn``)
-                source_tasks: list[asyncio.Task[Any]] = []
-                for cluster, source in sources.kube:
-                    source_tasks.append(
-                        tg.create_task(
-                            self._guard(source.run(runner.emit)),
-                            name=f"source:{cluster}:{source.name}",
-                        )
-                    )
-                if sources.metrics is not None:
-                    source_tasks.append(
-                        tg.create_task(
-                            self._guard(sources.metrics.run(runner.emit)),
-                            name="source:flagger_metrics",
-                        )
-                    )
+                source_tasks = start_sources(tg, sources, runner.emit)
                 pipeline_task = tg.create_task(runner.run(), name="pipeline")
-                dispatch_task = tg.create_task(self._guard(dispatcher.run()), name="dispatch")
+                dispatch_task = tg.create_task(guarded(dispatcher.run()), name="dispatch")
                 side_tasks = [
                     tg.create_task(self._announce_ready(sources), name="ready"),
                     tg.create_task(
-                        self._housekeeping(delivery, dispatcher.sinks), name="housekeeping"
+                        housekeeping_loop(
+                            delivery,
+                            state,
+                            dispatcher.sinks,
+                            clock=self.clock,
+                            metrics=self.metrics,
+                            retention_s=lambda: self.config.state.retention,
+                            log=self._log,
+                        ),
+                        name="housekeeping",
                     ),
                 ]
                 if isinstance(self.state, HoldingStateStore):
-                    side_tasks.append(tg.create_task(self._guard(self.state.run()), name="state"))
+                    side_tasks.append(tg.create_task(guarded(self.state.run()), name="state"))
                 for receiver, sink in dispatcher.sinks.items():
                     self._start_heartbeat(receiver, sink, delivery)
                 if self.leader is not None:
-                    side_tasks.append(tg.create_task(self._guard(self.leader.run()), name="leader"))
+                    side_tasks.append(tg.create_task(guarded(self.leader.run()), name="leader"))
                 if self.low_traffic is not None:
                     side_tasks.append(
-                        tg.create_task(self._guard(self.low_traffic.run()), name="low_traffic")
+                        tg.create_task(guarded(self.low_traffic.run()), name="low_traffic")
                     )
                 interval = watchdog_interval_s()
                 if interval is not None:
@@ -635,11 +551,6 @@ class App:
             self._tasks = None
             self._remove_signals(loop)
 
-    async def _guard(self, coro: Coroutine[Any, Any, Any]) -> None:
-        await coro
-        self._log.error("task_exited_unexpectedly")
-        raise CanarywatchError("a long-lived task returned")
-
     async def _announce_ready(self, sources: Sources) -> None:
         waits = [s.listed.wait() for _, s in sources.kube]
         if sources.metrics is not None:
@@ -649,54 +560,20 @@ class App:
         self._notifier.ready()
         self._log.info("sources_listed", sources=len(waits))
 
-    async def _housekeeping(self, delivery: DurableDelivery, sinks: Mapping[str, Sink]) -> None:
-        """Gauges every few seconds; state retention (GC) every ten minutes."""
-        assert self.state is not None  # noqa: S101 - set before the tasks start
-        tick = 0
-        while True:
-            try:
-                delivery.update_gauges(list(sinks))
-                if tick % 120 == 0:
-                    removed = self.state.gc(
-                        self.clock.now(), retention_s=self.config.state.retention
-                    )
-                    if removed:
-                        self._log.info("state_compacted", rows=removed)
-            except StateError:
-                self.metrics.state_errors.inc()
-                self._log.exception("state_maintenance_failed")
-            tick += 1
-            await asyncio.sleep(5)
-
-    async def _heartbeat(self, receiver: str, sink: Sink, delivery: DurableDelivery) -> None:
-        """Re-push what still fires to sinks whose far side expires it (Alertmanager)."""
-        interval = float(getattr(sink, "resend_interval_s", 60.0))
-        heartbeat = getattr(sink, "heartbeat")  # noqa: B009 - checked callable by the caller
-        while True:
-            await asyncio.sleep(interval)
-            if not self._leader_predicate()():
-                continue
-            firing = delivery.firing.firing(receiver)
-            if not firing:
-                continue
-            try:
-                async with asyncio.timeout(self.config.dispatch.attempt_timeout):
-                    await heartbeat(firing, self.clock.now())
-            except (DeliveryError, TimeoutError) as exc:
-                self._log.warning("heartbeat_failed", receiver=receiver, error=str(exc))
-
     # -- signals and reload -----------------------------------------------------------------
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
-            loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
-            loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+        install_signal_handlers(
+            loop,
+            {
+                signal.SIGTERM: self._on_stop_signal,
+                signal.SIGINT: self._on_stop_signal,
+                signal.SIGHUP: self._on_reload_signal,
+            },
+        )
 
     def _remove_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
+        remove_signal_handlers(loop, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
 
     def _on_stop_signal(self) -> None:
         if self._stopping.is_set():
@@ -723,10 +600,21 @@ class App:
         return task
 
     def _start_heartbeat(self, receiver: str, sink: Sink, delivery: DurableDelivery) -> None:
-        if callable(getattr(sink, "heartbeat", None)):
-            self._heartbeats[receiver] = self._spawn(
-                self._heartbeat(receiver, sink, delivery), name=f"heartbeat:{receiver}"
-            )
+        """The receiver's heartbeat (``delivery.firing``), if its sink has one."""
+        if not has_heartbeat(sink):
+            return
+        self._heartbeats[receiver] = self._spawn(
+            heartbeat_loop(
+                receiver,
+                sink,
+                delivery.firing,
+                clock=self.clock,
+                is_leader=self._leader_predicate(),
+                attempt_timeout_s=lambda: self.config.dispatch.attempt_timeout,
+                log=self._log,
+            ),
+            name=f"heartbeat:{receiver}",
+        )
 
     async def reload(self) -> bool:
         """Re-read the config file and apply it: all of it, or nothing (``False``).
@@ -857,8 +745,8 @@ class App:
         timeout_s = self.config.dispatch.drain_timeout
 
         async def release(receiver: str, sink: Sink) -> None:
-            left = await running.dispatcher.release(receiver, sink, timeout_s=timeout_s)
-            running.delivery.let_go(left)  # still pending in the outbox
+            # What it left undelivered stays pending in the outbox, for a receiver of that name.
+            await running.dispatcher.release(receiver, sink, timeout_s=timeout_s)
             await self._close_sink(sink)
 
         await asyncio.gather(*(release(receiver, sink) for receiver, sink in replaced))
@@ -952,179 +840,13 @@ async def _close_all(sinks: list[Sink]) -> None:
         await sink.aclose()
 
 
-async def build_sources(
-    config: Config,
-    sources: Sources,
-    *,
-    clock: Clock,
-    http: aiohttp.ClientSession,
-    emit_event: EmitEvent,
-    reachability: Callable[[str], OnReachability] | None = None,
-) -> None:
-    """Every configured source, unstarted, into ``sources`` (``run`` and ``record`` share it)."""
-    for cluster in config.clusters:
-        configuration = await build_configuration(_access(cluster))
-        namespaces = await _namespaces(cluster, configuration)
-        if namespaces == []:
-            get_logger("app").warning(
-                "cluster_without_namespaces",
-                cluster=cluster.name,
-                selector=cluster.namespace_selector,
-                detail="the namespace selector matches no namespace: nothing is watched there",
-            )
-            continue
-        if cluster.watch_events:
-            sources.kube.append(
-                (
-                    cluster.name,
-                    KubeEventsSource(
-                        configuration,
-                        cluster=cluster.name,
-                        namespaces=namespaces,
-                        api=cluster.events_api,
-                        clock=clock,
-                        settings=_watch_settings(cluster),
-                        log=get_logger("source.kube_events").bind(cluster=cluster.name),
-                        on_reachability=reachability(cluster.name) if reachability else None,
-                    ),
-                )
-            )
-        if cluster.watch_canaries:
-            canaries = CanariesSource(
-                configuration,
-                cluster=cluster.name,
-                namespaces=namespaces,
-                label_selector=cluster.canary_label_selector or None,
-                clock=clock,
-                settings=_watch_settings(cluster),
-                log=get_logger("source.canaries").bind(cluster=cluster.name),
-                on_reachability=reachability(cluster.name) if reachability else None,
-            )
-            sources.kube.append((cluster.name, canaries))
-            sources.canaries.append(canaries)
-    metrics = config.metrics_source
-    if metrics.mode != "off":
-        default_cluster = config.clusters[0].name if config.clusters else config.cluster
-        auth: BearerAuth | BasicAuth | None = None
-        if metrics.bearer_token is not None:
-            auth = BearerAuth(metrics.bearer_token)
-        elif metrics.basic_auth is not None:
-            auth = BasicAuth(metrics.basic_auth.username, metrics.basic_auth.password)
-        targets = [
-            MetricsTarget(
-                name=t.name, url=t.url, match=t.match, cluster=t.cluster or default_cluster
-            )
-            for t in metrics.targets
-        ]
-        if metrics.mode == "scrape" and metrics.discover:
-            for cluster in config.clusters:
-                try:
-                    targets += await discover_flagger_targets(
-                        await build_configuration(_access(cluster)),
-                        cluster=cluster.name,
-                        label_selector=metrics.discover_selector,
-                        log=get_logger("source.flagger_discovery"),
-                    )
-                except (kube_client.ApiException, aiohttp.ClientError, TimeoutError) as exc:
-                    get_logger("source.flagger_discovery").warning(
-                        "flagger_discovery_failed", cluster=cluster.name, error=type(exc).__name__
-                    )
-        if not targets:
-            get_logger("source.flagger_metrics").warning(
-                "metrics_source_without_targets", detail="nothing discovered, nothing configured"
-            )
-            return
-        settings = FlaggerMetricsSettings(
-            targets=tuple(targets),
-            mode=MetricsMode(metrics.mode),
-            prometheus_url=metrics.prometheus_url,
-            auth=auth,
-            tls=TLSOptions(
-                ca_file=str(metrics.tls.ca_file) if metrics.tls.ca_file else None,
-                insecure_skip_verify=metrics.tls.insecure_skip_verify,
-                cert_file=str(metrics.tls.cert_file) if metrics.tls.cert_file else None,
-                key_file=str(metrics.tls.key_file) if metrics.tls.key_file else None,
-            ),
-            interval_s=metrics.interval,
-            timeout_s=metrics.timeout,
-            down_after=metrics.down_after,
-            up_after=metrics.up_after,
-        )
-        sources.metrics = FlaggerMetricsSource(
-            settings,
-            http=http,
-            clock=clock,
-            log=get_logger("source.flagger_metrics"),
-            emit_event=emit_event,
-        )
-
-
-def _watch_settings(cluster: ClusterSettings) -> WatchSettings:
-    """The cluster's watch timings from the configuration (the rest: ``WatchSettings``' own)."""
-    return WatchSettings(
-        silent_stream_s=cluster.silent_stream, watch_start_timeout_s=cluster.watch_start_timeout
-    )
-
-
-def _listed_by_cluster(sources: Sources) -> dict[str, list[asyncio.Event]]:
-    """Each cluster's Kubernetes sources' "listed" markers: the start-up backlog of a cluster
-    is replayed once they are all set (``Runner.hold_until_listed``)."""
-    listed: dict[str, list[asyncio.Event]] = {}
-    for cluster, source in sources.kube:
-        listed.setdefault(cluster, []).append(source.listed)
-    return listed
-
-
 def _no_receivers(receivers: frozenset[str]) -> None:
     """``HoldingStateStore.on_written`` once dispatch has stopped: nothing to read back."""
-
-
-ReadinessCheck = Callable[[], tuple[bool, str]]
 
 
 def _as_gauge(check: ReadinessCheck) -> Callable[[], float]:
     """A readiness check as the value of an ``_up`` gauge (``set_function``): 1 or 0."""
     return lambda: 1.0 if check()[0] else 0.0
-
-
-def _listed_check(listed: asyncio.Event, last_failure: Callable[[], str]) -> ReadinessCheck:
-    def check() -> tuple[bool, str]:
-        if listed.is_set():
-            return True, "listed"
-        failure = last_failure()
-        return False, f"not listed yet: {failure}" if failure else "initial list in progress"
-
-    return check
-
-
-def _watch_check(source: KubeEventsSource | CanariesSource) -> ReadinessCheck:
-    """Listed, and every watch current: one that cannot be re-established (a half-open
-    stream replaced in vain, an API server out of reach) makes the source not ready. A source
-    that has not listed yet says why (``not listed yet: forbidden (HTTP 403): check RBAC``)."""
-    listed = _listed_check(source.listed, lambda: source.last_failure)
-
-    def check() -> tuple[bool, str]:
-        if not source.reachable:
-            last = f" ({source.last_failure})" if source.last_failure else ""
-            return (
-                False,
-                f"watch not current, API server out of reach: {source.unreachable_reason}{last}",
-            )
-        return listed()
-
-    return check
-
-
-def _target_check(source: FlaggerMetricsSource, target: MetricsTarget) -> ReadinessCheck:
-    """One Flagger metrics target: not ready until a fetch succeeded and while it is down
-    (``flagger metrics target flagger (http://10.0.0.7:8080): never answered (connection
-    refused)``)."""
-
-    def check() -> tuple[bool, str]:
-        health = source.health(target.name)
-        return health.up, f"{source.where(target)}: {health.detail}"
-
-    return check
 
 
 def _sink_check(dispatcher: Dispatcher, receiver: str) -> ReadinessCheck:
@@ -1138,37 +860,32 @@ def _sink_check(dispatcher: Dispatcher, receiver: str) -> ReadinessCheck:
     return check
 
 
-async def _namespaces(
-    cluster: ClusterSettings, configuration: kube_client.Configuration
-) -> list[str] | None:
-    """The namespaces to watch: ``None`` for all; the list plus what the selector matches."""
-    if not cluster.namespace_selector:
-        return list(cluster.namespaces) or None
-    async with kube_client.ApiClient(configuration) as api_client:
-        found = await kube_client.CoreV1Api(api_client).list_namespace(
-            label_selector=cluster.namespace_selector, _request_timeout=10
+# -- shared with ``record``: starting the sources, guarding long-lived tasks, signals -----------
+
+
+def start_sources(
+    tasks: asyncio.TaskGroup, sources: Sources, emit: Emit
+) -> list[asyncio.Task[None]]:
+    """Each source's loop as a task of ``tasks``, handing its observations to ``emit``:
+    ``source:<cluster>:<kind>`` per watch source, ``source:flagger_metrics``. They are stopped
+    by cancelling them; one that returns is a bug (``guarded``) and stops the group."""
+    started = [
+        tasks.create_task(guarded(source.run(emit)), name=f"source:{cluster}:{source.name}")
+        for cluster, source in sources.kube
+    ]
+    if sources.metrics is not None:
+        started.append(
+            tasks.create_task(guarded(sources.metrics.run(emit)), name="source:flagger_metrics")
         )
-    selected = {ns.metadata.name for ns in found.items}
-    return sorted(selected | set(cluster.namespaces))
+    return started
 
 
-def _access(cluster: ClusterSettings) -> ClusterAccess:
-    return ClusterAccess(
-        mode=cluster.connection,
-        kubeconfig=str(cluster.kubeconfig) if cluster.kubeconfig else None,
-        context=cluster.context,
-        host=cluster.host,
+async def guarded(coro: Coroutine[Any, Any, Any]) -> None:
+    """Await a loop that should run until cancelled: if it returns, log
+    ``task_exited_unexpectedly`` and raise, so that the task group stops."""
+    await coro
+    task = asyncio.current_task()
+    get_logger("app").error(
+        "task_exited_unexpectedly", task=task.get_name() if task is not None else None
     )
-
-
-def _lookup(sources: list[CanariesSource], namespace: str, workload: str) -> str | None:
-    """Flagger's metrics name the target workload; the Canary that targets it, if known."""
-    for source in sources:
-        name = source.workload_to_canary(namespace, workload)
-        if name is not None:
-            return name
-    return None
-
-
-def _default_identity() -> str:
-    return os.environ.get("POD_NAME") or socket.gethostname()
+    raise CanarywatchError("a long-lived task returned")

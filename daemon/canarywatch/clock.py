@@ -8,8 +8,10 @@ hour-long rollout replays in milliseconds and group timers fire deterministicall
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -45,6 +47,8 @@ class VirtualClock:
         self._now = start
         self._seq = itertools.count()
         self._waiters: list[tuple[datetime, int, asyncio.Future[None]]] = []
+        self._off_loop = 0
+        """Waits in progress for work in another thread (``waiting_off_loop``)."""
 
     def now(self) -> datetime:
         return self._now
@@ -63,8 +67,25 @@ class VirtualClock:
 
         self.advance_to(self._now + timedelta(seconds=seconds))
 
+    @contextlib.contextmanager
+    def waiting_off_loop(self) -> Iterator[None]:
+        """Mark an await of work done in another thread (the state store's durable writes).
+
+        Meanwhile ``next_wakeup`` says nothing is due, so a driver advancing to the next deadline
+        whenever the loop is idle waits for the work instead: it takes no virtual time, as the
+        same write done on the event loop did not.
+        """
+        self._off_loop += 1
+        try:
+            yield
+        finally:
+            self._off_loop -= 1
+
     def next_wakeup(self) -> datetime | None:
-        """The earliest deadline a ``sleep_until`` caller is waiting for."""
+        """The earliest deadline a ``sleep_until`` caller is waiting for; ``None`` also while
+        work in another thread is awaited (``waiting_off_loop``)."""
+        if self._off_loop:
+            return None
         live = [w for w in self._waiters if not w[2].done()]
         return min((w[0] for w in live), default=None)
 
@@ -74,3 +95,10 @@ class VirtualClock:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (deadline, next(self._seq), fut))
         await fut
+
+
+def waiting_off_loop(clock: Clock) -> contextlib.AbstractContextManager[None]:
+    """Wrap an await of work in another thread: on a ``VirtualClock`` no time passes meanwhile."""
+    if isinstance(clock, VirtualClock):
+        return clock.waiting_off_loop()
+    return contextlib.nullcontext()

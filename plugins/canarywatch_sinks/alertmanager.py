@@ -55,19 +55,17 @@ import pydantic
 
 from canarywatch.model import CanaryEvent, JSONValue, Notification, NotificationStatus
 from canarywatch.sinks import (
-    BoundLogger,
     DeliveryError,
     DeliveryReason,
     Payload,
-    Sink,
-    SinkMemory,
-    classify_exception,
-    classify_http,
     clean_text,
     dumps,
+    encode_json,
     format_time,
     redact_urls,
+    send_json,
 )
+from canarywatch_sinks.base import BuiltinSink
 from canarywatch_sinks.content import EventContent, LinkOptions, SecretOption, describe, truncate
 
 API_PATH = "/api/v2/alerts"
@@ -188,23 +186,14 @@ def _description(content: EventContent) -> str:
     return truncate(" ".join(parts) or content.summary, ANNOTATION_MAX)
 
 
-class AlertmanagerSink(Sink):
+class AlertmanagerSink(BuiltinSink[AlertmanagerOptions]):
     """Pushes one alert per event to every Alertmanager replica; see the module docstring."""
 
     supports_resolve: ClassVar[bool] = True
     options_model: ClassVar[type[pydantic.BaseModel] | None] = AlertmanagerOptions
 
-    def __init__(
-        self,
-        name: str,
-        options: Mapping[str, object],
-        *,
-        http: aiohttp.ClientSession,
-        log: BoundLogger,
-        memory: SinkMemory | None = None,
-    ) -> None:
-        super().__init__(name, options, http=http, log=log, memory=memory)
-        self._options = opts = AlertmanagerOptions.model_validate(dict(options))
+    def _setup(self) -> None:
+        opts = self._options
         self._endpoints = [url.rstrip("/") + API_PATH for url in opts.urls]
         self._replicas = [redact_urls(url) for url in opts.urls]
         self._ssl: ssl.SSLContext | bool = opts.tls.context() if opts.tls is not None else True
@@ -266,10 +255,7 @@ class AlertmanagerSink(Sink):
         """Push the alerts to every replica at once; fail only when every replica failed."""
         if isinstance(payload, str | bytes | Mapping) or not isinstance(payload, Sequence):
             raise DeliveryError(DeliveryReason.INVALID_PAYLOAD, retryable=False)
-        try:
-            body = dumps(list(payload)).encode()
-        except (TypeError, ValueError):
-            raise DeliveryError(DeliveryReason.INVALID_PAYLOAD, retryable=False) from None
+        body = encode_json(list(payload))
         async with asyncio.TaskGroup() as tg:
             tasks = [
                 tg.create_task(self._push(index, endpoint, body))
@@ -304,28 +290,22 @@ class AlertmanagerSink(Sink):
         """One replica, one attempt: ``None`` on 2xx, else the classified error (logged)."""
         detail: str | None = None
         try:
-            async with self.http.post(
+            answer = await send_json(
+                self.http,
                 endpoint,
-                data=body,
+                body,
                 headers=self._headers,
-                ssl=self._ssl,
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as response:
-                status = response.status
-                if 200 <= status < 300:
-                    return None
-                text = await response.text(errors="replace")
-                error = classify_http(status, response.headers, body=text)
-                if status in _PERMANENT_INVALID:
-                    error = DeliveryError(
-                        DeliveryReason.INVALID_PAYLOAD, retryable=False, status_code=status
-                    )
-                detail = redact_urls(clean_text(text, max_len=200)) or None
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            error = classify_exception(exc)
-        if error is None:  # pragma: no cover - classify_http returns None only for 2xx
-            return None
+                client_timeout=self._timeout,
+                ssl_context=self._ssl,
+                payload_errors=_PERMANENT_INVALID,
+            )
+        except DeliveryError as transport:
+            error = transport
+        else:
+            if answer.error is None:
+                return None
+            error = answer.error
+            detail = redact_urls(clean_text(answer.text, max_len=200)) or None
         self.log.warning(
             "replica_push_failed",
             replica=self._replicas[index],

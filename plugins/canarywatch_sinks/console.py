@@ -18,21 +18,18 @@ import sys
 from collections.abc import Mapping
 from typing import ClassVar, Literal, TextIO
 
-import aiohttp
 import pydantic
 
 from canarywatch.model import CanaryEvent, Notification, NotificationStatus, Severity, Transition
 from canarywatch.sinks import (
-    BoundLogger,
     DeliveryError,
     DeliveryReason,
     Payload,
-    Sink,
-    SinkMemory,
     clean_text,
     format_time,
     weight_bar,
 )
+from canarywatch_sinks.base import BuiltinSink
 
 _RESET = "\x1b[0m"
 _BOLD = "\x1b[1m"
@@ -62,7 +59,7 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class ConsoleSink(Sink):
+class ConsoleSink(BuiltinSink[ConsoleOptions]):
     """Prints notifications for humans; never fails except on a closed stream."""
 
     supports_resolve: ClassVar[bool] = True
@@ -70,17 +67,7 @@ class ConsoleSink(Sink):
     prints_notifications = True
     """The notification on the terminal is the record: dispatch logs its delivery at debug."""
 
-    def __init__(
-        self,
-        name: str,
-        options: Mapping[str, object],
-        *,
-        http: aiohttp.ClientSession,
-        log: BoundLogger,
-        memory: SinkMemory | None = None,
-    ) -> None:
-        super().__init__(name, options, http=http, log=log, memory=memory)
-        self._options = ConsoleOptions.model_validate(dict(options))
+    def _setup(self) -> None:
         if self._options.color == "auto":
             stream = self._stream()
             self._color = stream.isatty() and not os.environ.get("NO_COLOR")

@@ -173,12 +173,16 @@ def worst_severity(n: Notification) -> Severity:
 def rollout_key(n: Notification) -> str:
     """The rollout a notification is about, for threads and edit-in-place: ``cluster/ns/name@id``.
 
-    A notification grouped across canaries has no single rollout: the empty string.
+    The empty string when there is no single known rollout: no events, events of several
+    canaries or rollouts, or a rollout not identified yet (an empty id). Decided from the events,
+    not from the key's text: an id may itself end in ``@``.
     """
     keys = {
         f"{e.canary.cluster}/{e.canary.namespace}/{e.canary.name}@{e.rollout}" for e in n.events
     }
-    return keys.pop() if len(keys) == 1 else ""
+    if len(keys) != 1 or not n.events[0].rollout:
+        return ""
+    return keys.pop()
 
 
 def truncate(text: str, limit: int, *, ellipsis: str = "…") -> str:

@@ -37,33 +37,29 @@ fires on a pacing sleep. Requests are serialised per sink instance (one webhook 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 from urllib.parse import urlsplit
 
-import aiohttp
 import pydantic
 
 from canarywatch.model import JSONValue, Notification, NotificationStatus, Severity
 from canarywatch.sinks import (
-    BoundLogger,
     DeliveryError,
     DeliveryReason,
+    HttpAnswer,
     Payload,
-    Sink,
-    SinkMemory,
-    classify_exception,
-    classify_http,
     is_verdict,
     parse_retry_after,
-    reveal_secret,
+    send_json,
 )
+from canarywatch_sinks.chat import ChatSink, check_https_url
 from canarywatch_sinks.content import (
     EventContent,
     LinkOptions,
+    SecretOption,
     describe_all,
     headline,
     rollout_key,
@@ -79,8 +75,6 @@ FIELD_NAME_MAX: Final = 256
 FIELD_VALUE_MAX: Final = 1024
 FOOTER_MAX: Final = 2048
 EMBED_TOTAL_MAX: Final = 6000
-REQUEST_TIMEOUT_S: Final = 10.0
-"""For ``check()``, which runs outside dispatch's per-attempt timeout."""
 MAX_INLINE_WAIT_S: Final = 5.0
 """Longest bucket wait slept inside ``deliver``; longer ones are handed to dispatch."""
 
@@ -96,14 +90,13 @@ UNKNOWN_WEBHOOK: Final = 10015
 UNKNOWN_MESSAGE: Final = 10008
 
 _WEBHOOK_PATH: Final = re.compile(r"/api(?:/v\d+)?/webhooks/(\d{1,32})/([A-Za-z0-9_.-]{1,200})/?")
-_LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 _FORBIDDEN_NAMES: Final = ("discord", "clyde")
 
 
 class DiscordOptions(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    webhook_url: pydantic.SecretStr
+    webhook_url: SecretOption
     """``https://discord.com/api/webhooks/{id}/{token}`` (a secret)."""
     username: str | None = pydantic.Field(default=None, min_length=1, max_length=80)
     """Per-message name override; must not contain "discord" or "clyde"."""
@@ -111,22 +104,12 @@ class DiscordOptions(pydantic.BaseModel):
     edit_in_place: bool = True
     """Keep one message per rollout up to date instead of posting every step."""
 
-    @pydantic.field_validator("webhook_url", mode="before")
-    @classmethod
-    def _reveal_secret(cls, value: object) -> object:
-        return reveal_secret(value)
-
     @pydantic.field_validator("webhook_url")
     @classmethod
     def _webhook(cls, value: pydantic.SecretStr) -> pydantic.SecretStr:
         # Messages never repeat the value: it is the credential.
-        try:
-            parts = urlsplit(value.get_secret_value())
-        except ValueError:
-            raise ValueError("webhook_url is not a valid URL") from None
-        secure = parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK)
-        if not secure or not parts.hostname:
-            raise ValueError("webhook_url must be an https URL")
+        check_https_url(value.get_secret_value(), "webhook_url")
+        parts = urlsplit(value.get_secret_value())
         if parts.query or parts.fragment or not _WEBHOOK_PATH.fullmatch(parts.path):
             raise ValueError("webhook_url must look like https://discord.com/api/webhooks/ID/TOKEN")
         return value
@@ -233,37 +216,23 @@ class _UnknownMessage(Exception):
     """PATCH found no such message (deleted in Discord): post a new one."""
 
 
-class DiscordSink(Sink):
-    """Discord webhook: embeds, one message per rollout edited in place, verdicts re-posted."""
+class DiscordSink(ChatSink[DiscordOptions]):
+    """Discord webhook: embeds, one message per rollout edited in place, verdicts re-posted.
 
-    supports_edit: ClassVar[bool] = True
-    supports_threads: ClassVar[bool] = False
-    supports_resolve: ClassVar[bool] = True
+    Unhealthy (``ChatSink``) once Discord said the webhook is gone or its token invalid: it is
+    never called again."""
+
     options_model: ClassVar[type[pydantic.BaseModel] | None] = DiscordOptions
 
-    def __init__(
-        self,
-        name: str,
-        options: Mapping[str, object],
-        *,
-        http: aiohttp.ClientSession,
-        log: BoundLogger,
-        memory: SinkMemory | None = None,
-    ) -> None:
-        super().__init__(name, options, http=http, log=log, memory=memory)
-        self._options = DiscordOptions.model_validate(dict(options))
-        self.healthy = True
-        """False once Discord said the webhook is gone or its token invalid: never call again."""
-        self._broken_status: int | None = None
-        self._lock = asyncio.Lock()
+    def _setup(self) -> None:
+        super()._setup()
         self._not_before = 0.0
         """``time.monotonic()`` before which the bucket is empty."""
 
     def render(self, n: Notification) -> Payload:
         """``{"rollout_key", "verdict", "resolved", "message"}``; ``message`` is the wire body."""
-        key = rollout_key(n) if n.events else ""
         return {
-            "rollout_key": "" if key.endswith("@") else key,
+            "rollout_key": rollout_key(n),
             "verdict": is_verdict(n),
             "resolved": n.status is NotificationStatus.RESOLVED,
             "message": render_message(
@@ -275,22 +244,14 @@ class DiscordSink(Sink):
         if not isinstance(payload, Mapping) or not isinstance(payload.get("message"), Mapping):
             raise DeliveryError(DeliveryReason.INVALID_PAYLOAD, retryable=False)
         if not self.healthy:
-            raise DeliveryError(
-                DeliveryReason.HTTP_4XX, retryable=False, status_code=self._broken_status
-            )
+            raise self._gone()
         message: Mapping[str, JSONValue] = payload["message"]
         key = payload.get("rollout_key")
         key = key if isinstance(key, str) and self._options.edit_in_place else ""
         verdict = payload.get("verdict") is True
         resolved = payload.get("resolved") is True
         async with self._lock:
-            try:
-                await self._deliver(message, key=key, verdict=verdict, resolved=resolved)
-            except DeliveryError:
-                raise
-            except (aiohttp.ClientError, OSError, TimeoutError, TypeError, ValueError) as exc:
-                # `from None`: transport errors can quote the URL, which holds the token.
-                raise classify_exception(exc) from None
+            await self._deliver(message, key=key, verdict=verdict, resolved=resolved)
 
     async def _deliver(
         self, message: Mapping[str, JSONValue], *, key: str, verdict: bool, resolved: bool
@@ -322,7 +283,7 @@ class DiscordSink(Sink):
             await asyncio.sleep(wait)
 
     def _note_bucket(self, headers: Mapping[str, str]) -> None:
-        """``headers`` have lower-case names (see ``_request``)."""
+        """``headers`` have lower-case names (``HttpAnswer.headers``)."""
         if headers.get("x-ratelimit-remaining") == "0":
             reset = parse_retry_after(headers.get("x-ratelimit-reset-after"))
             if reset:
@@ -334,31 +295,20 @@ class DiscordSink(Sink):
         """One call to the webhook; the decoded answer, or the classified ``DeliveryError``."""
         await self._pace()
         url = self._options.webhook_url.get_secret_value().rstrip("/") + suffix
-        json_body = dict(body) if body is not None else None
-        async with self.http.request(method, url, json=json_body) as resp:
-            status = resp.status
-            headers = {k.lower(): v for k, v in resp.headers.items()}
-            text = await resp.text(errors="replace")
-        self._note_bucket(headers)
-        data: JSONValue = None
-        if text:
-            try:
-                data = json.loads(text)
-            except ValueError:
-                data = None
-        if 200 <= status < 300:
+        answer = await send_json(
+            self.http, url, dict(body) if body is not None else None, method=method
+        )
+        self._note_bucket(answer.headers)
+        data = answer.json()
+        if answer.error is None:
             return data
         code = data.get("code") if isinstance(data, dict) else None
-        raise self._classify(method, status, headers, data, code if isinstance(code, int) else None)
+        raise self._classify(method, answer, data, code if isinstance(code, int) else None)
 
     def _classify(
-        self,
-        method: str,
-        status: int,
-        headers: Mapping[str, str],
-        data: JSONValue,
-        code: int | None,
+        self, method: str, answer: HttpAnswer, data: JSONValue, code: int | None
     ) -> Exception:
+        status, headers = answer.status, answer.headers
         if status == 429:
             retry = None
             if isinstance(data, dict) and isinstance(data.get("retry_after"), int | float):
@@ -386,34 +336,13 @@ class DiscordSink(Sink):
                 DeliveryReason.INVALID_PAYLOAD, retryable=False, status_code=status
             )
         if status == 401 or (status == 404 and code in (UNKNOWN_WEBHOOK, None)):
-            if self.healthy:
-                self.log.error("sink_marked_unhealthy", status_code=status, discord_code=code)
-            self.healthy = False
-            self._broken_status = status
-            return DeliveryError(DeliveryReason.HTTP_4XX, retryable=False, status_code=status)
-        error = classify_http(status, headers)
-        if error is None:  # a 1xx/3xx we did not ask for
-            error = DeliveryError(DeliveryReason.HTTP_4XX, retryable=False, status_code=status)
-        return error
+            return self._mark_broken(status, discord_code=code)
+        assert answer.error is not None  # noqa: S101 - only failed answers are classified
+        return answer.error
 
-    async def check(self) -> None:
-        """GET the webhook (no side effects): raise if it is gone or its token is invalid.
-
-        Transient failures are logged, not raised: the daemon should still start.
-        """
-        if self.healthy:
-            try:
-                async with asyncio.timeout(REQUEST_TIMEOUT_S), self._lock:
-                    await self._request("GET", "", None)
-            except DeliveryError as exc:
-                if self.healthy:
-                    self.log.warning("sink_check_failed", reason=exc.reason.value)
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                self.log.warning("sink_check_failed", reason=classify_exception(exc).reason.value)
-        if not self.healthy:
-            raise DeliveryError(
-                DeliveryReason.HTTP_4XX, retryable=False, status_code=self._broken_status
-            )
+    async def _probe(self) -> None:
+        """GET the webhook (no side effects): fails if it is gone or its token is invalid."""
+        await self._request("GET", "", None)
 
 
 def _for_edit(message: Mapping[str, JSONValue]) -> dict[str, JSONValue]:

@@ -12,24 +12,20 @@ import contextlib
 import errno
 import os
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar, TextIO
 
-import aiohttp
 import pydantic
 
 from canarywatch.model import Notification
 from canarywatch.sinks import (
-    BoundLogger,
     DeliveryError,
     DeliveryReason,
     Payload,
-    Sink,
-    SinkMemory,
     dumps,
     notification_to_json,
 )
+from canarywatch_sinks.base import BuiltinSink
 
 
 class JsonlOptions(pydantic.BaseModel):
@@ -39,24 +35,15 @@ class JsonlOptions(pydantic.BaseModel):
     """File to append to; stdout when unset."""
 
 
-class JsonlSink(Sink):
+class JsonlSink(BuiltinSink[JsonlOptions]):
     """Writes ``notification_to_json`` lines; file writes run off the event loop."""
 
     supports_resolve: ClassVar[bool] = True
     options_model: ClassVar[type[pydantic.BaseModel] | None] = JsonlOptions
 
-    def __init__(
-        self,
-        name: str,
-        options: Mapping[str, object],
-        *,
-        http: aiohttp.ClientSession,
-        log: BoundLogger,
-        memory: SinkMemory | None = None,
-    ) -> None:
-        super().__init__(name, options, http=http, log=log, memory=memory)
-        opts = JsonlOptions.model_validate(dict(options))
-        self._path = Path(opts.path) if opts.path else None
+    def _setup(self) -> None:
+        path = self._options.path
+        self._path = Path(path) if path else None
         self.prints_notifications = self._path is None  # stdout: the line is the record
         self._file: TextIO | None = None
         self._lock = asyncio.Lock()

@@ -47,32 +47,28 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Final
-from urllib.parse import urlsplit
 
-import aiohttp
 import pydantic
 
 from canarywatch.model import JSONValue, Notification, NotificationStatus, Severity, Transition
 from canarywatch.sinks import (
-    BoundLogger,
     DeliveryError,
     DeliveryReason,
     Payload,
-    Sink,
-    SinkMemory,
-    classify_exception,
     classify_http,
     clean_text,
     format_time,
     is_verdict,
     parse_retry_after,
-    reveal_secret,
+    send_json,
     weight_bar,
 )
+from canarywatch_sinks.chat import ChatSink, check_https_url
 from canarywatch_sinks.content import (
     TITLES,
     EventContent,
     LinkOptions,
+    SecretOption,
     describe_all,
     headline,
     render_link,
@@ -93,8 +89,6 @@ BLOCK_TEXT_BUDGET: Final = 11000
 """Total block text per message: well under where ``msg_blocks_too_long`` was seen (~13k)."""
 EVENTS_SHOWN_MAX: Final = 20
 """Two blocks per event, plus header, mention and "more" lines: stays under ``BLOCKS_MAX``."""
-REQUEST_TIMEOUT_S: Final = 10.0
-"""For ``check()``, which runs outside dispatch's per-attempt timeout."""
 
 COLOURS: Final[Mapping[Severity, str]] = {
     Severity.INFO: "good",
@@ -177,20 +171,6 @@ _MENTION: Final = re.compile(
     r"(?:<(?:!subteam\^[A-Z0-9]+|!here|!channel|!everyone|@[UW][A-Z0-9]+)(?:\|[^<>|&]{1,80})?>"
     r"\s*)+"
 )
-_LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-def _check_endpoint(url: str, what: str) -> None:
-    """https, or http only on loopback (the test fakes). Messages never repeat the value."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        raise ValueError(f"{what} is not a valid URL") from None
-    if not parts.hostname:
-        raise ValueError(f"{what} must be an absolute URL")
-    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK):
-        return
-    raise ValueError(f"{what} must use https")
 
 
 class SlackOptions(pydantic.BaseModel):
@@ -198,9 +178,9 @@ class SlackOptions(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    webhook_url: pydantic.SecretStr | None = None
+    webhook_url: SecretOption | None = None
     """Incoming-webhook URL (a secret): one URL = one channel chosen at install."""
-    token: pydantic.SecretStr | None = None
+    token: SecretOption | None = None
     """Bot token ``xoxb-…`` (a secret) with ``chat:write``; enables threads and edits."""
     channel: str | None = None
     """Channel ID (``C…``/``G…``) for bot mode; the bot must be a member of private channels."""
@@ -212,16 +192,11 @@ class SlackOptions(pydantic.BaseModel):
     min_interval_s: float = pydantic.Field(default=1.0, ge=0, le=60)
     """Least time between two posts to the destination."""
 
-    @pydantic.field_validator("webhook_url", "token", mode="before")
-    @classmethod
-    def _reveal_secret(cls, value: object) -> object:
-        return reveal_secret(value)
-
     @pydantic.field_validator("webhook_url")
     @classmethod
     def _webhook(cls, value: pydantic.SecretStr | None) -> pydantic.SecretStr | None:
         if value is not None:
-            _check_endpoint(value.get_secret_value(), "webhook_url")
+            check_https_url(value.get_secret_value(), "webhook_url")
         return value
 
     @pydantic.field_validator("token")
@@ -243,7 +218,7 @@ class SlackOptions(pydantic.BaseModel):
     @pydantic.field_validator("api_url")
     @classmethod
     def _api_url(cls, value: str) -> str:
-        _check_endpoint(value, "api_url")
+        check_https_url(value, "api_url")
         return value.rstrip("/")
 
     @pydantic.field_validator("mention")
@@ -333,12 +308,6 @@ def render_message(
         detail.append({"type": "context", "elements": [_mrkdwn("no events")]})
     colour = COLOURS[Severity.INFO] if resolved else COLOURS[severity]
     return {"text": text, "blocks": blocks, "attachments": [{"color": colour, "blocks": detail}]}
-
-
-def threadable_key(n: Notification) -> str:
-    """``rollout_key`` when the notification is about exactly one known rollout, else ``""``."""
-    key = rollout_key(n)
-    return "" if key.endswith("@") else key
 
 
 def progress_of(n: Notification, *, links: LinkOptions) -> dict[str, str]:
@@ -454,30 +423,17 @@ class _ParentGone(Exception):
     """``chat.update`` says the parent cannot be edited: start a new thread."""
 
 
-class SlackSink(Sink):
-    """Slack incoming webhook (one message per notification) or bot (one thread per rollout)."""
+class SlackSink(ChatSink[SlackOptions]):
+    """Slack incoming webhook (one message per notification) or bot (one thread per rollout).
 
-    supports_edit: ClassVar[bool] = True
+    Unhealthy (``ChatSink``) once Slack said the webhook/token/channel is gone for good."""
+
     supports_threads: ClassVar[bool] = True
-    supports_resolve: ClassVar[bool] = True
     options_model: ClassVar[type[pydantic.BaseModel] | None] = SlackOptions
 
-    def __init__(
-        self,
-        name: str,
-        options: Mapping[str, object],
-        *,
-        http: aiohttp.ClientSession,
-        log: BoundLogger,
-        memory: SinkMemory | None = None,
-    ) -> None:
-        super().__init__(name, options, http=http, log=log, memory=memory)
-        self._options = SlackOptions.model_validate(dict(options))
+    def _setup(self) -> None:
+        super()._setup()
         self.bot_mode = self._options.token is not None
-        self.healthy = True
-        """False once Slack said the webhook/token/channel is gone for good."""
-        self._broken_status: int | None = None
-        self._lock = asyncio.Lock()
         self._last_post: float | None = None
 
     # -- render -------------------------------------------------------------------------------
@@ -490,7 +446,7 @@ class SlackSink(Sink):
             return message
         verdict = is_verdict(n)
         resolved = n.status is NotificationStatus.RESOLVED
-        key = threadable_key(n) if n.events else ""
+        key = rollout_key(n)
         critical = not resolved and worst_severity(n) is Severity.CRITICAL
         progress = progress_of(n, links=opts.links) if key else {}
         parent = render_parent(progress, mention=opts.mention if critical else None) if key else {}
@@ -512,16 +468,10 @@ class SlackSink(Sink):
         if not isinstance(payload, Mapping):
             raise DeliveryError(DeliveryReason.INVALID_PAYLOAD, retryable=False)
         async with self._lock:
-            try:
-                if self.bot_mode:
-                    await self._deliver_bot(payload)
-                else:
-                    await self._post_webhook(payload)
-            except DeliveryError:
-                raise
-            except (aiohttp.ClientError, OSError, TimeoutError, TypeError, ValueError) as exc:
-                # `from None`: transport errors can quote the URL, which holds the secret.
-                raise classify_exception(exc) from None
+            if self.bot_mode:
+                await self._deliver_bot(payload)
+            else:
+                await self._post_webhook(payload)
 
     async def _pace(self) -> None:
         """Space posts ``min_interval_s`` apart, measured from the end of the previous one."""
@@ -531,33 +481,25 @@ class SlackSink(Sink):
         if wait > 0:
             await asyncio.sleep(wait)
 
-    def _mark_broken(self, code: str, status: int) -> None:
-        if self.healthy:
-            self.log.error("sink_marked_unhealthy", slack_error=code, status_code=status)
-        self.healthy = False
-        self._broken_status = status
-
     async def _post_webhook(self, body: Mapping[str, JSONValue]) -> None:
         assert self._options.webhook_url is not None  # noqa: S101 - mode fixed in __init__
         await self._pace()
         try:
-            async with self.http.post(
-                self._options.webhook_url.get_secret_value(), json=dict(body)
-            ) as resp:
-                status, headers = resp.status, _lower(resp.headers)
-                text = await resp.text(errors="replace")
+            answer = await send_json(
+                self.http, self._options.webhook_url.get_secret_value(), dict(body)
+            )
         finally:
             self._last_post = time.monotonic()
+        status = answer.status
         if status == 200:
             return
-        code = _error_code(text)
+        code = _error_code(answer.text)
         if code in PAYLOAD_ERRORS:
             self.log.error("slack_payload_rejected", slack_error=code, status_code=status)
             raise DeliveryError(DeliveryReason.INVALID_PAYLOAD, retryable=False, status_code=status)
         if code in BROKEN_ERRORS or status in (403, 404, 410):
-            self._mark_broken(code, status)
-            raise DeliveryError(DeliveryReason.HTTP_4XX, retryable=False, status_code=status)
-        error = classify_http(status, headers)
+            raise self._mark_broken(status, slack_error=code)
+        error = answer.error
         if error is None:  # another 2xx: Slack says only 200 is success
             error = DeliveryError(DeliveryReason.HTTP_4XX, retryable=False, status_code=status)
         self.log.warning("slack_error_received", slack_error=code, status_code=status)
@@ -567,18 +509,14 @@ class SlackSink(Sink):
         """One Web API call; the decoded ``ok: true`` answer, or ``_ApiError``."""
         assert self._options.token is not None  # noqa: S101 - mode fixed in __init__
         headers = {"Authorization": f"Bearer {self._options.token.get_secret_value()}"}
-        async with self.http.post(
-            f"{self._options.api_url}/{method}", json=dict(body), headers=headers
-        ) as resp:
-            status, resp_headers = resp.status, _lower(resp.headers)
-            try:
-                data = await resp.json(content_type=None)
-            except ValueError:
-                data = None
+        answer = await send_json(
+            self.http, f"{self._options.api_url}/{method}", dict(body), headers=headers
+        )
+        data = answer.json()
         if isinstance(data, dict) and data.get("ok") is True:
             return data
         code = _error_code(data.get("error") if isinstance(data, dict) else None)
-        raise _ApiError(code, status, resp_headers)
+        raise _ApiError(code, answer.status, answer.headers)
 
     def _classify_api(self, err: _ApiError) -> DeliveryError:
         code, status = err.code, err.status
@@ -595,8 +533,7 @@ class SlackSink(Sink):
                 DeliveryReason.INVALID_PAYLOAD, retryable=False, status_code=status
             )
         if code in BROKEN_ERRORS:
-            self._mark_broken(code, status)
-            return DeliveryError(DeliveryReason.HTTP_4XX, retryable=False, status_code=status)
+            return self._mark_broken(status, slack_error=code)
         http_error = classify_http(status, err.headers)
         if http_error is not None:
             return http_error
@@ -678,23 +615,13 @@ class SlackSink(Sink):
 
     # -- health -------------------------------------------------------------------------------
 
-    async def check(self) -> None:
-        """Raise if Slack said the destination is gone; in bot mode also verify the token."""
-        if self.healthy and self.bot_mode:
+    async def _probe(self) -> None:
+        """Bot mode: ``auth.test`` verifies the token. A webhook has nothing to ask."""
+        if self.bot_mode:
             try:
-                async with asyncio.timeout(REQUEST_TIMEOUT_S):
-                    await self._api("auth.test", {})
+                await self._api("auth.test", {})
             except _ApiError as err:
-                error = self._classify_api(err)
-                if not self.healthy:
-                    raise error from None
-                self.log.warning("sink_check_failed", reason=error.reason.value)
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                self.log.warning("sink_check_failed", reason=classify_exception(exc).reason.value)
-        if not self.healthy:
-            raise DeliveryError(
-                DeliveryReason.HTTP_4XX, retryable=False, status_code=self._broken_status
-            )
+                raise self._classify_api(err) from None
 
 
 class _ApiError(Exception):
@@ -712,11 +639,6 @@ def _error_code(value: object) -> str:
     if isinstance(value, str) and _ERROR_CODE.fullmatch(value.strip()):
         return value.strip()
     return "unrecognised"
-
-
-def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    """Header names lower-cased: servers and proxies differ in case."""
-    return {k.lower(): v for k, v in headers.items()}
 
 
 def _without(message: Mapping[str, JSONValue], key: str) -> dict[str, JSONValue]:

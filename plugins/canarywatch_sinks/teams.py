@@ -48,23 +48,21 @@ from dataclasses import dataclass, replace
 from typing import ClassVar
 from urllib.parse import urlsplit
 
-import aiohttp
 import pydantic
 
 from canarywatch.model import CanaryEvent, JSONValue, Notification, NotificationStatus, Severity
 from canarywatch.sinks import (
-    BoundLogger,
     DeliveryError,
     DeliveryReason,
     Payload,
-    Sink,
-    SinkMemory,
-    classify_exception,
-    classify_http,
     clean_text,
     dumps,
+    encode_json,
     format_time,
+    send_json,
 )
+from canarywatch_sinks.base import BuiltinSink
+from canarywatch_sinks.chat import check_https_url
 from canarywatch_sinks.content import (
     EventContent,
     LinkOptions,
@@ -85,7 +83,6 @@ CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 
 _LEGACY_HOSTS = ("webhook.office.com", "outlook.office.com")
 _LEGACY_PATHS = ("/webhookb2/", "/incomingwebhook/")
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 _AT_TAG = re.compile(r"<\s*/?\s*at\b[^>]*(?:>|$)", re.IGNORECASE)
 """An ``<at>`` mention tag, or what is left of one where the text was cut."""
 
@@ -125,11 +122,7 @@ class TeamsOptions(pydantic.BaseModel):
     def _workflows_url(cls, value: pydantic.SecretStr) -> pydantic.SecretStr:
         # Messages never quote the value: it is a credential.
         url = value.get_secret_value()
-        parts = urlsplit(url)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError("must be an https URL")
-        if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
-            raise ValueError("must be an https URL (plain http only for loopback test servers)")
+        check_https_url(url, "webhook_url")
         if is_legacy_connector_url(url):
             raise ValueError(LEGACY_CONNECTOR_MESSAGE)
         return value
@@ -183,23 +176,13 @@ def _color(n: Notification, severity: Severity) -> str:
     return "Good" if n.status is NotificationStatus.RESOLVED else _COLORS[severity]
 
 
-class TeamsSink(Sink):
+class TeamsSink(BuiltinSink[TeamsOptions]):
     """Posts one Adaptive Card per notification to a Teams Workflows webhook."""
 
     supports_resolve: ClassVar[bool] = True
     options_model: ClassVar[type[pydantic.BaseModel] | None] = TeamsOptions
 
-    def __init__(
-        self,
-        name: str,
-        options: Mapping[str, object],
-        *,
-        http: aiohttp.ClientSession,
-        log: BoundLogger,
-        memory: SinkMemory | None = None,
-    ) -> None:
-        super().__init__(name, options, http=http, log=log, memory=memory)
-        self._options = TeamsOptions.model_validate(dict(options))
+    def _setup(self) -> None:
         url = self._options.webhook_url.get_secret_value()
         self._url_key = hashlib.sha256(url.encode()).hexdigest()
 
@@ -318,40 +301,21 @@ class TeamsSink(Sink):
         """POST the card once; raise a classified ``DeliveryError`` on anything but 2xx."""
         if not isinstance(payload, Mapping):
             raise DeliveryError(DeliveryReason.INVALID_PAYLOAD, retryable=False)
-        try:
-            body = dumps(payload).encode()
-        except (TypeError, ValueError):
-            raise DeliveryError(DeliveryReason.INVALID_PAYLOAD, retryable=False) from None
+        body = encode_json(payload)
         if len(body) > HARD_LIMIT_BYTES:
             raise DeliveryError(DeliveryReason.INVALID_PAYLOAD, retryable=False)
         await self._pace()
         url = self._options.webhook_url.get_secret_value()
-        try:
-            async with self.http.post(
-                url,
-                data=body,
-                headers={"Content-Type": "application/json"},
-                allow_redirects=False,
-            ) as response:
-                text = await response.text(errors="replace")
-                status = response.status
-                error = classify_http(status, response.headers, body=text)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            # ``from None``: aiohttp's exception text can quote the URL, which is the secret.
-            raise classify_exception(exc) from None
-        if error is None:
+        answer = await send_json(self.http, url, body, payload_errors=(400, 413))
+        if answer.error is None:
             return
-        if status in (400, 413):
-            error = DeliveryError(
-                DeliveryReason.INVALID_PAYLOAD, retryable=False, status_code=status
-            )
         self.log.debug(
             "delivery_rejected",
-            status_code=status,
-            reason=error.reason.value,
-            error_code=_error_code(text),
+            status_code=answer.status,
+            reason=answer.error.reason.value,
+            error_code=_error_code(answer.text),
         )
-        raise error
+        raise answer.error
 
     async def _pace(self) -> None:
         """Keep messages to one URL ``min_interval_s`` apart, across sinks sharing the URL."""

@@ -66,18 +66,15 @@ import pydantic
 
 from canarywatch.model import Notification
 from canarywatch.sinks import (
-    BoundLogger,
     DeliveryError,
     DeliveryReason,
     Payload,
-    Sink,
-    SinkMemory,
-    classify_exception,
-    classify_http,
-    dumps,
+    encode_json,
     idempotency_key,
     notification_to_json,
+    send_json,
 )
+from canarywatch_sinks.base import BuiltinSink
 from canarywatch_sinks.content import SecretOption
 
 ENVELOPE_VERSION = "1"
@@ -165,23 +162,13 @@ def _timestamp(payload: Mapping[str, object]) -> str | None:
         return None
 
 
-class WebhookSink(Sink):
+class WebhookSink(BuiltinSink[WebhookOptions]):
     """Generic JSON webhook with an optional HMAC signature; see the module docstring."""
 
     supports_resolve: ClassVar[bool] = True
     options_model: ClassVar[type[pydantic.BaseModel] | None] = WebhookOptions
 
-    def __init__(
-        self,
-        name: str,
-        options: Mapping[str, object],
-        *,
-        http: aiohttp.ClientSession,
-        log: BoundLogger,
-        memory: SinkMemory | None = None,
-    ) -> None:
-        super().__init__(name, options, http=http, log=log, memory=memory)
-        self._options = WebhookOptions.model_validate(dict(options))
+    def _setup(self) -> None:
         self._timeout = aiohttp.ClientTimeout(total=self._options.timeout_s)
 
     def render(self, n: Notification) -> Payload:
@@ -211,23 +198,16 @@ class WebhookSink(Sink):
         timestamp = _timestamp(payload)
         if timestamp is None:
             raise DeliveryError(DeliveryReason.INVALID_PAYLOAD, retryable=False)
-        try:
-            body = dumps(payload).encode()
-        except (TypeError, ValueError):
-            raise DeliveryError(DeliveryReason.INVALID_PAYLOAD, retryable=False) from None
-        try:
-            async with self.http.post(
-                self._options.url.get_secret_value(),
-                data=body,
-                headers=self.request_headers(body, timestamp, _key(payload)),
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as response:
-                status = response.status
-                error = classify_http(status, response.headers)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            # ``from None``: aiohttp's exception text can quote the URL, which may be secret.
-            raise classify_exception(exc) from None
-        if error is not None:
-            self.log.debug("delivery_rejected", status_code=status, reason=error.reason.value)
-            raise error
+        body = encode_json(payload)
+        answer = await send_json(
+            self.http,
+            self._options.url.get_secret_value(),
+            body,
+            headers=self.request_headers(body, timestamp, _key(payload)),
+            client_timeout=self._timeout,
+        )
+        if answer.error is not None:
+            self.log.debug(
+                "delivery_rejected", status_code=answer.status, reason=answer.error.reason.value
+            )
+            raise answer.error

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from tests.cli import CLI, ENV
-from tests.helpers.binaries import require_binary
+from tests.support.binaries import require_binary
 
 from canarywatch.cli.completion import bash_script
 from canarywatch.cli.entry import build_parser, main

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,6 +39,7 @@ from tests.cli import (
     daemon_config,
     run_cli,
 )
+from tests.support.ports import free_port
 
 from canarywatch.cli import entry as cli
 from canarywatch.cli.entry import build_parser
@@ -354,17 +354,10 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcomes]:
             assert daemon.stop() == 0, daemon.log()
 
 
-def _closed_port() -> int:
-    """A port nobody listens on (bound, then let go): connecting to it is refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _start_explain_cases(runs: Outcomes, scratch: Scratch) -> None:
     """``canarywatch explain`` beyond what the parser-driven cases cover (issue 15)."""
     canary = ["explain", "test/podinfo"]
-    nobody = f"127.0.0.1:{_closed_port()}"
+    nobody = f"127.0.0.1:{free_port()}"
     runs.start(
         "explain unreachable",
         lambda: run_cli([*canary, "--url", f"http://{nobody}"]),

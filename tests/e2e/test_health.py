@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +25,8 @@ from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
-from tests.fakes.webhook_receiver import run_webhook_receiver
+from tests.support.ports import free_port
+from tests.support.webhook_receiver import run_webhook_receiver
 
 from canarywatch.simulator import SimulatedApiServer, Store
 
@@ -80,13 +80,6 @@ class Process:
                 self.process.kill()
                 await asyncio.to_thread(self.process.wait)
         return self.process.returncode
-
-
-def _dead_port() -> int:
-    """A port nothing listens on (bound and released: connection refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -146,7 +139,7 @@ async def _post_event(http: aiohttp.ClientSession, url: str, name: str) -> None:
 async def test_every_source_has_a_source_up_series_and_readyz_names_the_dead_target(
     tmp_path: Path,
 ) -> None:
-    dead = _dead_port()
+    dead = free_port()
     secret_url = f"http://watcher:pw-s3cret@127.0.0.1:{dead}/private/metrics?token=tok-123"
     async with SimulatedApiServer(Store()) as api:
         config = _write(
@@ -343,7 +336,7 @@ async def test_outbox_list_shows_a_retry_streak_with_its_reason_and_next_attempt
     """``canarywatch outbox list`` against the running daemon while a webhook refuses every
     connection: the attempts climb, the last error names the host and port and the system's
     reason (never the URL's path, where a secret lives), and the next attempt is shown."""
-    port = _dead_port()
+    port = free_port()
     config = _write(
         tmp_path,
         f"""

@@ -237,7 +237,7 @@ def test_package_files_reach_the_build(ignore_rules: list[str]) -> None:
     [
         ".git/HEAD",
         ".venv/bin/python",
-        "tests/test_cli.py",
+        "tests/cli/test_cli.py",
         "state/canarywatch.db",
         "daemon/canarywatch/__pycache__/cli.cpython-311.pyc",
         "canarywatch.egg-info/PKG-INFO",

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.helpers.binaries import require_binary
 from tests.ops.test_prometheus_rules import CANARY_STATE_METRICS, exported_series_names
+from tests.support.binaries import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "config" / "grafana" / "canarywatch.json"

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.helpers.binaries import require_binary
+from tests.support.binaries import require_binary
 
 import canarywatch.sources.canaries as canaries_source
 from canarywatch.config import Config, parse_config
@@ -446,7 +446,7 @@ _RESOURCES = {
     "config_map": (("", "configmaps"),),
     # Flagger's Service, for metrics_source.discover (canarywatch.sources.flagger_discovery)
     "service": (("", "services"),),
-    # namespaces matching clusters[].namespace_selector (canarywatch.app)
+    # namespaces matching clusters[].namespace_selector (canarywatch.sources.build)
     "namespace": (("", "namespaces"),),
 }
 _NAMESPACED = {"leases", "configmaps"}

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.helpers.binaries import require_binary
+from tests.support.binaries import require_binary
 
 from canarywatch.app import App
 from canarywatch.config import parse_config
@@ -28,7 +28,8 @@ CANARY_STATE_METRICS = frozenset(
         "canarywatch_canary_last_transition_timestamp_seconds",
     }
 )
-"""The canary-state series (``canarywatch.views.canary_metrics``) the rules and dashboard build on."""
+"""The canary-state series (``canarywatch.views.canary_metrics``) the rules and dashboard build
+on."""
 
 _SUFFIXES = {
     "counter": ("_total",),

@@ -26,8 +26,8 @@ from typing import Any
 
 from structlog.testing import capture_logs
 from tests.cli import Started
-from tests.fakes.webhook_receiver import WebhookReceiver, run_webhook_receiver
 from tests.resilience import Key, announced, diff, expected
+from tests.support.webhook_receiver import WebhookReceiver, run_webhook_receiver
 
 from canarywatch.app import App
 from canarywatch.cli.exitcodes import EXIT_OK

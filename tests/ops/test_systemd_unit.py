@@ -10,7 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from tests.helpers.binaries import require_binary
+from tests.support.binaries import require_binary
 
 from canarywatch.config import parse_config
 from canarywatch.sdnotify import watchdog_interval_s

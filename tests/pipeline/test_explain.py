@@ -1,5 +1,6 @@
 """The pipeline records each decision in its trail: deduplicated, inhibited, silenced, muted,
-dropped at flush, routed and grouped (``canarywatch.views.explain``, README "Why (not) notified")."""
+dropped at flush, routed and grouped (``canarywatch.views.explain``, README "Why (not)
+notified")."""
 
 from __future__ import annotations
 

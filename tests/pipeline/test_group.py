@@ -244,6 +244,22 @@ def test_repeat_without_group_interval_uses_repeat_interval() -> None:
     assert g.next_deadline() is None
 
 
+def test_stop_repeating_ends_the_repeats_in_every_group_holding_the_event() -> None:
+    g = Grouper()
+    chat = routed(opts=options(gw=0, gi=0, ri=50))
+    pager = Routed(event=chat.event, receiver="pager", route=chat.route, status=FIRING)
+    for r in (chat, pager):
+        g.offer(r, at(0))
+        g.mark_firing(group_key_for(r), [r.event])
+    g.due(at(0))
+    assert g.next_deadline() == at(50)
+    g.stop_repeating(chat.event)
+    assert (g.firing(group_key_for(chat)), g.firing(group_key_for(pager))) == ((), ())
+    assert g.next_deadline() is None
+    assert g.due(at(100)) == []
+    g.stop_repeating(chat.event)  # nothing left to stop: ignored
+
+
 def test_mark_firing_unknown_group() -> None:
     with pytest.raises(KeyError):
         Grouper().mark_firing("firing/{}:nobody", [])

@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 import structlog
 from structlog.testing import capture_logs
-from tests.helpers.alertmanager import run_alertmanager
+from tests.support.alertmanager import run_alertmanager
 
 from canarywatch.config import parse_config
 from canarywatch.errors import ConfigError

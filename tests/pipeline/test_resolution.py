@@ -251,3 +251,35 @@ silences:
     assert offer(pipeline, ev(Transition.PROMOTED, 95), T0 + timedelta(minutes=95)) == [
         ("firing", "promoted", "b")
     ]
+
+
+def test_a_resolution_stops_the_repeats_of_a_route_muted_by_then() -> None:
+    """The repeats stop where the opener was grouped when it fired, not where routing would put
+    it at the resolution: a route muted by then (or changed by a reload) kept re-sending it."""
+    config = parse_config(
+        """
+receivers: [{name: chat, sink: jsonl, send_resolved: true}, {name: pager, sink: jsonl}]
+route:
+  receiver: chat
+  group_by: ["..."]
+  repeat_interval: 1h
+  routes:
+    - receiver: pager
+      matchers: ['transition="rolled-back"']
+      mute_time_intervals: [weekends]
+time_intervals:
+  - {name: weekends, time_intervals: [{weekdays: [saturday, sunday]}]}
+"""
+    )
+    pipeline = policy.build_pipeline(config)
+    tuesday = T0  # 2026-08-04
+    saturday = T0 + timedelta(days=4)
+    offer(pipeline, ev(Transition.REVISION_DETECTED, 0, spec="a"), tuesday)
+    assert offer(pipeline, ev(Transition.ROLLED_BACK, 5), tuesday + timedelta(minutes=5)) == [
+        ("firing", "rolled-back", "a")
+    ]
+    assert [n.repeat for n in pipeline.due(tuesday + timedelta(hours=2))] == [True]
+    four_days = 4 * 24 * 60
+    offer(pipeline, ev(Transition.REVISION_DETECTED, four_days, spec="b"), saturday)
+    offer(pipeline, ev(Transition.PROMOTED, four_days + 5), saturday + timedelta(minutes=5))
+    assert pipeline.due(saturday + timedelta(days=3)) == []

@@ -12,10 +12,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from tests.helpers.alertmanager import run_alertmanager
+from tests.support.alertmanager import run_alertmanager
 
-from canarywatch.config import parse_config
-from canarywatch.labels.matchers import parse_matchers
+from canarywatch.config import DEFAULT_GROUP_BY, RouteSpec, parse_config
 from canarywatch.labels.timeintervals import parse_time_intervals
 from canarywatch.model import (
     CanaryEvent,
@@ -26,14 +25,7 @@ from canarywatch.model import (
     Transition,
 )
 from canarywatch.pipeline import policy
-from canarywatch.pipeline.route import (
-    DEFAULT_GROUP_BY,
-    Route,
-    Router,
-    RouteSpec,
-    build_route,
-    group_labels,
-)
+from canarywatch.pipeline.route import Route, Router, build_route, group_labels
 
 NOW = datetime(2025, 6, 4, 12, 0, tzinfo=UTC)  # a Wednesday
 SATURDAY = datetime(2025, 6, 7, 12, 0, tzinfo=UTC)
@@ -50,7 +42,10 @@ def event(**labels: str) -> CanaryEvent:
 
 
 def spec(*matchers: str, **kwargs: object) -> RouteSpec:
-    return RouteSpec(matchers=parse_matchers(matchers), **kwargs)  # type: ignore[arg-type]
+    """A route node as written in the config (``continue_`` stands for the ``continue`` key)."""
+    if "continue_" in kwargs:
+        kwargs["continue"] = kwargs.pop("continue_")
+    return RouteSpec.model_validate({"matchers": matchers, **kwargs})
 
 
 def receivers(router: Router, labels: Mapping[str, str], now: datetime = NOW) -> list[str]:
@@ -59,11 +54,11 @@ def receivers(router: Router, labels: Mapping[str, str], now: datetime = NOW) ->
 
 # The example tree of Alertmanager's docs/configuration.md, adapted to canary labels.
 TREE = build_route(
-    RouteSpec(
+    spec(
         receiver="default",
         group_by=("namespace",),
         routes=(
-            spec('severity="critical"', receiver="pager", group_wait_s=30.0),
+            spec('severity="critical"', receiver="pager", group_wait="30s"),
             spec(
                 'namespace=~"payments|billing"',
                 receiver="payments",
@@ -118,14 +113,14 @@ def test_inheritance_and_defaults() -> None:
     assert warnings.receiver == "payments-warnings"
 
     deep = build_route(
-        RouteSpec(
+        spec(
             receiver="root",
-            group_interval_s=60.0,
+            group_interval="1m",
             routes=(
                 spec(
                     "a=1",
                     receiver="mid",
-                    repeat_interval_s=600.0,
+                    repeat_interval="10m",
                     group_by=("...",),
                     routes=(spec("b=2"),),
                 ),
@@ -136,19 +131,19 @@ def test_inheritance_and_defaults() -> None:
     assert leaf.receiver == "mid"  # receiver inherits
     assert leaf.group_by is None  # '...' inherits
     assert (leaf.group_wait_s, leaf.group_interval_s, leaf.repeat_interval_s) == (0.0, 60.0, 600.0)
-    root = build_route(RouteSpec(receiver="r", routes=(spec("a=1", receiver="x"),)))
+    root = build_route(spec(receiver="r", routes=(spec("a=1", receiver="x"),)))
     assert root.group_by == DEFAULT_GROUP_BY == ("cluster", "namespace", "canary")
     assert root.routes[0].group_by == DEFAULT_GROUP_BY  # the default inherits too
-    assert build_route(RouteSpec(receiver="r", group_by=())).group_by == ()  # one group
+    assert build_route(spec(receiver="r", group_by=())).group_by == ()  # one group
     # A positive group_interval batches; zero is allowed anywhere.
-    assert build_route(RouteSpec(receiver="r", group_interval_s=300.0)).group_interval_s == 300
-    assert build_route(RouteSpec(receiver="r", group_interval_s=0.0)).group_interval_s == 0
+    assert build_route(spec(receiver="r", group_interval="5m")).group_interval_s == 300
+    assert build_route(spec(receiver="r", group_interval="0s")).group_interval_s == 0
 
 
 def test_empty_group_by_below_the_root_inherits_as_in_alertmanager() -> None:
     """Alertmanager keeps ``GroupBy`` nil for ``group_by: []``, so the parent's applies."""
     tree = build_route(
-        RouteSpec(
+        spec(
             receiver="root",
             group_by=("namespace",),
             routes=(
@@ -172,14 +167,13 @@ def test_empty_group_by_below_the_root_inherits_as_in_alertmanager() -> None:
     assert group_labels(routed.event.labels, routed.route.group_by) == {"namespace": "shop"}
     # On the root an empty list is still one group for everything (Alertmanager's default).
     assert (
-        build_route(RouteSpec(receiver="r", group_by=(), routes=(spec("a=1"),))).routes[0].group_by
-        == ()
+        build_route(spec(receiver="r", group_by=(), routes=(spec("a=1"),))).routes[0].group_by == ()
     )
 
 
 def test_time_intervals_do_not_inherit() -> None:
     tree = build_route(
-        RouteSpec(
+        spec(
             receiver="root",
             routes=(spec("a=1", mute_time_intervals=("weekends",), routes=(spec("b=2"),)),),
         )
@@ -191,23 +185,27 @@ def test_time_intervals_do_not_inherit() -> None:
 @pytest.mark.parametrize(
     ("root", "fault"),
     [
-        (RouteSpec(), "must name a receiver"),
-        (spec("a=1", receiver="r"), "must not have matchers"),
-        (RouteSpec(receiver="r", continue_=True), "cannot have continue"),
-        (RouteSpec(receiver="r", mute_time_intervals=("x",)), "cannot have mute"),
-        (RouteSpec(receiver="r", group_by=("...", "canary")), "wildcard group_by"),
-        (RouteSpec(receiver="r", group_by=("a", "a")), "duplicated label"),
-        (RouteSpec(receiver="r", repeat_interval_s=0.0), "repeat_interval must be > 0"),
-        (RouteSpec(receiver="r", group_wait_s=-1.0), "group_wait must be >= 0"),
+        ({}, "needs a receiver"),
+        ({"receiver": "r", "matchers": ["a=1"]}, "no matchers"),
+        ({"receiver": "r", "continue": True}, "no continue"),
+        ({"receiver": "r", "mute_time_intervals": ["x"]}, "cannot have mute"),
+        ({"receiver": "r", "group_by": ["...", "canary"]}, "must be the only entry of group_by"),
+        ({"receiver": "r", "group_by": ["a", "a"]}, "lists a label twice"),
         (
-            RouteSpec(receiver="r", routes=(RouteSpec(), RouteSpec(group_interval_s=-5.0))),
-            r"route.routes\[1\]: group_interval",
+            {"receiver": "r", "repeat_interval": "0s"},
+            r"repeat_interval\s+Input should be greater than 0",
+        ),
+        ({"receiver": "r", "group_wait": "-1s"}, r"group_wait\s+Value error, invalid duration"),
+        (
+            {"receiver": "r", "routes": [{}, {"group_interval": "-5s"}]},
+            r"routes\.1\.group_interval",
         ),
     ],
 )
-def test_build_route_rejects(root: RouteSpec, fault: str) -> None:
+def test_build_route_rejects(root: dict[str, object], fault: str) -> None:
+    """Each node is checked when it is read (the model), the root's own rules when it is built."""
     with pytest.raises(ValueError, match=fault):
-        build_route(root)
+        build_route(RouteSpec.model_validate(root))
 
 
 def test_routed_carries_the_matched_node_options() -> None:
@@ -226,7 +224,7 @@ def test_routed_carries_the_matched_node_options() -> None:
 
 def test_identical_targets_are_deduplicated() -> None:
     tree = build_route(
-        RouteSpec(
+        spec(
             receiver="slack",
             group_by=("canary",),
             routes=(
@@ -247,7 +245,7 @@ def test_identical_targets_are_deduplicated() -> None:
 
 def test_resolved_goes_only_to_receivers_that_want_it() -> None:
     tree = build_route(
-        RouteSpec(receiver="quiet", routes=(spec("a=1", receiver="loud", continue_=True),))
+        spec(receiver="quiet", routes=(spec("a=1", receiver="loud", continue_=True),))
     )
     router = Router(tree, send_resolved={"loud": True, "quiet": False})
     result = router.resolve(event(a="1"), NOW, NotificationStatus.RESOLVED)
@@ -274,7 +272,7 @@ INTERVALS = {
 
 def muting_router() -> Router:
     tree = build_route(
-        RouteSpec(
+        spec(
             receiver="default",
             routes=(
                 spec("team=a", receiver="a-pager", mute_time_intervals=("weekends",)),
@@ -321,7 +319,7 @@ def test_muted_result_names_the_target() -> None:
 
 def test_a_target_reached_unmuted_is_not_counted_muted() -> None:
     tree = build_route(
-        RouteSpec(
+        spec(
             receiver="slack",
             routes=(
                 spec("a=1", mute_time_intervals=("weekends",), continue_=True),
@@ -335,7 +333,7 @@ def test_a_target_reached_unmuted_is_not_counted_muted() -> None:
 
 
 def test_undefined_time_interval_is_refused() -> None:
-    tree = build_route(RouteSpec(receiver="r", routes=(spec("a=1", mute_time_intervals=("x",)),)))
+    tree = build_route(spec(receiver="r", routes=(spec("a=1", mute_time_intervals=("x",)),)))
     with pytest.raises(ValueError, match="undefined time interval 'x'"):
         Router(tree)
 

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from tests.helpers.kube_apiserver import RealControlPlane
 from tests.realcluster.target import KubeTarget, open_target, simulated_kubeconfig
+from tests.support.kube_apiserver import RealControlPlane
 
 from canarywatch.simulator import SimulatedApiServer, Store
 

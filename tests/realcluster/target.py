@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.helpers.kube_apiserver import RealControlPlane
-from tests.helpers.kube_rest import KubeRest
+from tests.support.kube_apiserver import RealControlPlane
+from tests.support.kube_rest import KubeRest
 
 from canarywatch.simulator import SimulatedApiServer, Store
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.e2e.test_daemon import Seen, config_with, expected, notified, running, settle
-from tests.helpers.kube_mirror import StoreMirror
 from tests.realcluster.target import KubeTarget
+from tests.support.kube_mirror import StoreMirror
 
 from canarywatch.clock import SystemClock
 from canarywatch.config import Config

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.fakes.webhook_receiver import run_webhook_receiver
-from tests.helpers.kube_apiserver import RealControlPlane
-from tests.helpers.kube_rest import KubeRest
 from tests.realcluster.target import KubeTarget
 from tests.realcluster.test_daemon import rig
 from tests.resilience import announced, diff, expected, wait_for_count
 from tests.resilience.test_crash_restart import Daemon, unique_by_idempotency_key
+from tests.support.kube_apiserver import RealControlPlane
+from tests.support.kube_rest import KubeRest
+from tests.support.webhook_receiver import run_webhook_receiver
 
 from canarywatch.simulator.flagger import PODINFO_ANALYSIS
 

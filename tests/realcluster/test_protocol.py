@@ -12,8 +12,8 @@ import time
 from typing import Any
 
 import pytest
-from tests.helpers.kube_rest import KubeApiError
 from tests.realcluster.target import KubeTarget
+from tests.support.kube_rest import KubeApiError
 
 
 def canary_event(namespace: str, name: str, *, kind: str = "Canary") -> dict[str, Any]:
@@ -45,8 +45,7 @@ async def watch_lines(
     status = 0
     try:
         async with asyncio.timeout(within):
-            reply = await target.rest.open_stream(path)
-            async with reply:
+            async with target.rest.stream(path) as reply:
                 status = reply.status
                 async for line in reply.content:
                     if line.strip():

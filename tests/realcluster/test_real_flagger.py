@@ -28,8 +28,9 @@ from typing import Any
 
 import pytest
 from tests.e2e.test_daemon import config_with, notified
-from tests.fakes.webhook_receiver import run_webhook_receiver
-from tests.helpers.flagger_rig import (
+from tests.resilience import announced, wait_for_count
+from tests.resilience.test_crash_restart import Daemon, unique_by_idempotency_key
+from tests.support.flagger_rig import (
     FLAGGER_VERSIONS,
     DeploymentStandIn,
     GateServer,
@@ -37,11 +38,11 @@ from tests.helpers.flagger_rig import (
     RealFlagger,
     flagger_crds,
 )
-from tests.helpers.kube_apiserver import RealControlPlane, free_port
-from tests.helpers.kube_rest import KubeRest
-from tests.helpers.prometheus import run_prometheus
-from tests.resilience import announced, wait_for_count
-from tests.resilience.test_crash_restart import Daemon, unique_by_idempotency_key
+from tests.support.kube_apiserver import RealControlPlane
+from tests.support.kube_rest import KubeRest
+from tests.support.ports import free_port
+from tests.support.prometheus import run_prometheus
+from tests.support.webhook_receiver import run_webhook_receiver
 
 from canarywatch.app import App
 from canarywatch.cli.record import record
@@ -473,7 +474,8 @@ async def test_every_scenario_against_real_flagger(version: str, tmp_path: Path)
 
 def save_recording(version: str, recording: Path, expectations: dict[str, dict[str, int]]) -> None:
     """Keep what real Flagger produced under tests/recordings/flagger-<version>/ (replayed by
-    tests/test_real_flagger_recordings.py on machines without Go); see ``compact_recording``."""
+    tests/pipeline/test_real_flagger_recordings.py on machines without Go); see
+    ``compact_recording``."""
     target = RECORDINGS / f"flagger-{version}"
     target.mkdir(parents=True, exist_ok=True)
     lines = recording.read_text(encoding="utf-8").splitlines()

@@ -32,8 +32,6 @@ from typing import Any
 
 import pytest
 from tests.e2e.test_daemon import config_with, notified
-from tests.helpers.flagger_rig import FLAGGER_VERSIONS
-from tests.helpers.kube_apiserver import RealControlPlane
 from tests.realcluster.test_real_flagger import (
     NS,
     SCENARIOS,
@@ -44,6 +42,8 @@ from tests.realcluster.test_real_flagger import (
     running_on,
     sent,
 )
+from tests.support.flagger_rig import FLAGGER_VERSIONS
+from tests.support.kube_apiserver import RealControlPlane
 
 from canarywatch.config import Config, parse_config
 from canarywatch.formats import recording

@@ -21,7 +21,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from tests.fakes.webhook_receiver import run_webhook_receiver
 from tests.resilience import (
     SOAK,
     Key,
@@ -34,6 +33,7 @@ from tests.resilience import (
     seeds,
     wait_for_count,
 )
+from tests.support.webhook_receiver import run_webhook_receiver
 
 from canarywatch.clock import SystemClock
 from canarywatch.simulator import FaultPlan, SimulatedApiServer, Store, StreamAction

@@ -24,8 +24,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.fakes.webhook_receiver import Captured, run_webhook_receiver
 from tests.resilience import SOAK, announced, config_text, diff, expected, seeds, wait_for_count
+from tests.support.webhook_receiver import Captured, run_webhook_receiver
 
 from canarywatch.clock import SystemClock
 from canarywatch.simulator import SimulatedApiServer, Store

@@ -7,7 +7,7 @@ and a webhook receiver in the test process, plays Flagger scenarios through a tr
 injects one fault, and compares what the receiver accepted with what Flagger did:
 
 - ``kill_9_slow_disk``: every fsync/fdatasync delayed 100 ms (an ``LD_PRELOAD`` shim built
-  with the C compiler, ``tests.helpers.slow_disk``); SIGKILL at random moments, restart at once.
+  with the C compiler, ``tests.support.slow_disk``); SIGKILL at random moments, restart at once.
 - ``sink_outage_small_queue``: ``dispatch.queue_size: 5``; the webhook answers 500 for the whole
   play and a graceful restart in the middle of it, then recovers.
 - ``silent_watch``: the Events watch goes silent (``StreamAction.SILENT``) while the scenarios
@@ -47,9 +47,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from tests.helpers.kube_apiserver import free_port
-from tests.helpers.slow_disk import SlowDisk
-from tests.helpers.small_disk import small_disk
 from tests.resilience import SOAK
 from tests.resilience.matrix import (
     LEADER,
@@ -77,6 +74,9 @@ from tests.resilience.matrix import (
     settle,
     wait_until,
 )
+from tests.support.ports import free_port
+from tests.support.slow_disk import SlowDisk
+from tests.support.small_disk import small_disk
 
 from canarywatch.clock import SystemClock
 from canarywatch.simulator import FaultPlan, Store, StreamAction

@@ -33,13 +33,13 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client
 from structlog.testing import LogCapture
-from tests.fakes.webhook_receiver import run_webhook_receiver
-from tests.helpers.kube_apiserver import RealControlPlane
 from tests.realcluster.target import KubeTarget, open_target
 from tests.realcluster.test_protocol import canary_event
 from tests.resilience import daemon_config, running_daemon
 from tests.sources.test_kube_events_source import plain_event, running, until
 from tests.sources.test_watch import capturing
+from tests.support.kube_apiserver import RealControlPlane
+from tests.support.webhook_receiver import run_webhook_receiver
 
 from canarywatch.model import SELF_NAMESPACE, Observation
 from canarywatch.simulator import SimulatedApiServer, Store, StreamAction

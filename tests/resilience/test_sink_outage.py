@@ -20,8 +20,8 @@ import aiohttp
 import structlog
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
-from tests.fakes.webhook_receiver import run_webhook_receiver
 from tests.resilience import SOAK
+from tests.support.webhook_receiver import run_webhook_receiver
 
 from canarywatch.clock import VirtualClock
 from canarywatch.delivery.dispatch import Dispatcher

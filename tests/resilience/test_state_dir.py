@@ -7,7 +7,7 @@ containers, where permission bits do not stop writes; an unusable directory is t
 Full while running: the daemon keeps running, not ready, holding what it cannot write, and
 catches up when there is room. The full disk is a real tmpfs filled with a file (when this
 process may mount one) and a database capped with SQLite's ``max_page_count`` (the same
-SQLITE_FULL; ``tests.helpers.small_disk``).
+SQLITE_FULL; ``tests.support.small_disk``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from typing import Any
 import aiohttp
 import pytest
 from structlog.testing import capture_logs
-from tests.fakes.webhook_receiver import run_webhook_receiver
-from tests.helpers.small_disk import KINDS, SmallDisk, small_disk
 from tests.resilience import (
     announced,
     config_text,
@@ -32,6 +30,8 @@ from tests.resilience import (
     running_daemon,
     wait_for_count,
 )
+from tests.support.small_disk import KINDS, SmallDisk, small_disk
+from tests.support.webhook_receiver import run_webhook_receiver
 
 from canarywatch.app import App
 from canarywatch.clock import SystemClock

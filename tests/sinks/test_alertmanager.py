@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,9 +15,10 @@ import aiohttp
 import pytest
 import structlog
 from structlog.testing import capture_logs
-from tests.fakes.webhook_receiver import WebhookReceiver, run_webhook_receiver
-from tests.helpers.alertmanager import RunningAlertmanager, run_alertmanager
 from tests.sinks.golden import assert_golden_json
+from tests.support.alertmanager import RunningAlertmanager, run_alertmanager
+from tests.support.ports import free_port
+from tests.support.webhook_receiver import WebhookReceiver, run_webhook_receiver
 
 from canarywatch.model import Notification, NotificationStatus, Phase, Transition
 from canarywatch.secrets import Secret
@@ -40,9 +40,7 @@ def parse_time(text: str) -> datetime:
 
 
 def closed_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     return f"http://127.0.0.1:{port}"
 
 

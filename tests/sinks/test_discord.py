@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -17,8 +16,9 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
-from tests.fakes.discord import FakeDiscord, message_problem, pings
 from tests.sinks.golden import assert_golden_json
+from tests.support.discord import FakeDiscord, message_problem, pings
+from tests.support.ports import free_port
 
 from canarywatch.model import Notification, NotificationStatus, Phase, Transition
 from canarywatch.secrets import Secret
@@ -124,13 +124,6 @@ def discord(http: aiohttp.ClientSession, fake: FakeDiscord) -> SinkFactory:
         return DiscordSink("discord", opts, http=http, log=structlog.get_logger(), memory=memory)
 
     return build
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # --- options -----------------------------------------------------------------------------------
@@ -257,6 +250,20 @@ async def test_one_message_per_rollout_edited_in_place(
     assert progress.body["embeds"][0]["title"].startswith("Rolled back")
     assert len(fake.messages) == 3
     assert memory.get(KEY) == first_id  # the verdict did not move the rollout's message
+
+
+async def test_a_rollout_id_ending_in_at_is_edited_in_place(
+    discord: SinkFactory, fake: FakeDiscord
+) -> None:
+    memory = InMemorySinkMemory()
+    sink = discord(memory=memory)
+    for transition in (Transition.REVISION_DETECTED, Transition.HALTED):
+        payload = sink.render(make_notification(make_event(transition, rollout="7@")))
+        assert isinstance(payload, dict)
+        assert payload["rollout_key"] == "/test/podinfo@7@"
+        await sink.deliver(payload)
+    assert [r.method for r in fake.requests] == ["POST", "PATCH"]
+    assert memory.get("message:/test/podinfo@7@") is not None
 
 
 async def test_edit_in_place_survives_a_restart(discord: SinkFactory, fake: FakeDiscord) -> None:

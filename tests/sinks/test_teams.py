@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Callable
@@ -16,8 +15,9 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
-from tests.fakes.teams import FakeTeams, run_fake_teams
 from tests.sinks.golden import assert_golden_json
+from tests.support.ports import free_port
+from tests.support.teams import FakeTeams, run_fake_teams
 
 from canarywatch.model import Notification, NotificationStatus, Phase, Transition
 from canarywatch.secrets import Secret
@@ -120,9 +120,7 @@ async def fake() -> AsyncIterator[FakeTeams]:
 
 
 def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     return f"http://127.0.0.1:{port}/workflows/x/triggers/manual/paths/invoke?sig=closed-sig-9"
 
 

@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import hmac
 import json
-import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
@@ -16,8 +15,9 @@ import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
-from tests.fakes.webhook_receiver import WebhookReceiver, run_webhook_receiver
 from tests.sinks.golden import assert_golden_json
+from tests.support.ports import free_port
+from tests.support.webhook_receiver import WebhookReceiver, run_webhook_receiver
 
 from canarywatch.model import Notification, NotificationStatus, Phase, Transition
 from canarywatch.secrets import Secret
@@ -53,9 +53,7 @@ def rollback() -> Notification:
 
 
 def closed_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     return f"http://127.0.0.1:{port}/hook?token=closed-port-token"
 
 

@@ -19,8 +19,8 @@ import aiohttp
 import pytest
 import structlog
 from structlog.testing import capture_logs
-from tests.helpers.http_server import LocalServer, Reply, local_server
-from tests.helpers.prometheus import run_prometheus
+from tests.support.http_server import LocalServer, Reply, local_server
+from tests.support.prometheus import run_prometheus
 
 from canarywatch.clock import SystemClock, VirtualClock
 from canarywatch.errors import ConfigError
@@ -36,17 +36,17 @@ from canarywatch.model import (
 from canarywatch.normalise.flagger_metrics import FlaggerMetricsNormaliser
 from canarywatch.secrets import Secret
 from canarywatch.sources.base import Source
+from canarywatch.sources.flagger_exposition import flagger_query
 from canarywatch.sources.flagger_metrics import (
     FlaggerMetricsSettings,
     FlaggerMetricsSource,
     MetricsMode,
     MetricsTarget,
 )
-from canarywatch.sources.prom_query import (
+from canarywatch.sources.prometheus import (
     BasicAuth,
     BearerAuth,
     RequestOptions,
-    flagger_query,
     query_instant,
 )
 

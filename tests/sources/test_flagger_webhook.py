@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from canarywatch.clock import VirtualClock
-from canarywatch.config.webhook_models import DEFAULT_MAX_BODY_BYTES, WebhookIntakeSettings
+from canarywatch.config.sources import DEFAULT_MAX_BODY_BYTES, WebhookIntakeSettings
 from canarywatch.formats import recording
 from canarywatch.logs import get_logger
 from canarywatch.model import Observation, SourceName, Transition

@@ -1,7 +1,7 @@
 """``HoldingStateStore`` on a disk that really fills up: writes are held in memory, in order,
 and written when there is room again; a full disk never raises out of a write it can hold.
 
-Most tests run on both kinds of ``tests.helpers.small_disk``: a real tmpfs filled with a file
+Most tests run on both kinds of ``tests.support.small_disk``: a real tmpfs filled with a file
 (skipped without the privilege to mount one) and a database capped with ``max_page_count``. The
 cap only refuses writes that need a new page, so the notifications here carry a message longer
 than a page, and tests about writes that fit in place (an update, a small row) use the tmpfs.
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import structlog
 from structlog.testing import capture_logs
-from tests.helpers.small_disk import KINDS, SmallDisk, small_disk
+from tests.support.small_disk import KINDS, SmallDisk, small_disk
 
 from canarywatch.clock import SystemClock
 from canarywatch.identity import fingerprint

@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from tests.helpers.small_disk import TmpfsDisk, small_disk
+from tests.support.small_disk import TmpfsDisk, small_disk
 
 from canarywatch.clock import SystemClock, VirtualClock
 from canarywatch.identity import fingerprint

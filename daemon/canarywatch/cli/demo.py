@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import signal
 import sys
 import tempfile
 import time
@@ -24,10 +25,13 @@ from pathlib import Path
 from typing import TextIO
 
 from canarywatch.app import App
+from canarywatch.cli.common import while_stdout_read
 from canarywatch.clock import SystemClock, VirtualClock
 from canarywatch.config import Config, load_config, parse_config
-from canarywatch.config.daemon_models import ClusterSettings, MetricsSourceSettings
+from canarywatch.config.clusters import ClusterSettings
+from canarywatch.config.sources import MetricsSourceSettings
 from canarywatch.errors import CanarywatchError
+from canarywatch.logs import configure_logging
 from canarywatch.pipeline import policy
 from canarywatch.simulator import SimulatedApiServer, Store
 from canarywatch.simulator.flagger import FlaggerSimulator
@@ -194,3 +198,22 @@ async def _first(aw: Awaitable[object], daemon: asyncio.Task[None]) -> bool:
         return False
     await task
     return True
+
+
+async def demo_command(
+    *, config_path: Path | None, scenarios: list[str] | None, duration_s: float, port: int
+) -> int:
+    """``canarywatch demo``: the daemon against the built-in simulated cluster.
+
+    While the daemon runs it handles SIGINT/SIGTERM (a graceful stop the demo reports); before
+    it starts and after it ends, a signal cancels the demo, which cleans up on the way out
+    (``Interrupted``: one line, exit 0). When stdout's reader goes away (``| head``) the demo
+    stops the same way and ends quietly.
+    """
+    configure_logging(level="warning", stream=sys.stderr)
+    demo = asyncio.ensure_future(
+        run_demo(
+            config_path=config_path, scenarios=scenarios, duration_s=duration_s, listen_port=port
+        )
+    )
+    return await while_stdout_read(demo, stop_signals=(signal.SIGINT, signal.SIGTERM))

@@ -294,12 +294,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from canarywatch.cli import commands
+    from canarywatch.cli.common import Interrupted
 
     try:
         code = _dispatch(args)
         sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
-    except commands.Interrupted as exc:
+    except Interrupted as exc:
         return _interrupted(args.command, exc.detail)
     except (CanarywatchError, ExceptionGroup) as exc:
         return _report(exc)
@@ -338,7 +338,7 @@ def _report(exc: BaseException) -> int:
     The daemon runs in a ``TaskGroup``, so its errors arrive as exception groups: they are
     flattened here. An unexpected exception (a bug) is re-raised with its traceback.
     """
-    from canarywatch.cli.commands import UsageError
+    from canarywatch.cli.common import UsageError
     from canarywatch.formats.recording import RecordingError
 
     leaves = _leaves(exc)
@@ -364,40 +364,20 @@ def _report(exc: BaseException) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from canarywatch.cli import commands
-
+    """Run the command ``args`` names; its module is imported only now (see the docstring)."""
     command: str = args.command
     if command == "run":
-        return asyncio.run(commands.run_command(args.config))
+        from canarywatch.cli.run import run_command
+
+        return asyncio.run(run_command(args.config))
     if command == "demo":
-        if args.replay:
-            scenario = resources.files("canarywatch") / "scenarios" / "day.jsonl"
-            with resources.as_file(scenario) as path:
-                return asyncio.run(
-                    commands.replay_demo_command(path, config_path=args.config, as_json=args.json)
-                )
-        if args.json:
-            raise commands.UsageError(
-                "demo --json needs --replay: the live demo notifies through its receivers "
-                "(the console by default; a jsonl receiver in --config prints JSON lines)"
-            )
-        # Until the demo installs its own handlers, SIGTERM stops it as Ctrl-C does.
-        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-        try:
-            return asyncio.run(
-                commands.demo_command(
-                    config_path=args.config,
-                    scenarios=args.scenarios,
-                    duration_s=args.duration,
-                    port=args.port,
-                )
-            )
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        return _demo(args)
     if command == "replay":
+        from canarywatch.cli.replay import replay_command
+
         explain = args.explain or args.canary is not None or args.transition is not None
         return asyncio.run(
-            commands.replay_command(
+            replay_command(
                 args.recording,
                 config_path=args.config,
                 send=args.send,
@@ -406,29 +386,77 @@ def _dispatch(args: argparse.Namespace) -> int:
             )
         )
     if command == "record":
-        return asyncio.run(commands.record_command(args.config, args.output, args.duration))
+        from canarywatch.cli.record import record_command
+
+        return asyncio.run(record_command(args.config, args.output, args.duration))
     if command == "check-config":
-        return commands.check_config_command(args.config, skip_secrets=args.skip_secrets)
+        from canarywatch.cli.check_config import check_config_command
+
+        return check_config_command(args.config, skip_secrets=args.skip_secrets)
     if command == "route-test":
-        return commands.route_test_command(args.config, args.labels, verify=args.verify_receivers)
+        from canarywatch.cli.route_test import route_test_command
+
+        return route_test_command(args.config, args.labels, verify=args.verify_receivers)
     if command == "plugins":
-        return commands.plugins_command()
+        from canarywatch.cli.plugins import plugins_command
+
+        return plugins_command()
     if command == "completion":
         from canarywatch.cli.completion import completion_script
 
         sys.stdout.write(completion_script(build_parser(), args.shell))
         return EXIT_OK
     if command == "test-sink":
-        return asyncio.run(
-            commands.test_sink_command(args.config, args.receiver, dry_run=args.dry_run)
-        )
+        from canarywatch.cli.testsink import test_sink_command
+
+        return asyncio.run(test_sink_command(args.config, args.receiver, dry_run=args.dry_run))
     if command == "tail":
-        return asyncio.run(commands.tail_command(args))
+        from canarywatch.cli.tail import tail_command
+
+        return asyncio.run(tail_command(args))
     if command == "explain":
-        return asyncio.run(commands.explain_command(args))
+        from canarywatch.cli.control import explain_command
+
+        return asyncio.run(explain_command(args))
     if command in ("silence", "outbox"):
-        return asyncio.run(commands.control_command(args))
+        from canarywatch.cli.control import control_command
+
+        return asyncio.run(control_command(args))
     raise AssertionError(f"unhandled command {command}")  # argparse guarantees a known one
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """``demo``: the bundled day on virtual time (``--replay``), or the live simulated cluster."""
+    from canarywatch.cli.common import UsageError
+
+    if args.replay:
+        from canarywatch.cli.replay import replay_demo_command
+
+        scenario = resources.files("canarywatch") / "scenarios" / "day.jsonl"
+        with resources.as_file(scenario) as path:
+            return asyncio.run(
+                replay_demo_command(path, config_path=args.config, as_json=args.json)
+            )
+    if args.json:
+        raise UsageError(
+            "demo --json needs --replay: the live demo notifies through its receivers "
+            "(the console by default; a jsonl receiver in --config prints JSON lines)"
+        )
+    from canarywatch.cli.demo import demo_command
+
+    # Until the demo installs its own handlers, SIGTERM stops it as Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return asyncio.run(
+            demo_command(
+                config_path=args.config,
+                scenarios=args.scenarios,
+                duration_s=args.duration,
+                port=args.port,
+            )
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
 import aiohttp
 
-from canarywatch.app import Sources, build_sources
+from canarywatch.app import start_sources
+from canarywatch.cli.common import STDIN, Interrupted, UsageError
+from canarywatch.cli.exitcodes import EXIT_OK
+from canarywatch.cli.progress import Progress, format_elapsed
 from canarywatch.clock import Clock, SystemClock
-from canarywatch.config import Config
+from canarywatch.config import Config, load_config
 from canarywatch.formats.recording import RecordingWriter
-from canarywatch.logs import get_logger
+from canarywatch.logs import configure_logging, get_logger
 from canarywatch.model import CanaryEvent, Observation
+from canarywatch.signals import signal_handlers
+from canarywatch.sources.build import Sources, build_sources
 
 
 async def record(
@@ -44,13 +51,10 @@ async def record(
     """
     clock = clock or SystemClock()
     log = get_logger("record")
-    loop = asyncio.get_running_loop()
-    signals = () if stop is not None else (signal.SIGINT, signal.SIGTERM)
+    own_signals = stop is None
     stop = stop or asyncio.Event()
-    for sig in signals:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
+    handlers = {signal.SIGINT: stop.set, signal.SIGTERM: stop.set} if own_signals else {}
+    with signal_handlers(handlers):
         count = await _record(
             config,
             output,
@@ -60,10 +64,6 @@ async def record(
             stream=stream,
             on_observation=on_observation,
         )
-    finally:
-        for sig in signals:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
     log.info("recording_finished", output=str(output), observations=count)
     return count
 
@@ -98,28 +98,93 @@ async def _record(
             await build_sources(
                 config, sources, clock=clock, http=http, emit_event=ignore_self_event
             )
-            tasks = [
-                asyncio.create_task(source.run(emit), name=f"source:{cluster}:{source.name}")
-                for cluster, source in sources.kube
-            ]
-            if sources.metrics is not None:
-                tasks.append(
-                    asyncio.create_task(sources.metrics.run(emit), name="source:flagger_metrics")
-                )
-            log.info("recording_started", output=str(output), sources=len(tasks))
-            waiter = asyncio.ensure_future(stop.wait())
-            try:
-                await asyncio.wait(
-                    [waiter, *tasks], timeout=duration_s, return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in tasks:
-                    if task.done() and not task.cancelled():
-                        error = task.exception()
-                        if error is not None:
-                            raise error
-            finally:
-                waiter.cancel()
-                for task in tasks:
+            async with asyncio.TaskGroup() as tasks:  # a source that fails ends the recording
+                started = start_sources(tasks, sources, emit)
+                log.info("recording_started", output=str(output), sources=len(started))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(duration_s):
+                        await stop.wait()
+                for task in started:
                     task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
     return writer.count
+
+
+async def record_command(config_path: Path, output: Path, duration_s: float | None) -> int:
+    """``canarywatch record``: until ``--duration``, SIGTERM (exit 0) or Ctrl-C (exit 130).
+
+    ``--output -`` writes to standard output (``record ... --output - | replay -``). On a
+    terminal, a status line counts the observations and the time.
+    """
+    to_stdout = output == STDIN
+    if not to_stdout:
+        _check_output(output)
+    config = load_config(config_path)
+    configure_logging(level=config.log.level, fmt=config.log.format, stream=sys.stderr)
+    if not to_stdout:
+        _open_output(output)
+    target = "standard output" if to_stdout else str(output)
+    stop = asyncio.Event()
+    interrupted = False
+
+    def on_signal(sig: signal.Signals) -> None:
+        nonlocal interrupted
+        interrupted = interrupted or sig == signal.SIGINT
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    with (
+        signal_handlers({sig: functools.partial(on_signal, sig) for sig in stop_signals}),
+        Progress(sys.stderr, unless=sys.stdout if to_stdout else None) as status,
+    ):
+        started = loop.time()
+        written = 0
+
+        def show(count: int | None = None, *, force: bool = False) -> None:
+            nonlocal written
+            written = written if count is None else count
+            elapsed = format_elapsed(loop.time() - started)
+            status.update(f"recording to {target}: {written} observations, {elapsed}", force=force)
+
+        async def tick() -> None:
+            while True:
+                show(force=True)
+                await asyncio.sleep(1.0)
+
+        ticker = asyncio.ensure_future(tick()) if status.active else None
+        try:
+            count = await record(
+                config,
+                output,
+                duration_s=duration_s,
+                stop=stop,
+                stream=sys.stdout if to_stdout else None,
+                on_observation=show,
+            )
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+    summary = f"recorded {count} observations to {target}"
+    if interrupted:
+        raise Interrupted(summary)
+    print(summary, file=sys.stderr)
+    return EXIT_OK
+
+
+def _check_output(output: Path) -> None:
+    """Before anything else: ``--output`` must be a file in a directory that exists."""
+    if output.is_dir():
+        raise UsageError(f"{output}: cannot write the recording: it is a directory")
+    parent = output.parent
+    if not parent.is_dir():
+        why = "not a directory" if parent.exists() else "no such directory"
+        raise UsageError(f"{output}: cannot write the recording: {parent}: {why}")
+
+
+def _open_output(output: Path) -> None:
+    """Once the configuration loaded: the file opens for appending (permissions, disk)."""
+    try:
+        with output.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{output}: cannot write the recording: {exc.strerror or exc}") from None

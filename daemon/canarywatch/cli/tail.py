@@ -1,6 +1,7 @@
 """``canarywatch tail``: a live terminal view of a running daemon.
 
-It reads the daemon's live API (``canarywatch.views.live``): every canary with its phase, a weight bar
+It reads the daemon's live API (``canarywatch.web.live``): every canary with its phase, a weight
+bar
 (``▰▰▰▱▱▱▱▱▱▱ 30%``), failed checks, the last transition and its age, and a log of transitions
 coloured by severity.
 
@@ -21,6 +22,7 @@ on stderr and exit status 1.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -37,6 +39,7 @@ from typing import Any, Final, TextIO
 import aiohttp
 from yarl import URL
 
+from canarywatch.cli.common import read_token, while_stdout_read
 from canarywatch.cli.exitcodes import EXIT_OK, EXIT_RUNTIME
 from canarywatch.sinks import weight_bar
 
@@ -662,3 +665,19 @@ def _isatty(out: TextIO) -> bool:
         return out.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+async def tail_command(args: argparse.Namespace) -> int:
+    """``canarywatch tail``: the live terminal view of a running daemon."""
+    token = read_token(args.token_file)
+    view = asyncio.ensure_future(
+        tail(
+            args.url,
+            token=token,
+            once=args.once,
+            out=sys.stdout,
+            interval_s=max(args.interval, 0.1),
+            color=args.color,
+        )
+    )
+    return await while_stdout_read(view)

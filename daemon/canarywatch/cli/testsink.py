@@ -19,18 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator, Mapping
+import sys
 from datetime import datetime
+from pathlib import Path
 from typing import TextIO
 
 import aiohttp
 from prometheus_client import CollectorRegistry
 
+from canarywatch.cli.common import load_config_arg
 from canarywatch.cli.exitcodes import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME
 from canarywatch.clock import SystemClock
-from canarywatch.config import SECRET_OPTION_KEY, Config
+from canarywatch.config import SECRET_OPTION_KEY, Config, parse_config
 from canarywatch.delivery.dispatch import Dispatcher
-from canarywatch.logs import get_logger
+from canarywatch.errors import ConfigError
+from canarywatch.logs import configure_logging, get_logger
 from canarywatch.metrics import Metrics
 from canarywatch.model import (
     TRANSITIONS,
@@ -44,17 +47,11 @@ from canarywatch.model import (
     SourceName,
     Transition,
 )
-from canarywatch.sinks import (
-    DeliveryError,
-    Payload,
-    Sink,
-    SinkLoadError,
-    SinkRegistry,
-    build_sink,
-    validate_sink_options,
-)
+from canarywatch.sinks import DeliveryError, Payload, Sink
+from canarywatch.sinks.loader import build_sinks
+from canarywatch.sinks.text import secret_values
 
-__all__ = ["RETRY_BUDGET_S", "sample_notification", "test_sink"]
+__all__ = ["RETRY_BUDGET_S", "sample_notification", "test_sink", "test_sink_command"]
 
 
 RETRY_BUDGET_S = 10.0
@@ -131,29 +128,21 @@ async def test_sink(
         known = ", ".join(sorted(names)) or "none configured"
         print(f"test-sink: unknown receiver {receiver!r}; known receivers: {known}", file=out)
         return EXIT_CONFIG
-    index = names.index(receiver)
-    spec = config.receivers[index]
+    spec = config.receivers[names.index(receiver)]
     prefix = f"test-sink: receiver {receiver!r} (sink {spec.sink})"
-    secrets = sorted(set(_secret_values(spec.options)), key=len, reverse=True)
+    secrets = sorted(
+        set(secret_values(spec.options, keys=SECRET_OPTION_KEY, min_len=4)), key=len, reverse=True
+    )
     log = get_logger("test-sink").bind(receiver=receiver)
     clock = SystemClock()
     n = sample_notification(receiver, cluster=config.cluster, now=now or clock.now())
 
     async with aiohttp.ClientSession() as http:
-        registry = SinkRegistry(log=log)
         try:
-            cls = registry.load(spec.sink)
-        except SinkLoadError as exc:
-            error = config.error_at(("receivers", index, "sink"), exc.message)
-            print(_mask(f"{prefix}: {error}", secrets), file=out)
+            sink = (await build_sinks(config, only=receiver, http=http, log=log))[receiver]
+        except ConfigError as exc:
+            print(_mask(f"{prefix}: {exc}", secrets), file=out)
             return EXIT_CONFIG
-        try:
-            validate_sink_options(cls, spec.options)
-        except SinkLoadError as exc:
-            error = config.error_at(("receivers", index, "options"), exc.message)
-            print(_mask(f"{prefix}: {error}", secrets), file=out)
-            return EXIT_CONFIG
-        sink = build_sink(spec.sink, spec.options, http=http, log=log, registry=registry)
         try:
             if dry_run:
                 return _print_rendered(sink, n, prefix=prefix, secrets=secrets, out=out)
@@ -277,25 +266,18 @@ def _describe(error: DeliveryError) -> str:
     return str(error).removeprefix("delivery failed: ")
 
 
-def _secret_values(options: Mapping[str, object]) -> Iterator[str]:
-    """Values to keep out of the output: ``Secret`` options and secret-looking string keys."""
-    for key, value in options.items():
-        reveal = getattr(value, "reveal", None)
-        if callable(reveal):
-            revealed = reveal()
-            if isinstance(revealed, str) and len(revealed) >= 4:
-                yield revealed
-        elif isinstance(value, str) and len(value) >= 4 and SECRET_OPTION_KEY.search(str(key)):
-            yield value
-        elif isinstance(value, Mapping):
-            yield from _secret_values(value)
-        elif isinstance(value, list | tuple):
-            for item in value:
-                if not isinstance(item, str):
-                    yield from _secret_values({key: item})
-
-
 def _mask(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         text = text.replace(secret, MASK)
     return text
+
+
+async def test_sink_command(config_path: Path | None, receiver: str, *, dry_run: bool) -> int:
+    """``canarywatch test-sink``: ``test_sink`` with ``--config`` (default: the built-in
+    policy), answering on standard output."""
+    config = load_config_arg(config_path) if config_path is not None else parse_config("")
+    configure_logging(level="warning", stream=sys.stderr)
+    return await test_sink(config, receiver, dry_run=dry_run, out=sys.stdout)
+
+
+test_sink_command.__test__ = False  # type: ignore[attr-defined]  # a command, not a pytest test

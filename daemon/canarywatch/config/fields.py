@@ -1,4 +1,5 @@
-"""Field types shared by the config models: durations, secrets, names, label names, matchers.
+"""Field types shared by the config models: durations, secrets, names, label names, matchers,
+and the one ``model_config`` (``SECTION``) they all use.
 
 Each is an ``Annotated`` type whose validator turns YAML input into the value canarywatch uses
 (float seconds, ``Secret``) and raises ``ValueError`` with a message fit for a user; the loader
@@ -12,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Final
 
-from pydantic import AfterValidator, BeforeValidator, ValidationInfo
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, ValidationInfo
 from pydantic_core import PydanticCustomError
 
 from canarywatch.errors import ConfigError
@@ -21,6 +22,10 @@ from canarywatch.labels.matchers import parse_matcher_set
 from canarywatch.secrets import Secret, is_secret_ref, resolve_secret
 
 LABEL_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+SECTION: Final = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+"""The ``model_config`` of every config model: frozen, extra keys refused (a typo is an error,
+not a silently ignored key), and ``Secret`` allowed as a field type."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
 Three passes, each reporting every problem it finds with key path and line:
 1. YAML syntax and duplicate keys (``config.yamlsource``);
-2. shape and values, per section (pydantic models in ``config.models``);
+2. shape and values, per section (pydantic models, one module per concern, gathered in
+   ``config.document``);
 3. what needs more than one value: time intervals (parsed by ``canarywatch.labels.timeintervals``),
    receiver and time-interval names on routes, the root route's rules, secrets inside receiver
    options, and the listener's token; then the caller's ``check`` (``check-config``'s sinks).
@@ -26,25 +27,18 @@ from typing import Final, TypeAlias
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from canarywatch.config.document import ConfigFile
 from canarywatch.config.fields import SECRET_UNRESOLVED, UncheckedSecret, read_secret
-from canarywatch.config.models import ConfigFile, Receiver, RouteSpec, TimeIntervalSet
-from canarywatch.config.resolved import (
-    ROUTE_LOC,
-    Config,
-    Loc,
-    SourceMap,
-    format_path,
-    original_loc,
-    walk_route,
-)
+from canarywatch.config.muting import TimeIntervalSet
+from canarywatch.config.receivers import DEFAULT_RECEIVER, DEFAULT_SINK, Receiver
+from canarywatch.config.resolved import Config, Loc, SourceMap, original_loc
+from canarywatch.config.routing import ROUTE_LOC, RouteSpec, root_route_problems, walk_route
 from canarywatch.config.validation import describe, key_path
 from canarywatch.config.yamlsource import load_yaml
 from canarywatch.errors import ConfigError
-from canarywatch.labels.matchers import parse_matcher_set
+from canarywatch.labels.keypath import format_key_path
 from canarywatch.labels.timeintervals import TimeInterval, TimeIntervalError, parse_time_interval
 from canarywatch.secrets import SECRET_FORMS, SECRET_HINT, is_secret_ref
-
-DEFAULT_RECEIVER: Final = "default"
 
 SECRET_OPTION_KEY: Final = re.compile(
     r"token|secret|password|authorization|webhook_url|api_key|credential", re.IGNORECASE
@@ -175,7 +169,7 @@ class _Pruned:
     def covers(self, path: str) -> bool:
         """Whether an error at ``path`` is about something set aside (already reported)."""
         for loc in (*self._removed, *self._replaced):
-            prefix = format_path(loc)
+            prefix = format_key_path(loc)
             if path == prefix or path.startswith((f"{prefix}.", f"{prefix}[")):
                 return True
         return False
@@ -436,7 +430,7 @@ class _Resolver:
 
     def _resolve_receivers(self, specs: tuple[Receiver, ...] | None) -> tuple[Receiver, ...]:
         if specs is None:
-            specs = (Receiver(name=DEFAULT_RECEIVER, sink="console"),)
+            specs = (Receiver(name=DEFAULT_RECEIVER, sink=DEFAULT_SINK),)
         resolved = []
         for index, receiver in enumerate(specs):
             if receiver.name in self._receivers:
@@ -482,16 +476,8 @@ class _Resolver:
                     "defined: add a route or a receiver named 'default'",
                 )
             return RouteSpec(receiver=DEFAULT_RECEIVER)
-        if spec.receiver is None:
-            self._fail((*loc, "receiver"), "the root route needs a receiver")
-        # Items already parsed as valid; '' and '{}' are no matcher, as in Alertmanager.
-        if any(parse_matcher_set(item) for item in spec.matchers):
-            self._fail((*loc, "matchers"), "the root route matches everything: no matchers")
-        if spec.continue_:
-            self._fail((*loc, "continue"), "the root route has no siblings: no continue")
-        for key in ("mute_time_intervals", "active_time_intervals"):
-            if getattr(spec, key):
-                self._fail((*loc, key), f"the root route cannot have {key}")
+        for below, message in root_route_problems(spec):
+            self._fail((*loc, *below), message)
         for node_loc, node in walk_route(spec, loc):
             if node.receiver is not None and not self._known("receivers", node.receiver):
                 self._fail((*node_loc, "receiver"), self._unknown("receiver", node.receiver))

@@ -1,53 +1,37 @@
 """The loaded configuration as the rest of canarywatch sees it.
 
-``Config`` is what ``load_config`` returns: sections from ``config.models``, the route tree as
-written (``RouteSpec``: validated, but inheritance and the root defaults are applied by
-``pipeline.route.build_route``), the named time intervals parsed by ``canarywatch.labels.timeintervals``,
-and a ``SourceMap`` so later checks (the sink loader, ``check-config``, building the route tree)
-can raise ``ConfigError`` pointing at the right line.
+``Config`` is what ``load_config`` returns: the sections' models (one module per concern:
+``config.routing``, ``config.receivers``, ...), the route tree as written (``RouteSpec``:
+validated, but inheritance and the root defaults are applied by
+``pipeline.route.build_route``), the named time intervals parsed by
+``canarywatch.labels.timeintervals``, and a ``SourceMap`` so later checks (the sink loader,
+``check-config``, building the route tree) can raise ``ConfigError`` pointing at the right line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Final
+from typing import TypeAlias
 
-from canarywatch.config.daemon_models import (
-    ClusterSettings,
-    DispatchSettings,
-    LabelSettings,
-    LeaderElectionSettings,
+from canarywatch.config.clusters import ClusterSettings, LeaderElectionSettings
+from canarywatch.config.daemon import LogSettings, ServerSettings, StateSettings
+from canarywatch.config.delivery import DispatchSettings
+from canarywatch.config.muting import InhibitRule, Silence
+from canarywatch.config.receivers import Receiver
+from canarywatch.config.routing import LabelSettings, RouteSpec
+from canarywatch.config.sources import (
+    LowTrafficSettings,
     MetricsSourceSettings,
+    WebhookIntakeSettings,
 )
-from canarywatch.config.low_traffic_models import LowTrafficSettings
-from canarywatch.config.models import (
-    InhibitRule,
-    LogSettings,
-    Receiver,
-    RouteSpec,
-    ServerSettings,
-    Silence,
-    StateSettings,
-)
-from canarywatch.config.webhook_models import WebhookIntakeSettings
 from canarywatch.errors import ConfigError
+from canarywatch.labels.keypath import KeyPath, format_key_path
 from canarywatch.labels.timeintervals import TimeInterval
 
-Loc = tuple[str | int, ...]
-"""A key path as a tuple: ``("receivers", 1, "options", "url")``."""
-
-
-def format_path(loc: Loc) -> str:
-    """``("receivers", 1, "options", "url")`` -> ``receivers[1].options.url``."""
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else part
-    return text
+Loc: TypeAlias = KeyPath
+"""A key path as a tuple: ``("receivers", 1, "options", "url")`` (``labels.keypath``)."""
 
 
 def original_loc(loc: Loc, renumbered: Mapping[Loc, tuple[int, ...]]) -> Loc:
@@ -89,19 +73,11 @@ class SourceMap:
 
     def error(self, loc: Loc, message: str) -> ConfigError:
         return ConfigError(
-            message, path=format_path(self.original(loc)), line=self.line_of(loc), file=self.file
+            message,
+            path=format_key_path(self.original(loc)),
+            line=self.line_of(loc),
+            file=self.file,
         )
-
-
-ROUTE_LOC: Final[Loc] = ("route",)
-"""The key path of the root route."""
-
-
-def walk_route(spec: RouteSpec, loc: Loc = ROUTE_LOC) -> Iterator[tuple[Loc, RouteSpec]]:
-    """``spec`` and every node below it with its key path, depth first in config order."""
-    yield loc, spec
-    for index, child in enumerate(spec.routes):
-        yield from walk_route(child, (*loc, "routes", index))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,7 +87,8 @@ class Config:
     cluster: str = "default"
     receivers: tuple[Receiver, ...]
     route: RouteSpec
-    """The route tree as written, at ``ROUTE_LOC``; ``walk_route`` gives each node's key path."""
+    """The route tree as written, at ``routing.ROUTE_LOC``; ``routing.walk_route`` gives each
+    node's key path."""
     time_intervals: Mapping[str, tuple[TimeInterval, ...]] = field(
         default_factory=lambda: MappingProxyType({})
     )

@@ -16,8 +16,9 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from canarywatch.config.document import ConfigFile
 from canarywatch.config.fields import DocType
-from canarywatch.config.models import ConfigFile, RouteSpec
+from canarywatch.config.routing import RouteSpec
 from canarywatch.labels.durations import format_duration
 from canarywatch.secrets import Secret
 

@@ -5,8 +5,8 @@ editing a YAML file wants ``unknown key 'chanel' (did you mean 'channel'? ...)``
 string``. The config loader and the sink loader both describe errors through here, so the two
 read alike. Input values are never quoted: options and config values carry secrets.
 
-A foundation module: it imports pydantic and nothing of canarywatch, so ``canarywatch.sinks``
-(which plugins import) may use it without pulling in ``canarywatch.config``.
+A foundation module: it imports pydantic and ``labels.keypath`` only, so ``canarywatch.sinks``
+(which plugins import) may use it without depending on the config models.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Final, get_args, get_origin
 from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
-KeyPath = tuple[str | int, ...]
-"""A key path as pydantic gives it, without its union-member tags: ``("links", 0, "url")``."""
+from canarywatch.labels.keypath import KeyPath
+from canarywatch.labels.keypath import format_key_path as format_key_path  # sinks use it here
 
 TYPE_MESSAGES: Final = MappingProxyType(
     {
@@ -95,20 +95,9 @@ def unknown_key(
 
 
 def key_path(loc: Sequence[str | int]) -> KeyPath:
-    """Pydantic's ``loc`` without the tags it adds for union members and validators
-    (``function-after[...]``, ``list[str]``, ``[key]``): only what a user wrote."""
+    """Pydantic's ``loc`` (``("links", 0, "url")``) without the tags it adds for union members
+    and validators (``function-after[...]``, ``list[str]``, ``[key]``): only what a user wrote."""
     return tuple(part for part in loc if not (isinstance(part, str) and "[" in part))
-
-
-def format_key_path(path: Sequence[str | int]) -> str:
-    """``("links", 0, "url")`` -> ``links[0].url``."""
-    text = ""
-    for part in path:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else part
-    return text
 
 
 def model_at(root: type[BaseModel], loc: Sequence[str | int]) -> type[BaseModel] | None:

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 
 import yaml
 
-from canarywatch.config.resolved import Loc, format_path
+from canarywatch.config.resolved import Loc
 from canarywatch.errors import ConfigError
+from canarywatch.labels.keypath import format_key_path
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _NUMBER_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
@@ -31,11 +32,7 @@ def load_yaml(text: str, *, filename: str) -> tuple[object, dict[Loc, int], dict
         # The reader checks every character when it is built: a control character raises here.
         loader = yaml.SafeLoader(text)
     except yaml.reader.ReaderError as exc:
-        raise ConfigError(
-            f"invalid YAML: unacceptable character #x{exc.character:04x} "
-            f"(control characters are not allowed) at position {exc.position}",
-            file=filename,
-        ) from None
+        raise _unacceptable(exc, filename, "(control characters are not allowed) ") from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -51,11 +48,7 @@ def load_yaml(text: str, *, filename: str) -> tuple[object, dict[Loc, int], dict
             file=filename,
         ) from None
     except yaml.reader.ReaderError as exc:
-        raise ConfigError(
-            f"invalid YAML: unacceptable character #x{exc.character:04x} at position "
-            f"{exc.position}",
-            file=filename,
-        ) from None
+        raise _unacceptable(exc, filename) from None
     except yaml.YAMLError:
         raise ConfigError("invalid YAML", file=filename) from None
     finally:
@@ -63,6 +56,15 @@ def load_yaml(text: str, *, filename: str) -> tuple[object, dict[Loc, int], dict
     lines: dict[Loc, int] = {}
     _record_lines(node, (), lines)
     return data, lines, _base60(node)
+
+
+def _unacceptable(exc: yaml.reader.ReaderError, filename: str, why: str = "") -> ConfigError:
+    """The reader's refusal of a character, with ``why`` (ending in a space) before where."""
+    return ConfigError(
+        f"invalid YAML: unacceptable character #x{exc.character:04x} {why}at position "
+        f"{exc.position}",
+        file=filename,
+    )
 
 
 def _refuse_duplicates(node: yaml.Node, loc: Loc, filename: str) -> None:
@@ -78,7 +80,7 @@ def _refuse_duplicates(node: yaml.Node, loc: Loc, filename: str) -> None:
                 found.append(
                     ConfigError(
                         f"duplicate key {key.value!r}",
-                        path=format_path((*parent_loc, key.value)),
+                        path=format_key_path((*parent_loc, key.value)),
                         line=key.start_mark.line + 1,
                         file=filename,
                     )
@@ -96,7 +98,7 @@ def _base60(node: yaml.Node) -> dict[Loc, str]:
     """Plain scalars resolved as numbers although written with a colon (``19:00``)."""
     found: dict[Loc, str] = {}
     for parent, parent_loc in _walk(node, ()):
-        for child_loc, child in _values(parent, parent_loc):
+        for child_loc, _, child in _entries(parent, parent_loc):
             if (
                 isinstance(child, yaml.ScalarNode)
                 and child.tag in _NUMBER_TAGS
@@ -109,7 +111,7 @@ def _base60(node: yaml.Node) -> dict[Loc, str]:
 
 def _record_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
     for parent, parent_loc in _walk(node, loc):
-        for child_loc, key_or_item in _children(parent, parent_loc):
+        for child_loc, key_or_item, _ in _entries(parent, parent_loc):
             lines[child_loc] = key_or_item.start_mark.line + 1  # last wins, as in YAML merges
 
 
@@ -126,27 +128,18 @@ def _walk(root: yaml.Node, loc: Loc) -> Iterator[tuple[yaml.Node, Loc]]:
         yield node, node_loc
         stack.extend(
             (child, child_loc)
-            for child_loc, child in reversed(list(_values(node, node_loc)))
+            for child_loc, _, child in reversed(list(_entries(node, node_loc)))
             if isinstance(child, yaml.CollectionNode)
         )
 
 
-def _children(node: yaml.Node, loc: Loc) -> Iterator[tuple[Loc, yaml.Node]]:
-    """(path, key node) for mapping entries, (path, item node) for sequence items."""
-    if isinstance(node, yaml.MappingNode):
-        for key, _ in node.value:
-            if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE_TAG:
-                yield (*loc, key.value), key
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            yield (*loc, index), item
-
-
-def _values(node: yaml.Node, loc: Loc) -> Iterator[tuple[Loc, yaml.Node]]:
+def _entries(node: yaml.Node, loc: Loc) -> Iterator[tuple[Loc, yaml.Node, yaml.Node]]:
+    """(path, key node, value node) for mapping entries (merge keys left out), (path, item
+    node, item node) for sequence items."""
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE_TAG:
-                yield (*loc, key.value), value
+                yield (*loc, key.value), key, value
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            yield (*loc, index), item
+            yield (*loc, index), item, item

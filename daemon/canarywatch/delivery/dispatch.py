@@ -23,6 +23,14 @@ been read back, later notifications spill too, so none overtakes an older one. `
 announces such a backlog from outside (after a restart, at a leader takeover). Without a refill
 source (tools, tests) there is nothing to read back from, and a full queue drops its oldest.
 
+What travels through a queue is an :class:`Envelope`: the notification and the id of the outbox
+item it came from. The hooks get the envelope, so the outbox finds its item from the envelope
+itself, never from a map on the side that could outlive the notification (one dropped on
+overflow or at shutdown) or mistake a new notification for an old one. ``outbox_ids(receiver)``
+says which outbox items a receiver holds in memory (queued or in flight), so ``refill`` never
+reads one of them again; it is exact because every way out of memory (delivered, dropped,
+handed back by ``release``) passes through here.
+
 Seams for what comes later: ``on_delivered`` is awaited after every delivery with its outcome
 (the notification log records there, "record after success"), ``on_retrying`` is called after
 each failed attempt that will be retried (the outbox records the attempt, its error and when the
@@ -60,22 +68,37 @@ from canarywatch.sinks import (
     classify_exception,
 )
 
-OnDelivered: TypeAlias = Callable[[Notification, DeliveryOutcome], Awaitable[None]]
+STAGE = "dispatch"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A notification on its way through the dispatcher, with the outbox item it came from.
+
+    The outbox id travels with the notification rather than in the public ``Notification``,
+    which plugins see and which knows nothing of the daemon's state store."""
+
+    notification: Notification
+    outbox_id: int | None = None
+    """The outbox item to mark delivered or dead; ``None`` for one not from an outbox (tools,
+    ``deliver_now``)."""
+
+
+OnDelivered: TypeAlias = Callable[[Envelope, DeliveryOutcome], Awaitable[None]]
 """Called after each delivery, successful or not; an exception from it propagates."""
 
-Refill: TypeAlias = Callable[[str, int], Sequence[Notification]]
+Refill: TypeAlias = Callable[[str, int], Sequence[Envelope]]
 """``refill(receiver, room)``: at most ``room`` of the receiver's notifications that wait outside
 its queue (spilled, or left from before a restart), oldest first, none of them already queued or
-in flight. Fewer than ``room`` means there are no more. Synchronous on purpose: nothing can slip
-in between reading the backlog and queueing what was read."""
+in flight (``Dispatcher.outbox_ids``). Fewer than ``room`` means there are no more. Synchronous on
+purpose: nothing can slip in between reading the backlog and queueing what was read."""
 
-OnRetrying: TypeAlias = Callable[[Notification, int, str, datetime], None]
-"""``on_retrying(n, attempt, error, next_attempt_at)``: attempt number ``attempt`` of ``n`` failed
-for a reason that may pass (``error``, in plain words: ``describe_failure``) and the next attempt
-is due at ``next_attempt_at``. Called once per failed attempt that will be retried, never on a
-success; synchronous (the outbox records it in one small write). An exception propagates."""
-
-STAGE = "dispatch"
+OnRetrying: TypeAlias = Callable[[Envelope, int, str, datetime], None]
+"""``on_retrying(envelope, attempt, error, next_attempt_at)``: attempt number ``attempt`` of the
+envelope's notification failed for a reason that may pass (``error``, in plain words:
+``describe_failure``) and the next attempt is due at ``next_attempt_at``. Called once per failed
+attempt that will be retried, never on a success; synchronous (the outbox records it in one small
+write). An exception propagates."""
 
 
 @dataclass(slots=True)
@@ -184,7 +207,7 @@ class Dispatcher:
         self._on_delivered = on_delivered
         self._refill = refill
         self._on_retrying = on_retrying
-        self._queues: dict[str, asyncio.Queue[Notification]] = {
+        self._queues: dict[str, asyncio.Queue[Envelope]] = {
             receiver: asyncio.Queue(maxsize=queue_size) for receiver in self._sinks
         }
         self._refill_at = queue_size // 2
@@ -198,7 +221,9 @@ class Dispatcher:
         """Set while a receiver has nothing queued, in flight or in its backlog (``drain``)."""
         for idle in self._idle.values():
             idle.set()
-        self._in_flight: dict[str, Notification] = {}
+        self._in_flight: dict[str, Envelope] = {}
+        self._outbox_ids: dict[str, set[int]] = {}
+        """Per receiver, the outbox ids of the envelopes queued or in flight (``outbox_ids``)."""
         self._task: asyncio.Task[None] | None = None
         self._queue_size = queue_size
         self._retiring: dict[str, Sink] = {}
@@ -223,7 +248,7 @@ class Dispatcher:
         record = self._health.get(receiver)
         if record is None or record.sink is not sink:
             record = self._health[receiver] = SinkHealth(sink)
-            if getattr(sink, "healthy", True) is False:  # a plugin that says so itself
+            if not sink.healthy:  # a plugin that says so itself
                 record.healthy = False
                 record.problem = "the sink reports a permanent failure"
         return record
@@ -255,8 +280,9 @@ class Dispatcher:
 
     # --- intake --------------------------------------------------------------------------------
 
-    async def submit(self, n: Notification) -> bool:
-        """Queue ``n`` for its receiver; never waits. ``True`` when it was queued.
+    async def submit(self, n: Notification, *, outbox_id: int | None = None) -> bool:
+        """Queue ``n`` (outbox item ``outbox_id``) for its receiver; never waits. ``True`` when
+        it was queued.
 
         With a ``refill`` source, ``False`` means *spilled*: the queue is full, or older
         notifications still wait in the backlog. Nothing is dropped: the caller keeps ``n`` where
@@ -264,9 +290,10 @@ class Dispatcher:
         full queue drops its oldest entry (``reason="overflow"``) and ``n`` is queued. An unknown
         receiver is dropped (``False``).
         """
+        envelope = Envelope(n, outbox_id)
         queue = self._queues.get(n.receiver)
         if queue is None:
-            self._drop(n, "unknown_receiver")
+            self._drop(envelope, "unknown_receiver")
             return False
         if self._refill is not None and (n.receiver in self._backlog or queue.full()):
             self._spill(n)
@@ -275,7 +302,7 @@ class Dispatcher:
             oldest = queue.get_nowait()
             queue.task_done()
             self._drop(oldest, "overflow")
-        self._put(n)
+        self._put(envelope)
         return True
 
     def backlog(self, receiver: str) -> None:
@@ -288,10 +315,25 @@ class Dispatcher:
         self._backlog.add(receiver)
         self._read_back(receiver)
 
-    def _put(self, n: Notification) -> None:
-        self._queues[n.receiver].put_nowait(n)
+    def outbox_ids(self, receiver: str) -> frozenset[int]:
+        """The outbox ids of ``receiver``'s envelopes queued or in flight: what a ``refill``
+        must not read again."""
+        return frozenset(self._outbox_ids.get(receiver, ()))
+
+    def _put(self, envelope: Envelope) -> None:
+        n = envelope.notification
+        self._queues[n.receiver].put_nowait(envelope)
+        if envelope.outbox_id is not None:
+            self._outbox_ids.setdefault(n.receiver, set()).add(envelope.outbox_id)
         self._idle[n.receiver].clear()
         self._metrics.notifications.labels(receiver=n.receiver, status=n.status.value).inc()
+
+    def _left(self, envelope: Envelope) -> None:
+        """``envelope`` is out of memory (delivered, dropped or handed back)."""
+        if envelope.outbox_id is not None:
+            held = self._outbox_ids.get(envelope.notification.receiver)
+            if held is not None:
+                held.discard(envelope.outbox_id)
 
     def _spill(self, n: Notification) -> None:
         self._metrics.notifications_spilled.labels(receiver=n.receiver).inc()
@@ -318,13 +360,15 @@ class Dispatcher:
         batch = self._refill(receiver, room)
         if len(batch) > room:
             raise RuntimeError(f"refill returned {len(batch)} notifications for room {room}")
-        for n in batch:
-            self._put(n)
+        for envelope in batch:
+            self._put(envelope)
         if len(batch) < room:
             self._backlog.discard(receiver)
             self._log.info("backlog_read_back", receiver=receiver, queued=queue.qsize())
 
-    def _drop(self, n: Notification, reason: str) -> None:
+    def _drop(self, envelope: Envelope, reason: str) -> None:
+        self._left(envelope)
+        n = envelope.notification
         self._metrics.events_dropped.labels(stage=STAGE, reason=reason).inc(max(len(n.events), 1))
         self._log.warning(
             "notification_dropped",
@@ -374,15 +418,16 @@ class Dispatcher:
                 self._read_back(receiver)
             if queue.empty():  # and so no backlog: _read_back forgets it only when exhausted
                 idle.set()
-            n = await queue.get()
-            self._in_flight[receiver] = n
+            envelope = await queue.get()
+            self._in_flight[receiver] = envelope
             try:
-                await self.deliver_now(n)
+                await self._deliver(envelope)
             except BaseException:
                 # Left in _in_flight on purpose: aclose() counts it as dropped.
                 queue.task_done()
                 raise
             del self._in_flight[receiver]
+            self._left(envelope)
             queue.task_done()
 
     def start(self) -> None:
@@ -422,14 +467,14 @@ class Dispatcher:
         if task is not None:
             task.cancel()
             await asyncio.wait([task])
-        for n in list(self._in_flight.values()):
-            self._drop(n, "shutdown")
+        for envelope in list(self._in_flight.values()):
+            self._drop(envelope, "shutdown")
         self._in_flight.clear()
         for queue in self._queues.values():
             while not queue.empty():
-                n = queue.get_nowait()
+                envelope = queue.get_nowait()
                 queue.task_done()
-                self._drop(n, "shutdown")
+                self._drop(envelope, "shutdown")
         self._backlog.clear()  # it stays in the outbox for the next start
         if task is not None and not task.cancelled():
             failure = task.exception()
@@ -502,8 +547,8 @@ class Dispatcher:
         timeout). A retired receiver's worker first delivers what it holds (queue, notification
         in flight, backlog) for up to ``timeout_s``, then stops. Returns the notifications it
         left undelivered: with a ``refill`` source they wait there (the outbox) until a receiver
-        of that name is configured again; the caller forgets them. Closing ``sink`` is the
-        caller's.
+        of that name is configured again (``outbox_ids`` no longer counts them, so ``refill``
+        reads them then). Closing ``sink`` is the caller's.
         """
         left: list[Notification] = []
         if self._retiring.get(receiver) is sink:
@@ -530,6 +575,7 @@ class Dispatcher:
         while not queue.empty():
             left.append(queue.get_nowait())
             queue.task_done()
+        self._outbox_ids.pop(receiver, None)  # all of it handed back: pending in the outbox
         del self._idle[receiver]
         del self._retiring[receiver]
         self._backlog.discard(receiver)
@@ -541,7 +587,7 @@ class Dispatcher:
                 detail="the receiver was removed by a reload: kept in the outbox, delivered if "
                 "a receiver of that name is configured again",
             )
-        return left
+        return [envelope.notification for envelope in left]
 
     # --- one delivery --------------------------------------------------------------------------
 
@@ -577,10 +623,16 @@ class Dispatcher:
         return None
 
     async def deliver_now(self, n: Notification) -> DeliveryOutcome:
-        """Render and deliver ``n`` to its receiver's sink, retrying as configured.
+        """Render and deliver ``n`` to its receiver's sink, retrying as configured (not from an
+        outbox: the hooks get it in an envelope without an outbox id)."""
+        return await self._deliver(Envelope(n))
+
+    async def _deliver(self, envelope: Envelope) -> DeliveryOutcome:
+        """Render and deliver the envelope's notification, retrying as configured.
 
         Each attempt goes to the receiver's sink of the moment: when a reload gave it a new one
         (``reconfigure``), the next attempt renders and delivers with that one."""
+        n = envelope.notification
         sink = self._sinks.get(n.receiver) or self._retiring.get(n.receiver)
         if sink is None:
             raise KeyError(f"no sink for receiver {n.receiver!r}")
@@ -642,7 +694,7 @@ class Dispatcher:
                     delay_s=round(delay, 3),
                 )
                 if self._on_retrying is not None:
-                    self._on_retrying(n, attempts, describe_failure(error), wake)
+                    self._on_retrying(envelope, attempts, describe_failure(error), wake)
                 await self._clock.sleep_until(wake)
 
         now = self._clock.now()
@@ -655,7 +707,7 @@ class Dispatcher:
         if gave_up != "render_failed":  # a render bug says nothing about the destination
             self._judge(n, sink, log, error)
         if self._on_delivered is not None:
-            await self._on_delivered(n, outcome)
+            await self._on_delivered(envelope, outcome)
         return outcome
 
     def _finish(
@@ -674,7 +726,7 @@ class Dispatcher:
                 sink=sink.name, receiver=n.receiver, outcome=DELIVERY_OK, reason=REASON_NONE
             ).inc()
             # The console sink's notification is the record already: not twice on a terminal.
-            quiet = bool(getattr(sink, "prints_notifications", False))
+            quiet = sink.prints_notifications
             (log.debug if quiet else log.info)(
                 "notification_sent",
                 outcome=DELIVERY_OK,

@@ -38,14 +38,15 @@ not as a backlog.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
 import structlog
 
 from canarywatch.clock import Clock
-from canarywatch.delivery.dispatch import Dispatcher
+from canarywatch.delivery.dispatch import Dispatcher, Envelope
+from canarywatch.delivery.firing import FiringTracker
 from canarywatch.identity import fingerprint
 from canarywatch.metrics import Metrics
 from canarywatch.model import DeliveryOutcome, JSONValue, Notification, NotificationStatus
@@ -75,29 +76,6 @@ class SharedLog(Protocol):
     ) -> None: ...
 
 
-class FiringTracker:
-    """Per receiver, the delivered notifications whose conditions still fire.
-
-    Sinks that keep state on the far side (Alertmanager: an alert expires at ``endsAt``) need
-    the still-firing set re-pushed on a heartbeat; a resolved notification removes its events.
-    """
-
-    def __init__(self) -> None:
-        self._firing: dict[str, dict[str, Notification]] = {}
-
-    def delivered(self, n: Notification) -> None:
-        per = self._firing.setdefault(n.receiver, {})
-        for event in n.events:
-            key = fingerprint(event)
-            if n.status is NotificationStatus.RESOLVED:
-                per.pop(key, None)
-            elif event.spec.opens is not None:
-                per[key] = dataclasses.replace(n, events=(event,))
-
-    def firing(self, receiver: str) -> list[Notification]:
-        return list(self._firing.get(receiver, {}).values())
-
-
 class DurableDelivery:
     """The outbox around a ``Dispatcher`` (see the module docstring).
 
@@ -124,14 +102,12 @@ class DurableDelivery:
         self._metrics = metrics
         self._log = log.bind(component="delivery")
         self._is_leader = is_leader
-        self._outbox_ids: dict[int, int] = {}
-        """``id()`` of a notification in the dispatcher (queued or in flight) -> outbox id."""
-        self._in_memory: dict[str, set[int]] = {}
-        """Per receiver, the outbox ids in the dispatcher; ``refill`` skips them."""
         self._narrowed: dict[int, Notification] = {}
         """Outbox id -> what is left to send of it after a takeover (some of its events were
         already delivered by the old leader); ``refill`` sends this instead of the stored one."""
         self.firing = FiringTracker()
+        self._refills = 0
+        """How many times ``refill`` read the outbox (``accept_batch`` checks it moved)."""
         self._shared_log = shared_log
         self._held_window = timedelta(seconds=held_window_s)
         self.dispatcher: Dispatcher | None = None
@@ -169,8 +145,9 @@ class DurableDelivery:
                 admitted.append(kept)
         if not admitted and not canary_states:
             return
+        refills = self._refills
         try:
-            items = self._store.outbox_put_many(
+            items = await self._store.outbox_put_many_async(
                 [(n.receiver, n) for n in admitted], self._clock.now(), canary_states=canary_states
             )
         except StateHeld:
@@ -178,6 +155,13 @@ class DurableDelivery:
             # memory and delivered once they have been written (``written``), never before: a
             # delivery the outbox does not know of could be repeated after a restart.
             self._log.debug("notifications_held", notifications=len(admitted))
+            return
+        if refills != self._refills:
+            # The outbox was read back while the write was committing (off the event loop), so
+            # a worker may hold these items already: let the backlog read them, once, in order.
+            self.written(frozenset(n.receiver for n in admitted))
+            if not self._is_leader():
+                self.release_held()
             return
         for n, item in zip(admitted, items, strict=True):
             await self._queue_or_hold(n, item)
@@ -276,7 +260,7 @@ class DurableDelivery:
         held = [
             item
             for item in self._store.outbox_pending(limit=TAKE_OVER_LIMIT)
-            if item.id not in self._in_memory.get(item.receiver, set())
+            if item.id not in dispatcher.outbox_ids(item.receiver)
         ]
         queued = 0
         receivers: set[str] = set()
@@ -329,12 +313,16 @@ class DurableDelivery:
 
     async def retried(self, item: int) -> None:
         """An operator put dead letter ``item`` back to pending (``canarywatch outbox retry``):
-        read it back now rather than at the next start (the control API's hook)."""
+        hand it to its receiver now rather than at the next start (the control API's hook).
+
+        It is read back through the receiver's backlog, so it is queued at once if the queue has
+        room, else as the queue drains, in outbox order. On a standby, or for a receiver no
+        longer configured, it stays pending in the outbox."""
         dispatcher = self._attached()
-        if not self._is_leader():
+        found = self._store.outbox_item(item)
+        if found is None or not self._is_leader() or found.receiver not in dispatcher.sinks:
             return
-        for receiver in dispatcher.sinks:
-            dispatcher.backlog(receiver)
+        dispatcher.backlog(found.receiver)
 
     def receiver_added(self, receiver: str) -> None:
         """A reload configured ``receiver``: on the leader, read back what the outbox holds for
@@ -345,27 +333,18 @@ class DurableDelivery:
         if self._store.outbox_depth(receiver):
             dispatcher.backlog(receiver)
 
-    def let_go(self, notifications: Iterable[Notification]) -> None:
-        """A receiver removed by a reload stopped holding ``notifications`` undelivered
-        (``Dispatcher.release``): they stay pending in the outbox; forget that they were in
-        memory, so ``refill`` reads them again if a receiver of that name comes back."""
-        for n in notifications:
-            self._forget(n)
-
     async def _queue(self, n: Notification, item: int) -> None:
-        dispatcher = self._attached()
-        self._remember(n, item)
-        if not await dispatcher.submit(n):
-            # Spilled (or an unknown receiver): it stays pending in the outbox, and ``refill``
-            # reads it back in order once the receiver's queue has room.
-            self._forget(n)
+        # Spilled (``False``) it stays pending in the outbox, and ``refill`` reads it back in
+        # order once the receiver's queue has room.
+        await self._attached().submit(n, outbox_id=item)
 
-    def refill(self, receiver: str, room: int) -> list[Notification]:
+    def refill(self, receiver: str, room: int) -> list[Envelope]:
         """The dispatcher's ``refill``: at most ``room`` of ``receiver``'s pending outbox items
         that are not queued or in flight already, oldest first. None on a standby."""
         if room < 1 or not self._is_leader():
             return []
-        in_memory = self._in_memory.setdefault(receiver, set())
+        self._refills += 1
+        in_memory = self._attached().outbox_ids(receiver)
         limit = room + len(in_memory)
         while True:
             pending = self._store.outbox_pending(receiver, limit=limit)
@@ -375,26 +354,12 @@ class DurableDelivery:
             if len(fresh) == room or len(pending) < limit:
                 break
             limit *= 2
-        out = []
-        for item in fresh:
-            n = self._narrowed.pop(item.id, item.notification)
-            self._remember(n, item.id)
-            out.append(n)
-        return out
+        return [Envelope(self._narrowed.pop(item.id, item.notification), item.id) for item in fresh]
 
-    def _remember(self, n: Notification, item: int) -> None:
-        self._outbox_ids[id(n)] = item
-        self._in_memory.setdefault(n.receiver, set()).add(item)
-
-    def _forget(self, n: Notification) -> int | None:
-        item = self._outbox_ids.pop(id(n), None)
-        if item is not None:
-            self._in_memory.get(n.receiver, set()).discard(item)
-        return item
-
-    async def on_delivered(self, n: Notification, outcome: DeliveryOutcome) -> None:
-        """The dispatcher's ``on_delivered`` hook: record success, or dead-letter a failure."""
-        item = self._forget(n)
+    async def on_delivered(self, envelope: Envelope, outcome: DeliveryOutcome) -> None:
+        """The dispatcher's ``on_delivered`` hook: record success, or dead-letter a failure, on
+        the outbox item the envelope names (none: not from the outbox, nothing to record)."""
+        n, item = envelope.notification, envelope.outbox_id
         if item is None:
             return
         if self._explain is not None:
@@ -404,7 +369,7 @@ class DurableDelivery:
                 self._explain.dead_lettered(n, outcome, self._clock.now(), outbox_id=item)
         if outcome.ok:
             now = self._clock.now()
-            self._store.outbox_done(item, now)
+            await self._store.outbox_done_async(item, now)
             self.firing.delivered(n)
             if self._shared_log is not None:
                 try:
@@ -418,8 +383,8 @@ class DurableDelivery:
         reason = outcome.reason.value if outcome.reason is not None else "error"
         error = outcome.detail or reason  # in plain words, for ``canarywatch outbox list``
         if outcome.attempts:  # the last attempt (a render failure made none)
-            self._store.outbox_attempted(item, error)
-        self._store.outbox_dead(item, error)
+            await self._store.outbox_attempted_async(item, error)
+        await self._store.outbox_dead_async(item, error)
         self._log.error(
             "notification_dead_lettered",
             receiver=n.receiver,
@@ -430,15 +395,15 @@ class DurableDelivery:
         )
 
     def retrying(
-        self, n: Notification, attempt: int, error: str, next_attempt_at: datetime
+        self, envelope: Envelope, attempt: int, error: str, next_attempt_at: datetime
     ) -> None:
         """The dispatcher's ``on_retrying``: record attempt number ``attempt`` of the outbox item
-        ``n`` came from as failed, with why (``error``, in plain words) and when the next one is
-        due, so ``canarywatch outbox list`` shows a retry streak while it goes on. One small write
-        per failed attempt, none for a success; a notification not from the outbox is skipped."""
-        item = self._outbox_ids.get(id(n))
-        if item is not None:
-            self._store.outbox_attempted(item, error, next_attempt_at=next_attempt_at)
+        the envelope names as failed, with why (``error``, in plain words) and when the next one
+        is due, so ``canarywatch outbox list`` shows a retry streak while it goes on. One small
+        write per failed attempt, none for a success; a notification not from the outbox is
+        skipped."""
+        if envelope.outbox_id is not None:
+            self._store.outbox_attempted(envelope.outbox_id, error, next_attempt_at=next_attempt_at)
 
     def update_gauges(self, receivers: list[str]) -> None:
         """The outbox gauges, per receiver. On the leader pending items are the backlog

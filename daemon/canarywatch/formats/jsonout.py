@@ -45,13 +45,21 @@ def format_time(dt: datetime) -> str:
     return text + "Z"
 
 
+def canary_to_json(ref: CanaryRef) -> dict[str, str]:
+    """The fields naming a canary in every JSON object about one: ``canary``
+    (``namespace/name``), then ``cluster``, ``namespace`` and ``name``."""
+    return {
+        "canary": str(ref),
+        "cluster": ref.cluster,
+        "namespace": ref.namespace,
+        "name": ref.name,
+    }
+
+
 def event_to_json(ev: CanaryEvent) -> dict[str, object]:
     """One event as the public JSON object (see the module docstring)."""
     return {
-        "canary": str(ev.canary),
-        "cluster": ev.canary.cluster,
-        "namespace": ev.canary.namespace,
-        "name": ev.canary.name,
+        **canary_to_json(ev.canary),
         "transition": ev.transition.value,
         "severity": ev.severity.value,
         "phase": ev.phase.value if ev.phase is not None else None,

@@ -11,7 +11,7 @@ used for matchers anywhere: it reads ``\\w`` as Unicode, ``x{,2}`` as a repeat a
 
 Go's engine is a reimplementation of RE2, not a binding, so they differ at the edges. Checked
 against ``amtool check-config`` of Alertmanager 0.25 (built with Go 1.19) in
-``tests/test_goregexp.py``:
+``tests/labels/test_goregexp.py``:
 
 - refused here because Go refuses them, although C++ RE2 accepts them: ``\\C`` (any byte),
   ``(?<name>re)`` (Go accepts it from 1.22, so Alertmanager 0.25 does not; ``(?P<name>re)``

@@ -32,14 +32,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from canarywatch.labels.keypath import KeyPath, format_key_path
+
 __all__ = [
     "InclusiveRange",
-    "KeyPath",
     "TimeInterval",
     "TimeIntervalError",
     "TimeRange",
     "any_contains",
-    "format_key_path",
     "parse_time_interval",
     "parse_time_intervals",
 ]
@@ -59,12 +59,10 @@ _INTEGER = re.compile(r"[+-]?[0-9]+")
 """What Go's ``strconv.Atoi`` accepts (Python's ``int`` also takes spaces and underscores)."""
 _KEYS = frozenset({"times", "weekdays", "days_of_month", "months", "years", "location"})
 
-KeyPath = tuple[str | int, ...]
-"""A key path inside one interval's mapping: ``("times", 0, "start_time")``."""
-
 
 class TimeIntervalError(ValueError):
-    """An interval that does not parse: ``path`` names the key, ``reason`` says what is wrong.
+    """An interval that does not parse: ``path`` names the key inside the interval's mapping
+    (``("times", 0, "start_time")``), ``reason`` says what is wrong.
 
     ``str()`` is ``"times[0].start_time: reason"``, so callers that only want a message can use
     it as is; the config loader prefixes ``path`` with where the interval sits in the file.
@@ -74,17 +72,6 @@ class TimeIntervalError(ValueError):
         self.path = path
         self.reason = reason
         super().__init__(f"{format_key_path(path)}: {reason}" if path else reason)
-
-
-def format_key_path(path: KeyPath) -> str:
-    """``("times", 0, "start_time")`` -> ``times[0].start_time``."""
-    text = ""
-    for part in path:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else part
-    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,62 +208,72 @@ def _month(text: str) -> int:
     return number
 
 
-def _parse_weekdays(items: Sequence[object]) -> tuple[InclusiveRange, ...]:
+def _parse_ranges(
+    items: Sequence[object],
+    key: str,
+    member: Callable[[str], int],
+    problem: Callable[[InclusiveRange], str | None],
+) -> tuple[InclusiveRange, ...]:
+    """Each item of the list ``key`` as a range of ``member`` values; the first ``problem`` a
+    range has is an error naming the item."""
     out = []
     for index, item in enumerate(items):
-        where: KeyPath = ("weekdays", index)
-        r = _range(item, _weekday, where)
-        if r.begin > r.end:
-            raise TimeIntervalError(where, "start day cannot be after end day")
+        where: KeyPath = (key, index)
+        r = _range(item, member, where)
+        why = problem(r)
+        if why is not None:
+            raise TimeIntervalError(where, why)
         out.append(r)
     return tuple(out)
+
+
+def _weekdays_problem(r: InclusiveRange) -> str | None:
+    return "start day cannot be after end day" if r.begin > r.end else None
+
+
+def _days_of_month_problem(r: InclusiveRange) -> str | None:
+    for day in (r.begin, r.end):
+        if day == 0 or not -31 <= day <= 31:
+            return f"{day} is not a valid day of the month: out of range"
+    if r.begin < 0 < r.end:
+        return "end day must be negative if start day is negative"
+    # Negative days are checked against the shortest month (28 days), as Alertmanager does.
+    check_begin = 28 + r.begin if r.begin < 0 else r.begin
+    check_end = 28 + r.end if r.end < 0 else r.end
+    if check_begin > check_end:
+        return f"end day {r.end} is always before start day {r.begin}"
+    return None
+
+
+def _months_problem(r: InclusiveRange) -> str | None:
+    if r.begin > r.end:
+        return (
+            f"end month {calendar.month_name[r.end].lower()} is before "
+            f"start month {calendar.month_name[r.begin].lower()}"
+        )
+    return None
+
+
+def _years_problem(r: InclusiveRange) -> str | None:
+    return f"end year {r.end} is before start year {r.begin}" if r.begin > r.end else None
+
+
+def _parse_weekdays(items: Sequence[object]) -> tuple[InclusiveRange, ...]:
+    return _parse_ranges(items, "weekdays", _weekday, _weekdays_problem)
 
 
 def _parse_days_of_month(items: Sequence[object]) -> tuple[InclusiveRange, ...]:
-    out = []
-    for index, item in enumerate(items):
-        where: KeyPath = ("days_of_month", index)
-        r = _range(item, lambda s: _integer(s, "day of the month"), where)
-        for day in (r.begin, r.end):
-            if day == 0 or not -31 <= day <= 31:
-                raise TimeIntervalError(
-                    where, f"{day} is not a valid day of the month: out of range"
-                )
-        if r.begin < 0 < r.end:
-            raise TimeIntervalError(where, "end day must be negative if start day is negative")
-        # Negative days are checked against the shortest month (28 days), as Alertmanager does.
-        check_begin = 28 + r.begin if r.begin < 0 else r.begin
-        check_end = 28 + r.end if r.end < 0 else r.end
-        if check_begin > check_end:
-            raise TimeIntervalError(where, f"end day {r.end} is always before start day {r.begin}")
-        out.append(r)
-    return tuple(out)
+    return _parse_ranges(
+        items, "days_of_month", lambda s: _integer(s, "day of the month"), _days_of_month_problem
+    )
 
 
 def _parse_months(items: Sequence[object]) -> tuple[InclusiveRange, ...]:
-    out = []
-    for index, item in enumerate(items):
-        where: KeyPath = ("months", index)
-        r = _range(item, _month, where)
-        if r.begin > r.end:
-            raise TimeIntervalError(
-                where,
-                f"end month {calendar.month_name[r.end].lower()} is before "
-                f"start month {calendar.month_name[r.begin].lower()}",
-            )
-        out.append(r)
-    return tuple(out)
+    return _parse_ranges(items, "months", _month, _months_problem)
 
 
 def _parse_years(items: Sequence[object]) -> tuple[InclusiveRange, ...]:
-    out = []
-    for index, item in enumerate(items):
-        where: KeyPath = ("years", index)
-        r = _range(item, lambda s: _integer(s, "year"), where)
-        if r.begin > r.end:
-            raise TimeIntervalError(where, f"end year {r.end} is before start year {r.begin}")
-        out.append(r)
-    return tuple(out)
+    return _parse_ranges(items, "years", lambda s: _integer(s, "year"), _years_problem)
 
 
 def _parse_location(value: object) -> ZoneInfo:

@@ -6,7 +6,6 @@ async runner drive exactly the same code; only the runner knows about queues and
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -14,7 +13,6 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from canarywatch.identity import fingerprint
 from canarywatch.metrics import Metrics
 from canarywatch.model import (
     CanaryEvent,
@@ -281,7 +279,7 @@ class Pipeline:
     def _route(self, event: CanaryEvent, now: datetime, status: NotificationStatus) -> None:
         routed = self.router.route(event, now, status)
         if status is NotificationStatus.RESOLVED:
-            self._stop_repeating(event, now)
+            self.grouper.stop_repeating(event)
             routed = [r for r in routed if r.route.send_resolved]
         elif not routed:
             self._suppress("muted", event)
@@ -317,14 +315,6 @@ class Pipeline:
             status=status,
             muted=[t for t in muted if t.receiver not in receivers],
         )
-
-    def _stop_repeating(self, opener: CanaryEvent, now: datetime) -> None:
-        gone = fingerprint(opener)
-        for item in self.router.route(opener, now, NotificationStatus.FIRING):
-            key = group_key_for(item)
-            still = tuple(e for e in self.grouper.firing(key) if fingerprint(e) != gone)
-            with contextlib.suppress(KeyError):
-                self.grouper.mark_firing(key, still)
 
     # -- output -----------------------------------------------------------------------------
 

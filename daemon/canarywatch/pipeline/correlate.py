@@ -249,7 +249,14 @@ class Correlator:
         return dict(state.open) if state else {}
 
     def firing(self, canary: CanaryRef) -> tuple[CanaryEvent, ...]:
-        """Every firing opener of the canary: older rollouts' failures first, then ``open``."""
+        """Every firing opener of the canary: older rollouts' failures first, then ``open``.
+
+        This is *what is open in Flagger*, notified or not: the source of truth for episodes,
+        resolutions and inhibition (an inhibited or silenced opener still mutes, as in
+        Alertmanager). It is not what gets repeated (``Grouper`` keeps, per receiver group,
+        the events as they were notified) nor what a sink holds (``delivery.firing``: what
+        was delivered, for heartbeats); both follow from decisions made after this one.
+        """
         state = self._canaries.get(canary)
         return (*state.failed_before, *state.open.values()) if state else ()
 

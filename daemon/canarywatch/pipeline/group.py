@@ -15,7 +15,18 @@ A group is one receiver, one status and one set of group labels (``group_key``).
   send (Alertmanager checks repeats on its group_interval ticks), i.e. at ``last_flush +
   group_interval * ceil(repeat_interval / group_interval)``. Unlike Alertmanager, whose
   notifications always carry every firing alert, a flush of new events carries only those
-  events; it still counts as the group's last send.
+  events; it still counts as the group's last send. ``stop_repeating`` ends the repeats of one
+  event in every group that holds it.
+
+What a group's firing events record, and why it is not the other two still-firing records:
+they are *what this receiver's group re-sends on repeat_interval*, the event exactly as it was
+notified (``reword`` included), in the group routing chose when it fired. The correlator's open
+conditions (``pipeline.correlate``) are *what is open in Flagger*, per canary, notified or not
+(inhibited, silenced and catch-up openers are open too, and are inhibition sources); deriving a
+group's set from them would need the routing of the past and would change what a repeat carries
+(the correlator merges later sightings into its opener). ``delivery.firing`` (FiringTracker)
+records *what a sink acknowledged* and still fires, per receiver, for heartbeats to sinks whose
+far side expires alerts; it follows deliveries, which may fail or happen on another replica.
 - ``last_flush`` is the moment ``due``/``flush_all`` actually flushed (a late call shifts the next
   tick, as Alertmanager's ticker reset does).
 - A group with no pending and no firing events is dropped once ``group_interval`` has passed
@@ -44,6 +55,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
+from canarywatch.identity import fingerprint
 from canarywatch.labels.matchers import format_label_set
 from canarywatch.model import (
     CanaryEvent,
@@ -138,6 +150,10 @@ class Grouper:
         self._arrivals = itertools.count()
         self._idle_candidates: set[str] = set()
         """Groups that flushed with nothing firing: the only ones that can become idle."""
+        self._repeating: dict[str, set[str]] = {}
+        """Fingerprint of a firing event -> keys of the groups it was marked firing in, so a
+        resolution finds them without routing the event again (routing may have changed since:
+        a mute interval began, a reload)."""
 
     def __len__(self) -> int:
         """Events offered and not yet flushed."""
@@ -195,9 +211,23 @@ class Grouper:
         """
         group = self._groups[key]
         group.firing = tuple(events)
+        for event in group.firing:
+            self._repeating.setdefault(fingerprint(event), set()).add(key)
         self._schedule(group)
         if not group.firing and group.last_flush is not None:
             self._idle_candidates.add(key)
+
+    def stop_repeating(self, event: CanaryEvent) -> None:
+        """``event``'s condition closed: no group re-sends it any more.
+
+        Matched by fingerprint (its identity), so a reworded copy counts too; every group it
+        was marked firing in, whatever routing would say now.
+        """
+        gone = fingerprint(event)
+        for key in sorted(self._repeating.pop(gone, ())):
+            group = self._groups.get(key)
+            if group is not None:
+                self.mark_firing(key, tuple(e for e in group.firing if fingerprint(e) != gone))
 
     def mark_resolved(self, key: str, events: Iterable[CanaryEvent] | None = None) -> None:
         """Stop repeating ``events`` (all of them when ``None``); unknown keys are ignored."""

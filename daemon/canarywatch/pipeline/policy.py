@@ -12,62 +12,41 @@ from collections.abc import Mapping, Sequence
 
 import structlog
 
-from canarywatch.config import Config, format_path, walk_route
-from canarywatch.config import RouteSpec as RouteConfig
+from canarywatch.config import (
+    ALL_LABELS,
+    DEFAULT_RECEIVER,
+    DEFAULT_SINK,
+    ROUTE_LOC,
+    Config,
+    RouteSpec,
+)
+from canarywatch.labels.durations import format_duration
 from canarywatch.labels.matchers import parse_matchers
 from canarywatch.labels.timeintervals import TimeInterval
 from canarywatch.metrics import Metrics
 from canarywatch.normalise import Normaliser
-from canarywatch.pipeline import route as routing
 from canarywatch.pipeline.core import Pipeline
 from canarywatch.pipeline.correlate import Correlator
 from canarywatch.pipeline.inhibit import Inhibitor, InhibitRule
-from canarywatch.pipeline.route import Route, Router
+from canarywatch.pipeline.route import Router
+from canarywatch.pipeline.route import build_route as build_route  # config.route -> the tree
 from canarywatch.pipeline.silence import Silencer
 from canarywatch.views.explain import DecisionRecorder
 
-DEFAULT_RECEIVER = "default"
-DEFAULT_SINK = "console"
 DEFAULT_CLUSTER = "default"
 NEVER_REPEAT_S = 365 * 24 * 3600.0
 
-DEFAULT_ROUTE = Route(
-    receiver=DEFAULT_RECEIVER,
-    matchers=(),
-    continue_=False,
-    group_by=None,
-    group_wait_s=0.0,
-    group_interval_s=0.0,
-    repeat_interval_s=NEVER_REPEAT_S,
-    routes=(),
-    mute_time_intervals=(),
-    active_time_intervals=(),
+DEFAULT_ROUTE = build_route(
+    RouteSpec.model_validate(
+        {
+            "receiver": DEFAULT_RECEIVER,
+            "group_by": [ALL_LABELS],
+            "repeat_interval": format_duration(NEVER_REPEAT_S),
+        }
+    )
 )
-"""One group per distinct label set, flushed the moment an event arrives."""
-
-
-def build_route(spec: RouteConfig) -> Route:
-    """The pipeline's route tree for the config's route spec (as written).
-
-    ``pipeline.route.build_route`` applies inheritance and the root defaults; ``ValueError``
-    names the node's key path (``route.routes[1]: ...``).
-    """
-
-    def convert(node: RouteConfig) -> routing.RouteSpec:
-        return routing.RouteSpec(
-            receiver=node.receiver,
-            matchers=parse_matchers(list(node.matchers)),
-            continue_=node.continue_,
-            group_by=node.group_by,
-            group_wait_s=node.group_wait,
-            group_interval_s=node.group_interval,
-            repeat_interval_s=node.repeat_interval,
-            routes=tuple(convert(child) for child in node.routes),
-            mute_time_intervals=node.mute_time_intervals,
-            active_time_intervals=node.active_time_intervals,
-        )
-
-    return routing.build_route(convert(spec))
+"""Without a config: one group per distinct label set, flushed the moment an event arrives
+(the root defaults' ``group_wait``/``group_interval``), never repeated."""
 
 
 def build_time_intervals(config: Config) -> Mapping[str, Sequence[TimeInterval]]:
@@ -81,10 +60,9 @@ def build_router(config: Config | None) -> Router:
     try:
         root = build_route(config.route)
     except ValueError as exc:
-        # The loader validates what build_route checks; should they drift, name the line.
-        where, _, message = str(exc).partition(": ")
-        locs = {format_path(loc): loc for loc, _ in walk_route(config.route)}
-        raise config.error_at(locs.get(where, ("route",)), message or str(exc)) from None
+        # The loader reports the same root-route problems with their lines; this is for a
+        # Config built in code.
+        raise config.error_at(ROUTE_LOC, str(exc)) from None
     return Router(
         root,
         send_resolved={r.name: r.send_resolved for r in config.receivers},

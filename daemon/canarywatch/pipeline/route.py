@@ -19,11 +19,8 @@ Alertmanager's routing, applied to ``CanaryEvent.labels``:
   delivered once.
 
 This module is the one place inheritance and the root defaults are applied (``build_route``);
-the config package only validates the route tree as written. The root defaults differ from
-Alertmanager's: ``group_by`` is ``(cluster, namespace, canary)`` (one group per canary),
-``group_wait`` and ``group_interval`` are 0 s, because a lifecycle transition is discrete news
-and batching only delays it (a positive value batches); ``repeat_interval`` is 4 h as in
-Alertmanager.
+``canarywatch.config.routing`` holds the route tree as written (``RouteSpec``), its validation
+and the root defaults (one group per canary, sent at once, repeated every 4 h).
 """
 
 from __future__ import annotations
@@ -34,56 +31,36 @@ from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
 
-from canarywatch.labels.matchers import Matcher, matches_all
+from canarywatch.config.routing import (
+    ALL_LABELS,
+    DEFAULT_GROUP_BY,
+    DEFAULT_GROUP_INTERVAL_S,
+    DEFAULT_GROUP_WAIT_S,
+    DEFAULT_REPEAT_INTERVAL_S,
+    ROUTE_LOC,
+    RouteSpec,
+    root_route_problems,
+)
+from canarywatch.labels.keypath import format_key_path
+from canarywatch.labels.matchers import Matcher, matches_all, parse_matchers
 from canarywatch.labels.timeintervals import TimeInterval, any_contains
 from canarywatch.model import CanaryEvent, NotificationStatus, Routed, RouteOptions
 
 __all__ = [
-    "DEFAULT_GROUP_BY",
-    "DEFAULT_GROUP_INTERVAL_S",
-    "DEFAULT_GROUP_WAIT_S",
-    "DEFAULT_REPEAT_INTERVAL_S",
-    "GROUP_BY_ALL",
     "Route",
     "RouteResult",
-    "RouteSpec",
     "Router",
     "build_route",
     "group_labels",
 ]
-
-DEFAULT_GROUP_BY: tuple[str, ...] = ("cluster", "namespace", "canary")
-DEFAULT_GROUP_WAIT_S = 0.0
-DEFAULT_GROUP_INTERVAL_S = 0.0
-DEFAULT_REPEAT_INTERVAL_S = 4 * 3600.0
-GROUP_BY_ALL = "..."
-"""In ``RouteSpec.group_by``, the single entry ``"..."`` means "group by every label"."""
 
 _EMPTY_BOOLS: Mapping[str, bool] = MappingProxyType({})
 _EMPTY_INTERVALS: Mapping[str, Sequence[TimeInterval]] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
-class RouteSpec:
-    """A route as configured: ``None`` means "inherit from the parent" (or the default)."""
-
-    receiver: str | None = None
-    matchers: tuple[Matcher, ...] = ()
-    continue_: bool = False
-    group_by: tuple[str, ...] | None = None
-    """Label names, or ``("...",)`` for all labels; ``None`` inherits, and so does ``()`` below
-    the root (on the root ``()`` is one group for everything)."""
-    group_wait_s: float | None = None
-    group_interval_s: float | None = None
-    repeat_interval_s: float | None = None
-    routes: tuple[RouteSpec, ...] = ()
-    mute_time_intervals: tuple[str, ...] = ()
-    active_time_intervals: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
 class Route:
-    """A resolved node: every inheritable setting filled in."""
+    """A resolved node: every inheritable setting filled in (``build_route``)."""
 
     receiver: str
     matchers: tuple[Matcher, ...]
@@ -125,94 +102,61 @@ class Route:
         )
 
 
-def _resolve_group_by(spec_group_by: tuple[str, ...], where: str) -> tuple[str, ...] | None:
-    if GROUP_BY_ALL in spec_group_by:
-        if len(spec_group_by) != 1:
-            raise ValueError(f"{where}: cannot have wildcard group_by ('...') and other labels")
-        return None
-    seen: set[str] = set()
-    for name in spec_group_by:
-        if not name:
-            raise ValueError(f"{where}: group_by has an empty label name")
-        if name in seen:
-            raise ValueError(f"{where}: duplicated label {name!r} in group_by")
-        seen.add(name)
-    return spec_group_by
+def build_route(spec: RouteSpec) -> Route:
+    """Resolve the route tree as written: inheritance and the root defaults.
 
-
-def _check_duration(name: str, value: float, where: str, *, allow_zero: bool) -> float:
-    if value < 0 or (value == 0 and not allow_zero) or value != value:  # NaN != NaN
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{where}: {name} must be {bound}, got {value}")
-    return float(value)
-
-
-def build_route(spec: RouteSpec, parent: Route | None = None, *, _where: str = "route") -> Route:
-    """Resolve ``spec`` (and its children) against ``parent``: inheritance and root defaults.
-
-    ``ValueError`` names the node by its key path (``route.routes[1]: ...``).
+    ``spec`` was validated node by node when it was built (``RouteSpec`` is a pydantic model);
+    what the root may not have (``config.routing.root_route_problems``, which the loader also
+    reports) raises ``ValueError`` naming the key (``route.receiver: ...``).
     """
-    where = _where
-    if parent is None:
-        if not spec.receiver:
-            raise ValueError(f"{where}: the root route must name a receiver")
-        if spec.matchers:
-            raise ValueError(f"{where}: the root route must not have matchers")
-        if spec.continue_:
-            raise ValueError(f"{where}: the root route cannot have continue set")
-        if spec.mute_time_intervals or spec.active_time_intervals:
-            raise ValueError(f"{where}: the root route cannot have mute or active time intervals")
-    receiver = spec.receiver or (parent.receiver if parent else "")
-    if parent is None:
-        group_by = (
-            DEFAULT_GROUP_BY if spec.group_by is None else _resolve_group_by(spec.group_by, where)
-        )
-    elif spec.group_by:
-        group_by = _resolve_group_by(spec.group_by, where)
-    else:
+    for below, message in root_route_problems(spec):
+        raise ValueError(f"{format_key_path((*ROUTE_LOC, *below))}: {message}")
+    assert spec.receiver is not None  # noqa: S101 - a root route problem otherwise
+    root = Route(
+        receiver=spec.receiver,
+        matchers=(),
+        continue_=False,
+        group_by=DEFAULT_GROUP_BY if spec.group_by is None else _group_by(spec.group_by),
+        group_wait_s=_own(spec.group_wait, DEFAULT_GROUP_WAIT_S),
+        group_interval_s=_own(spec.group_interval, DEFAULT_GROUP_INTERVAL_S),
+        repeat_interval_s=_own(spec.repeat_interval, DEFAULT_REPEAT_INTERVAL_S),
+        routes=(),
+        mute_time_intervals=(),
+        active_time_intervals=(),
+    )
+    return dataclasses.replace(root, routes=_children(spec, root))
+
+
+def _children(spec: RouteSpec, parent: Route) -> tuple[Route, ...]:
+    return tuple(_child(child, parent) for child in spec.routes)
+
+
+def _child(spec: RouteSpec, parent: Route) -> Route:
+    """A node below the root: what it leaves unset, it takes from ``parent``."""
+    node = Route(
+        receiver=spec.receiver or parent.receiver,
+        matchers=tuple(parse_matchers(list(spec.matchers))),
+        continue_=spec.continue_,
         # Alertmanager reads an empty group_by as unset (config.Route keeps GroupBy nil), so a
         # child's ``group_by: []`` inherits instead of putting everything in one group.
-        group_by = parent.group_by
-
-    def pick(own: float | None, inherited: float, default: float, name: str, zero: bool) -> float:
-        value = own if own is not None else (inherited if parent is not None else default)
-        return _check_duration(name, value, where, allow_zero=zero)
-
-    node = Route(
-        receiver=receiver,
-        matchers=tuple(spec.matchers),
-        continue_=spec.continue_,
-        group_by=group_by,
-        group_wait_s=pick(
-            spec.group_wait_s,
-            parent.group_wait_s if parent else 0.0,
-            DEFAULT_GROUP_WAIT_S,
-            "group_wait",
-            True,
-        ),
-        group_interval_s=pick(
-            spec.group_interval_s,
-            parent.group_interval_s if parent else 0.0,
-            DEFAULT_GROUP_INTERVAL_S,
-            "group_interval",
-            True,
-        ),
-        repeat_interval_s=pick(
-            spec.repeat_interval_s,
-            parent.repeat_interval_s if parent else 0.0,
-            DEFAULT_REPEAT_INTERVAL_S,
-            "repeat_interval",
-            False,
-        ),
+        group_by=_group_by(spec.group_by) if spec.group_by else parent.group_by,
+        group_wait_s=_own(spec.group_wait, parent.group_wait_s),
+        group_interval_s=_own(spec.group_interval, parent.group_interval_s),
+        repeat_interval_s=_own(spec.repeat_interval, parent.repeat_interval_s),
         routes=(),
         mute_time_intervals=tuple(spec.mute_time_intervals),
         active_time_intervals=tuple(spec.active_time_intervals),
     )
-    children = tuple(
-        build_route(child, node, _where=f"{where}.routes[{index}]")
-        for index, child in enumerate(spec.routes)
-    )
-    return dataclasses.replace(node, routes=children)
+    return dataclasses.replace(node, routes=_children(spec, node))
+
+
+def _own(value: float | None, inherited: float) -> float:
+    return inherited if value is None else value
+
+
+def _group_by(written: tuple[str, ...]) -> tuple[str, ...] | None:
+    """``("...",)`` (already checked to stand alone) is every label: ``None``."""
+    return None if ALL_LABELS in written else written
 
 
 def group_labels(

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, NamedTuple
 
 import structlog
 
@@ -35,6 +35,15 @@ class _Listed:
     """Put on the intake when a cluster's sources have listed: release what is held of it."""
 
     cluster: str
+
+
+class _Hold(NamedTuple):
+    """One cluster held at start-up (``Runner.hold_until_listed``)."""
+
+    cluster: str
+    listed: Sequence[asyncio.Event]
+    deadline: datetime
+    max_wait_s: float
 
 
 IntakeItem = Observation | CanaryEvent | StopIntake | _Listed
@@ -66,7 +75,8 @@ class Runner:
         self.pipeline = pipeline
         self._held: dict[str, list[Observation]] = {}
         """Per cluster still holding (until its sources have listed), what arrived of it."""
-        self._releases: list[asyncio.Future[None]] = []
+        self._holds: list[_Hold] = []
+        """Per held cluster, what releases it (``hold_until_listed``): waited for in ``run``."""
         self.intake: asyncio.Queue[IntakeItem] = intake or asyncio.Queue(maxsize=INTAKE_SIZE)
         self._clock = clock
         self._commit = commit
@@ -87,21 +97,24 @@ class Runner:
         before the Events list shows the steps that led there. Processed in arrival order, the
         older Events would look like news about the newer rollout (steps and verdicts it never
         had). Clusters are held apart: one that cannot be reached delays no other.
+
+        Call it before ``run``: holding (and ``max_wait_s``) starts now; the waits run as tasks
+        of ``run``'s own (an error in one ends ``run``; they end with it).
         """
+        deadline = self._clock.now() + timedelta(seconds=max_wait_s)
         for cluster, events in listed.items():
             self._held[cluster] = []
-            self._releases.append(
-                asyncio.ensure_future(self._release_when_listed(cluster, events, max_wait_s))
-            )
+            self._holds.append(_Hold(cluster, events, deadline, max_wait_s))
 
-    async def _release_when_listed(
-        self, cluster: str, events: Sequence[asyncio.Event], max_wait_s: float
-    ) -> None:
+    async def _release_when_listed(self, hold: _Hold) -> None:
+        """Once ``hold.listed`` are all set (or at its deadline), queue the release of its
+        cluster."""
+        cluster, events, deadline, max_wait_s = hold
+
         async def all_listed() -> None:
             for event in events:
                 await event.wait()
 
-        deadline = self._clock.now() + timedelta(seconds=max_wait_s)
         waiting = asyncio.ensure_future(all_listed())
         timer = asyncio.ensure_future(self._clock.sleep_until(deadline))
         try:
@@ -139,7 +152,23 @@ class Runner:
         (``commit``: the daemon writes both in one transaction). So state that says "seen" is
         never durable without what was seen, nor the other way round, and a busy start-up
         writes state once per batch, not once per event.
+
+        The waits of ``hold_until_listed`` run as tasks of this call: cancelling ``run``
+        cancels them, and one that fails ends ``run`` with its error.
         """
+        async with asyncio.TaskGroup() as releases:
+            waiting = [
+                releases.create_task(
+                    self._release_when_listed(hold), name=f"pipeline:hold:{hold.cluster}"
+                )
+                for hold in self._holds
+            ]
+            self._holds = []
+            await self._process_until_stopped()
+            for release in waiting:
+                release.cancel()  # a cluster still not listed: nothing more to release
+
+    async def _process_until_stopped(self) -> None:
         while True:
             first = await self._next_item()
             batch = [first]
@@ -163,8 +192,6 @@ class Runner:
                 )
             await self._commit(due, new)
             if stop is not None:
-                for release in self._releases:
-                    release.cancel()  # a cluster still not listed: nothing more to release
                 self._log.info("pipeline_stopped", flushed=len(due))
                 return
 

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from canarywatch.config.models import Silence as SilenceConfig
+from canarywatch.config.muting import Silence as SilenceConfig
 from canarywatch.labels.matchers import Matcher, matches_all, parse_matchers
 from canarywatch.model import CanaryEvent
 from canarywatch.state.base import SilenceRecord, StateStore

@@ -26,19 +26,15 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
 
 from canarywatch.clock import Clock
 from canarywatch.simulator.event_recorder import FlaggerEventRecorder, Recorded
+from canarywatch.simulator.flagger_metrics import FlaggerMetrics
+from canarywatch.simulator.gofmt import go_duration, go_float
 from canarywatch.simulator.store import Obj, Store, format_time
 
 # Phases (``CanaryPhase``), as plain strings: they are written into Canary objects.
@@ -96,47 +92,6 @@ PODINFO_ANALYSIS: Final[Mapping[str, Any]] = {
 """The fixture day's ``test/podinfo`` analysis (``fixtures/flagger/README.md``)."""
 
 
-# -- formatting, as Go's fmt prints it --------------------------------------------------------
-
-
-def go_float(value: float) -> str:
-    """``fmt.Sprintf("%v", float64)`` for the values Flagger prints: ``99``, ``99.5``."""
-    if value == int(value) and abs(value) < 1e21:
-        return str(int(value))
-    return repr(value)
-
-
-def go_duration(seconds: float) -> str:
-    """``time.Duration.String()``: ``500ms``, ``1.283s``, ``1m30s``, ``0s``."""
-    nanos = round(seconds * 1e9)
-    if nanos == 0:
-        return "0s"
-    sign = "-" if nanos < 0 else ""
-    nanos = abs(nanos)
-
-    def frac(value: int, unit: int) -> str:
-        whole, rest = divmod(value, unit)
-        if not rest:
-            return str(whole)
-        digits = f"{rest:0{len(str(unit)) - 1}d}".rstrip("0")
-        return f"{whole}.{digits}"
-
-    if nanos < 1_000:
-        return f"{sign}{nanos}ns"
-    if nanos < 1_000_000:
-        return f"{sign}{frac(nanos, 1_000)}µs"
-    if nanos < 1_000_000_000:
-        return f"{sign}{frac(nanos, 1_000_000)}ms"
-    hours, rest = divmod(nanos, 3_600 * 10**9)
-    minutes, rest = divmod(rest, 60 * 10**9)
-    text = f"{frac(rest, 10**9)}s"
-    if hours or minutes:
-        text = f"{minutes}m{text}"
-    if hours:
-        text = f"{hours}h{text}"
-    return sign + text
-
-
 def spec_hash(*parts: object) -> str:
     """A stable stand-in for Flagger's ``computeHash`` (short, alphanumeric)."""
     digest = hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()
@@ -172,113 +127,6 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.lstrip("v").split("-")[0].split(".") if p.isdigit())
 
 
-# -- the Prometheus side --------------------------------------------------------------------
-
-
-class _FlaggerMetrics:
-    """The series Flagger's recorder has written so far; rendered on collect()."""
-
-    def __init__(self, version: str, mesh: str, started_at: float) -> None:
-        self.info = {"mesh_provider": mesh, "version": version}
-        self.started_at = started_at
-        self.total: dict[str, int] = {}
-        self.status: dict[tuple[str, str], int] = {}
-        self.weight: dict[tuple[str, str], int] = {}
-        self.analysis: dict[tuple[str, str, str], float] = {}
-        self.durations: dict[tuple[str, str], list[float]] = {}
-        self.successes: dict[tuple[str, str, str, str], int] = {}
-        self.failures: dict[tuple[str, str, str, str], int] = {}
-        self.scrapes: dict[str, int] = {"200": 0, "500": 0, "503": 0}
-
-    def collect(self) -> Iterator[Metric]:
-        """Families in name order, series in label order, labels sorted: client_golang's."""
-        duration = HistogramMetricFamily(
-            "flagger_canary_duration_seconds",
-            "Seconds spent performing canary analysis.",
-            labels=["name", "namespace"],
-        )
-        for (name, ns), values in sorted(self.durations.items()):
-            buckets = [(go_float(b), float(sum(v <= b for v in values))) for b in DEF_BUCKETS]
-            buckets.append(("+Inf", float(len(values))))
-            duration.add_metric([name, ns], buckets, sum_value=sum(values))
-        yield duration
-        yield self._counter(
-            "flagger_canary_failures", "Total number of canary failures", self.failures
-        )
-        analysis = GaugeMetricFamily(
-            "flagger_canary_metric_analysis",
-            "Last canary analysis result per metric",
-            labels=["metric", "name", "namespace"],
-        )
-        for (name, ns, metric), value in sorted(
-            self.analysis.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1])
-        ):
-            analysis.add_metric([metric, name, ns], value)
-        yield analysis
-        status = GaugeMetricFamily(
-            "flagger_canary_status", "Last canary analysis result", labels=["name", "namespace"]
-        )
-        for (name, ns), code in sorted(self.status.items()):
-            status.add_metric([name, ns], float(code))
-        yield status
-        yield self._counter(
-            "flagger_canary_successes", "Total number of canary successes", self.successes
-        )
-        total = GaugeMetricFamily(
-            "flagger_canary_total", "Total number of canary object", labels=["namespace"]
-        )
-        for ns, count in sorted(self.total.items()):
-            total.add_metric([ns], float(count))
-        yield total
-        weight = GaugeMetricFamily(
-            "flagger_canary_weight",
-            "The virtual service destination weight current value",
-            labels=["namespace", "workload"],
-        )
-        for (ns, workload), value in sorted(self.weight.items()):
-            weight.add_metric([ns, workload], float(value))
-        yield weight
-        info = GaugeMetricFamily(
-            "flagger_info",
-            "Flagger version and mesh provider information",
-            labels=["mesh_provider", "version"],
-        )
-        info.add_metric([self.info["mesh_provider"], self.info["version"]], 1.0)
-        yield info
-        # A few of the default registry's families, so consumers must skip what is not theirs.
-        yield GaugeMetricFamily(
-            "go_goroutines", "Number of goroutines that currently exist.", value=120.0
-        )
-        yield GaugeMetricFamily(
-            "process_start_time_seconds",
-            "Start time of the process since unix epoch in seconds.",
-            value=self.started_at,
-        )
-        scrapes = CounterMetricFamily(
-            "promhttp_metric_handler_requests",
-            "Total number of scrapes by HTTP status code.",
-            labels=["code"],
-        )
-        for http_code, count in sorted(self.scrapes.items()):
-            scrapes.add_metric([http_code], float(count))
-        yield scrapes
-
-    @staticmethod
-    def _counter(
-        name: str, help_text: str, values: Mapping[tuple[str, str, str, str], int]
-    ) -> CounterMetricFamily:
-        family = CounterMetricFamily(
-            name,
-            help_text,
-            labels=["analysis_status", "deployment_strategy", "name", "namespace"],
-        )
-        for (target, ns, strategy, analysis_status), count in sorted(
-            values.items(), key=lambda kv: (kv[0][3], kv[0][2], kv[0][0], kv[0][1])
-        ):
-            family.add_metric([analysis_status, strategy, target, ns], float(count))
-        return family
-
-
 # -- the simulator --------------------------------------------------------------------------
 
 
@@ -311,7 +159,7 @@ class FlaggerSimulator:
             clock,
             reporting_component="flagger" if self._version >= (1, 38, 0) else "",
         )
-        self.metrics = _FlaggerMetrics(version, mesh, clock.now().timestamp())
+        self.metrics = FlaggerMetrics(version, mesh, clock.now().timestamp())
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.metrics)
         self._canaries: dict[tuple[str, str], SimulatedCanary] = {}

@@ -21,23 +21,20 @@ installed: the watch loop warns and retries slowly.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Sequence
 from typing import Any, Final, Never
 
-import structlog
 from kubernetes_asyncio import client
 from structlog.typing import FilteringBoundLogger
 
-from canarywatch.clock import Clock, SystemClock
+from canarywatch.clock import Clock
 from canarywatch.model import Observation, SourceName
 from canarywatch.sources.base import Emit
 from canarywatch.sources.watch import (
     Listed,
-    ListWatch,
     OnReachability,
-    SourceHealth,
+    WatchedSource,
     WatchEvent,
     WatchSettings,
 )
@@ -68,7 +65,7 @@ def target_of(obj: dict[str, Any]) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-class CanariesSource:
+class CanariesSource(WatchedSource):
     """Source ``canaries``: run it as task ``source:canaries``.
 
     source = CanariesSource(configuration, cluster="prod")
@@ -90,37 +87,20 @@ class CanariesSource:
         log: FilteringBoundLogger | None = None,
         on_reachability: OnReachability | None = None,
     ) -> None:
+        super().__init__(
+            cluster=cluster,
+            namespaces=namespaces,
+            label_selector=label_selector,
+            clock=clock,
+            settings=settings,
+            log=log,
+            on_reachability=on_reachability,
+        )
         self._configuration = configuration
-        self.cluster = cluster
-        self._namespaces = None if namespaces is None else tuple(namespaces)
-        self._label_selector = label_selector
-        self._clock: Clock = clock or SystemClock()
-        self._settings = settings
-        self._log: FilteringBoundLogger = log or structlog.get_logger(component="source.canaries")
-        self._health = SourceHealth(on_reachability)
-        self.listed = asyncio.Event()
         self._known: dict[Key, dict[str, Any]] = {}
         self._targets: dict[Key, str] = {}
         """``(namespace, workload) -> canary name``."""
         self.skipped = 0
-
-    @property
-    def reachable(self) -> bool:
-        """``False`` while a watch of this source cannot be (re-)established, see
-        ``sources.watch``: ``/readyz`` names the source then."""
-        return self._health.reachable
-
-    @property
-    def unreachable_reason(self) -> str:
-        """The failure that made the source unreachable (``timeout``, ``connection``,
-        ``http``...); empty while reachable."""
-        return self._health.reason
-
-    @property
-    def last_failure(self) -> str:
-        """The latest failed list/watch request in plain words, until one succeeds (what
-        ``/readyz`` shows for a source that has not listed yet); empty otherwise."""
-        return self._health.last_failure
 
     # -- the workload index ------------------------------------------------------------------
 
@@ -165,18 +145,7 @@ class CanariesSource:
                     api.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL
                 )
 
-            watcher = ListWatch(
-                call_for,
-                resource="canaries.flagger.app",
-                namespaces=self._namespaces,
-                label_selector=self._label_selector,
-                settings=self._settings,
-                clock=self._clock,
-                log=self._log,
-                listed=self.listed,
-                on_reachability=self._health.changed,
-                on_failure=self._health.failed,
-            )
+            watcher = self._list_watch(call_for, resource="canaries.flagger.app")
 
             async def on_event(event: WatchEvent) -> None:
                 await self._on_event(event, emit)

@@ -2,7 +2,7 @@
 
 Two modes, one output. ``scrape`` GETs each target's Flagger ``/metrics`` itself; ``prometheus``
 asks a Prometheus that already scrapes Flagger (``GET /api/v1/query`` for every ``flagger_*``
-series) and renders the answer back into exposition text (:mod:`.prom_query` explains why).
+series) and renders the answer back into exposition text (:mod:`.flagger_exposition` says why).
 Either way each target yields ``Observation(source=flagger-metrics, data=<text>)`` for
 :class:`canarywatch.normalise.flagger_metrics.FlaggerMetricsNormaliser`, and only when the text
 differs from the last one emitted for that target: the normaliser reports value changes only, so
@@ -16,7 +16,7 @@ Staleness, with hysteresis so a flaky network is not a stream of notifications: 
 answer without a single ``flagger_*`` series) the source emits one ``metrics-source-down``
 self-event for the target; after ``up_after`` consecutive successes while down, one
 ``metrics-source-recovered``. Self-events go through :data:`~.base.EmitEvent`, not the
-normaliser. Their ``reason`` is a :class:`~.prom_query.FailureKind` (plus HTTP status): never a
+normaliser. Their ``reason`` is a :class:`~.prometheus.FailureKind` (plus HTTP status): never a
 URL, path, query or credential. Logs name the target by its configured ``name`` only.
 """
 
@@ -36,16 +36,13 @@ from canarywatch.clock import Clock
 from canarywatch.errors import ConfigError
 from canarywatch.logs import strip_urls
 from canarywatch.model import (
-    SELF_NAMESPACE,
-    TRANSITIONS,
-    CanaryEvent,
-    CanaryRef,
     Observation,
     SourceName,
-    Transition,
 )
+from canarywatch.normalise.self_events import metrics_target_down, metrics_target_recovered
 from canarywatch.sources.base import Emit, EmitEvent
-from canarywatch.sources.prom_query import (
+from canarywatch.sources.flagger_exposition import flagger_query, render_exposition
+from canarywatch.sources.prometheus import (
     DEFAULT_MAX_BODY_BYTES,
     FailureKind,
     FetchError,
@@ -53,9 +50,7 @@ from canarywatch.sources.prom_query import (
     RequestOptions,
     TLSOptions,
     fetch_text,
-    flagger_query,
     query_instant,
-    render_exposition,
 )
 
 _FLAGGER_SAMPLE: Final = re.compile(r"^flagger_", re.MULTILINE)
@@ -177,12 +172,10 @@ class FlaggerMetricsSource:
         self._clock = clock
         self._emit_event = emit_event
         self._log = log.bind(component=f"source.{name}", mode=settings.mode.value)
-        tls = settings.tls
-        context = None if tls == TLSOptions() else tls.ssl_context(path=f"sources.{name}.tls")
         self._request = RequestOptions(
             timeout_s=settings.timeout_s,
             auth=settings.auth,
-            ssl=True if context is None else context,
+            ssl=settings.tls.request_ssl(path=f"sources.{name}.tls"),
             max_body_bytes=settings.max_body_bytes,
         )
         self._states = {target.name: _TargetState() for target in settings.targets}
@@ -295,12 +288,7 @@ class FlaggerMetricsSource:
             state.down = False
             self._log.info("metrics_source_recovered", target=target.name)
             await self._emit_event(
-                self._self_event(
-                    target,
-                    Transition.METRICS_SOURCE_RECOVERED,
-                    reason="fetch succeeded",
-                    message=f"Flagger metrics target {target.name} is back",
-                )
+                metrics_target_recovered(target.name, target.cluster, at=self._clock.now())
             )
         changed = text != state.last_text
         self._log.debug(
@@ -341,26 +329,11 @@ class FlaggerMetricsSource:
         state.down = True
         self._log.warning("metrics_source_down", **fields)
         await self._emit_event(
-            self._self_event(
-                target,
-                Transition.METRICS_SOURCE_DOWN,
+            metrics_target_down(
+                target.name,
+                target.cluster,
+                at=self._clock.now(),
+                failures=state.failures,
                 reason=exc.describe(),
-                message=(
-                    f"Flagger metrics target {target.name} is down: "
-                    f"{state.failures} fetches in a row failed ({exc.describe()})"
-                ),
             )
-        )
-
-    def _self_event(
-        self, target: MetricsTarget, transition: Transition, *, reason: str, message: str
-    ) -> CanaryEvent:
-        return CanaryEvent(
-            canary=CanaryRef(SELF_NAMESPACE, target.name, target.cluster),
-            transition=transition,
-            observed_at=self._clock.now(),
-            sources=(SourceName.SELF,),
-            severity=TRANSITIONS[transition].severity,
-            message=message,
-            reason=reason,
         )

@@ -47,11 +47,12 @@ from prometheus_client import CollectorRegistry, Counter
 from structlog.typing import FilteringBoundLogger
 
 from canarywatch.clock import Clock
-from canarywatch.config.webhook_models import WebhookIntakeSettings
+from canarywatch.config.sources import WebhookIntakeSettings
 from canarywatch.model import JSONValue, Observation, SourceName
 from canarywatch.normalise.webhook import read_payload
 from canarywatch.secrets import Secret
 from canarywatch.sources.base import Emit
+from canarywatch.web.server import read_body_limited
 
 __all__ = [
     "REJECT_REASONS",
@@ -119,22 +120,6 @@ def _authorised(request: web.Request, secret: Secret) -> bool:
     return query_token is not None and hmac.compare_digest(query_token.encode(), expected)
 
 
-async def _read_limited(request: web.Request, limit: int) -> bytes | None:
-    """The body, or ``None`` once it is known to exceed ``limit`` (read no further than that)."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.read(limit + 1 - size)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return None
-
-
 def _missing_field_reason(note: str) -> str:
     return NOT_OBJECT if note == "body is not a JSON object" else MISSING_FIELD
 
@@ -179,7 +164,7 @@ def webhook_routes(
             return refuse(401, UNAUTHORIZED, "missing or wrong token")
         if not _is_json_type(request.headers.get("Content-Type", "")):
             return refuse(415, UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json")
-        body = await _read_limited(request, limit)
+        body = await read_body_limited(request, limit)
         if body is None:
             return refuse(413, TOO_LARGE, f"body larger than {limit} bytes")
         try:

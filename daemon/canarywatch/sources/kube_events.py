@@ -24,24 +24,21 @@ that are new or changed are emitted as ordinary events (no marker).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Final, Literal, Never
 
-import structlog
 from kubernetes_asyncio import client
 from structlog.typing import FilteringBoundLogger
 
-from canarywatch.clock import Clock, SystemClock
+from canarywatch.clock import Clock
 from canarywatch.model import Observation, SourceName
 from canarywatch.sources.base import Emit
 from canarywatch.sources.watch import (
     ListCall,
-    ListWatch,
     OnReachability,
-    SourceHealth,
+    WatchedSource,
     WatchEvent,
     WatchSettings,
 )
@@ -90,7 +87,7 @@ def event_key(obj: dict[str, Any]) -> tuple[str, str] | None:
     return (uid, rv)
 
 
-class KubeEventsSource:
+class KubeEventsSource(WatchedSource):
     """Source ``kubernetes-events``: run it as task ``source:kube_events``.
 
         source = KubeEventsSource(configuration, cluster="prod", namespaces=["test"])
@@ -119,54 +116,27 @@ class KubeEventsSource:
     ) -> None:
         if api not in _FIELD_SELECTORS:
             raise ValueError(f"api must be one of {sorted(_FIELD_SELECTORS)}")
-        self._configuration = configuration
-        self.cluster = cluster
-        self._namespaces = None if namespaces is None else tuple(namespaces)
-        self.api: EventsApi = api
-        self._label_selector = label_selector
-        self._clock: Clock = clock or SystemClock()
-        self._settings = settings
-        self._log: FilteringBoundLogger = log or structlog.get_logger(
-            component="source.kube_events"
+        super().__init__(
+            cluster=cluster,
+            namespaces=namespaces,
+            label_selector=label_selector,
+            clock=clock,
+            settings=settings,
+            log=log,
+            on_reachability=on_reachability,
         )
-        self._health = SourceHealth(on_reachability)
+        self._configuration = configuration
+        self.api: EventsApi = api
         self._seen = SeenKeys(memory)
-        self.listed = asyncio.Event()
         self.emitted = 0
         self.duplicates = 0
 
-    @property
-    def reachable(self) -> bool:
-        """``False`` while a watch of this source cannot be (re-)established, see
-        ``sources.watch``: ``/readyz`` names the source then."""
-        return self._health.reachable
-
-    @property
-    def unreachable_reason(self) -> str:
-        """The failure that made the source unreachable (``timeout``, ``connection``,
-        ``http``...); empty while reachable."""
-        return self._health.reason
-
-    @property
-    def last_failure(self) -> str:
-        """The latest failed list/watch request in plain words, until one succeeds (what
-        ``/readyz`` shows for a source that has not listed yet); empty otherwise."""
-        return self._health.last_failure
-
     async def run(self, emit: Emit) -> Never:
         async with client.ApiClient(self._configuration) as api_client:
-            watcher = ListWatch(
+            watcher = self._list_watch(
                 self._call_for(api_client),
                 resource="events" if self.api == "core/v1" else "events.events.k8s.io",
-                namespaces=self._namespaces,
                 field_selector=_FIELD_SELECTORS[self.api],
-                label_selector=self._label_selector,
-                settings=self._settings,
-                clock=self._clock,
-                log=self._log,
-                listed=self.listed,
-                on_reachability=self._health.changed,
-                on_failure=self._health.failed,
             )
 
             async def on_event(event: WatchEvent) -> None:

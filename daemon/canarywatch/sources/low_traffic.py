@@ -13,7 +13,7 @@ How it works:
   one), rounded up to whole seconds, at least one minute. A promotion whose start was not seen
   (canarywatch started mid-rollout), a promotion with ``skipAnalysis`` and a promotion older
   than :data:`STALE_AFTER` (start-up catch-up) are skipped: counted, logged, not guessed.
-- The query is a PromQL template per mesh (``config.low_traffic_models.MESH_QUERIES``, in the
+- The query is a PromQL template per mesh (``config.sources.MESH_QUERIES``, in the
   spirit of Flagger's MetricTemplates) or the configured ``query``, with ``{namespace}``,
   ``{target}``, ``{canary}``, ``{cluster}`` and ``{window}`` filled in. It is evaluated *at the
   promotion time* (``time=`` of the instant-query API) after waiting ``delay`` so that Prometheus
@@ -37,10 +37,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import json
 import math
 import re
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,25 +50,22 @@ from prometheus_client import CollectorRegistry, Counter
 from structlog.typing import FilteringBoundLogger
 
 from canarywatch.clock import Clock
-from canarywatch.config.low_traffic_models import PLACEHOLDER, LowTrafficSettings
+from canarywatch.config.sources import PLACEHOLDER, LowTrafficSettings
 from canarywatch.model import (
     TRANSITIONS,
     CanaryEvent,
     CanaryRef,
-    JSONValue,
     SourceName,
     Transition,
 )
 from canarywatch.sources.base import EmitEvent
-from canarywatch.sources.prom_query import (
-    BasicAuth,
-    BearerAuth,
+from canarywatch.sources.prometheus import (
     FailureKind,
     FetchError,
-    HttpAuth,
     RequestOptions,
     TLSOptions,
-    fetch_text,
+    http_auth,
+    query_instant,
 )
 
 MIN_WINDOW_S: Final = 60
@@ -81,7 +76,6 @@ ANALYSIS_SKIPPED: Final = "analysis-skipped"
 """The ``reason`` of a ``promoted`` whose analysis was skipped (``skipAnalysis: true``)."""
 QUERY_FAILURES: Final = tuple(k for k in FailureKind if k is not FailureKind.NO_SERIES)
 """``reason`` of ``canarywatch_low_traffic_query_failures_total`` (an empty answer is 0)."""
-_API_ERRORS: Final = frozenset(range(200, 300)) | frozenset(range(400, 500))
 
 
 class CheckOutcome(enum.StrEnum):
@@ -175,7 +169,9 @@ class LowTrafficChecker:
         self._emit_event = emit_event
         self._template = settings.template()
         self._request = RequestOptions(
-            timeout_s=settings.timeout, auth=_auth(settings), ssl=_ssl(settings)
+            timeout_s=settings.timeout,
+            auth=http_auth(settings.bearer_token, settings.basic_auth),
+            ssl=TLSOptions.from_config(settings.tls).request_ssl(path="low_traffic.tls"),
         )
         self._starts: dict[CanaryRef, _RolloutStart] = {}
         self._queue: asyncio.Queue[PendingCheck] = asyncio.Queue(maxsize=queue_size)
@@ -304,35 +300,26 @@ class LowTrafficChecker:
             return CheckResult(CheckOutcome.FAILED, window_s=window_s, failure=exc.describe())
         requests = round(total)
         minimum = self.settings.min_requests
-        if requests >= minimum:
-            self._count(CheckOutcome.SUFFICIENT)
-            log.debug(
-                "low_traffic_checked",
-                outcome=CheckOutcome.SUFFICIENT.value,
-                requests=requests,
-                minimum=minimum,
-                window_s=window_s,
-                matched_series=series,
-            )
-            return CheckResult(
-                CheckOutcome.SUFFICIENT,
-                requests=requests,
-                matched_series=series,
-                window_s=window_s,
-            )
-        event = self._event(pending, requests, matched_series=series, window_s=window_s)
-        self._count(CheckOutcome.LOW)
-        log.info(
+        low = requests < minimum
+        outcome = CheckOutcome.LOW if low else CheckOutcome.SUFFICIENT
+        event = (
+            self._event(pending, requests, matched_series=series, window_s=window_s)
+            if low
+            else None
+        )
+        self._count(outcome)
+        (log.info if low else log.debug)(
             "low_traffic_checked",
-            outcome=CheckOutcome.LOW.value,
+            outcome=outcome.value,
             requests=requests,
             minimum=minimum,
             window_s=window_s,
             matched_series=series,
         )
-        await self._emit_event(event)
+        if event is not None:
+            await self._emit_event(event)
         return CheckResult(
-            CheckOutcome.LOW,
+            outcome,
             requests=requests,
             matched_series=series,
             window_s=window_s,
@@ -342,31 +329,20 @@ class LowTrafficChecker:
     # -- internals ------------------------------------------------------------------------
 
     async def _query(self, promql: str, at: datetime) -> tuple[float, int]:
-        """``(sum of the answer's values, number of series)`` of an instant query at ``at``."""
-        url = self.settings.prometheus_url.rstrip("/") + "/api/v1/query"
-        status, text = await fetch_text(
-            self._http,
-            url,
-            self._request,
-            params={"query": promql, "time": f"{at.timestamp():.3f}"},
-            accept="application/json",
-            ok_statuses=_API_ERRORS,
+        """``(sum of the answer's values, number of series)`` of an instant query at ``at``.
+
+        A NaN, infinite or negative value is ``bad_response``: no request count is guessed.
+        """
+        samples = await query_instant(
+            self._http, self.settings.prometheus_url, promql, self._request, at=at
         )
-        try:
-            body: JSONValue = json.loads(text)
-        except ValueError:
-            raise FetchError(FailureKind.BAD_RESPONSE, status_code=status) from None
-        if not 200 <= status < 300:
-            is_api_error = isinstance(body, dict) and body.get("status") == "error"
-            kind = FailureKind.QUERY_ERROR if is_api_error else FailureKind.HTTP_STATUS
-            raise FetchError(kind, status_code=status)
-        values = _vector_values(body)
         total = 0.0
-        for value in values:
+        for sample in samples:
+            value = sample.number
             if not math.isfinite(value) or value < 0:
                 raise FetchError(FailureKind.BAD_RESPONSE)
             total += value
-        return total, len(values)
+        return total, len(samples)
 
     def _event(
         self, pending: PendingCheck, requests: int, *, matched_series: int, window_s: int
@@ -396,49 +372,3 @@ class LowTrafficChecker:
 
     def _count(self, outcome: CheckOutcome) -> None:
         self.checks.labels(outcome=outcome.value).inc()
-
-
-def _vector_values(body: JSONValue) -> list[float]:
-    """The values of an instant-vector answer; ``bad_response`` for anything else.
-
-    Not ``prom_query.parse_vector``: an aggregation (``sum(...)``) has no ``__name__``.
-    """
-    data = body.get("data") if isinstance(body, dict) and body.get("status") == "success" else None
-    result = data.get("result") if isinstance(data, dict) else None
-    if (
-        not isinstance(data, dict)
-        or data.get("resultType") != "vector"
-        or not isinstance(result, list)
-    ):
-        raise FetchError(FailureKind.BAD_RESPONSE)
-    values: list[float] = []
-    for item in result:
-        pair = item.get("value") if isinstance(item, dict) else None
-        if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[1], str):
-            raise FetchError(FailureKind.BAD_RESPONSE)
-        try:
-            values.append(float(pair[1]))
-        except ValueError:
-            raise FetchError(FailureKind.BAD_RESPONSE) from None
-    return values
-
-
-def _auth(settings: LowTrafficSettings) -> HttpAuth | None:
-    if settings.bearer_token is not None:
-        return BearerAuth(settings.bearer_token)
-    if settings.basic_auth is not None:
-        return BasicAuth(settings.basic_auth.username, settings.basic_auth.password)
-    return None
-
-
-def _ssl(settings: LowTrafficSettings) -> ssl.SSLContext | bool:
-    tls = settings.tls
-    options = TLSOptions(
-        ca_file=str(tls.ca_file) if tls.ca_file else None,
-        insecure_skip_verify=tls.insecure_skip_verify,
-        cert_file=str(tls.cert_file) if tls.cert_file else None,
-        key_file=str(tls.key_file) if tls.key_file else None,
-    )
-    if options == TLSOptions():
-        return True
-    return options.ssl_context(path="low_traffic.tls")

@@ -60,10 +60,10 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Final, Never, TypeAlias
+from typing import Any, ClassVar, Final, Never, TypeAlias
 
 import aiohttp
 import structlog
@@ -146,6 +146,77 @@ class SourceHealth:
         self.reason = "" if reachable else reason
         if self._forward is not None:
             await self._forward(reachable, reason)
+
+
+class WatchedSource:
+    """What the two Kubernetes sources (Events, Canaries) share around their :class:`ListWatch`:
+    scope and settings, the ``listed`` marker, and the reachability ``/readyz`` shows (through a
+    :class:`SourceHealth` that forwards to ``on_reachability``).
+
+    A subclass names itself (``name``, also its logger's ``component="source.<name>"``) and
+    builds its watch with :meth:`_list_watch`.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        namespaces: Sequence[str] | None,
+        label_selector: str | None,
+        clock: Clock | None,
+        settings: WatchSettings | None,
+        log: FilteringBoundLogger | None,
+        on_reachability: OnReachability | None,
+    ) -> None:
+        self.cluster = cluster
+        self._namespaces = None if namespaces is None else tuple(namespaces)
+        self._label_selector = label_selector
+        self._clock: Clock = clock or SystemClock()
+        self._settings = settings
+        self._log: FilteringBoundLogger = log or structlog.get_logger(
+            component=f"source.{self.name}"
+        )
+        self._health = SourceHealth(on_reachability)
+        self.listed = asyncio.Event()
+
+    @property
+    def reachable(self) -> bool:
+        """``False`` while a watch of this source cannot be (re-)established, see
+        ``sources.watch``: ``/readyz`` names the source then."""
+        return self._health.reachable
+
+    @property
+    def unreachable_reason(self) -> str:
+        """The failure that made the source unreachable (``timeout``, ``connection``,
+        ``http``...); empty while reachable."""
+        return self._health.reason
+
+    @property
+    def last_failure(self) -> str:
+        """The latest failed list/watch request in plain words, until one succeeds (what
+        ``/readyz`` shows for a source that has not listed yet); empty otherwise."""
+        return self._health.last_failure
+
+    def _list_watch(
+        self, call_for: CallFor, *, resource: str, field_selector: str | None = None
+    ) -> ListWatch:
+        """The source's watch: its scope, selector, settings, clock and logger, setting
+        ``listed`` and reporting to its health."""
+        return ListWatch(
+            call_for,
+            resource=resource,
+            namespaces=self._namespaces,
+            field_selector=field_selector,
+            label_selector=self._label_selector,
+            settings=self._settings,
+            clock=self._clock,
+            log=self._log,
+            listed=self.listed,
+            on_reachability=self._health.changed,
+            on_failure=self._health.failed,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,7 +584,7 @@ class ListWatch:
 
     async def _request_json(self, call: ListCall, kwargs: dict[str, Any]) -> dict[str, Any]:
         s = self.settings
-        try:
+        with _request_failures():
             async with asyncio.timeout(s.request_timeout_s):
                 resp = await call(
                     **kwargs,
@@ -528,19 +599,7 @@ class ListWatch:
                     data = await resp.read()
                 finally:
                     resp.release()
-        except (_Failure, _Gone):
-            raise
-        except TimeoutError as error:
-            raise _Failure("timeout", None, type(error).__name__) from None
-        except (aiohttp.ClientError, OSError) as error:
-            raise _Failure("connection", None, f"{type(error).__name__}: {error}") from None
-        try:
-            body = json.loads(data)
-        except ValueError:
-            raise _Failure("malformed", 200, "list body is not JSON") from None
-        if not isinstance(body, dict):
-            raise _Failure("malformed", 200, "list body is not an object")
-        return body
+        return _json_object(data, "list body")
 
     # -- layer 3: one watch stream -----------------------------------------------------------
 
@@ -562,26 +621,27 @@ class ListWatch:
         started = time.monotonic()
         resp: Any = None
         try:
-            async with asyncio.timeout(s.watch_start_timeout_s):
-                resp = await call(
-                    watch=True,
-                    resource_version=state.rv,
-                    allow_watch_bookmarks=True,
-                    timeout_seconds=timeout_s,
-                    _preload_content=False,
-                    _request_timeout=(s.connect_timeout_s, s.silent_stream_s + s.read_slack_s),
-                    **self._selectors,
-                )
-                if resp.status != 200:
-                    raise await _http_failure(resp)
-            await self._succeeded(state, log)
-            log.debug("watch_started", resource_version=state.rv, timeout_s=timeout_s)
-            async with (
-                asyncio.timeout(timeout_s + 2 * s.read_slack_s),
-                contextlib.aclosing(_lines(resp.content, s.silent_stream_s)) as lines,
-            ):
-                async for line in lines:
-                    await self._line(state, line, on_event)
+            with _request_failures():
+                async with asyncio.timeout(s.watch_start_timeout_s):
+                    resp = await call(
+                        watch=True,
+                        resource_version=state.rv,
+                        allow_watch_bookmarks=True,
+                        timeout_seconds=timeout_s,
+                        _preload_content=False,
+                        _request_timeout=(s.connect_timeout_s, s.silent_stream_s + s.read_slack_s),
+                        **self._selectors,
+                    )
+                    if resp.status != 200:
+                        raise await _http_failure(resp)
+                await self._succeeded(state, log)
+                log.debug("watch_started", resource_version=state.rv, timeout_s=timeout_s)
+                async with (
+                    asyncio.timeout(timeout_s + 2 * s.read_slack_s),
+                    contextlib.aclosing(_lines(resp.content, s.silent_stream_s)) as lines,
+                ):
+                    async for line in lines:
+                        await self._line(state, line, on_event)
         except _Silent:
             # Normal on a quiet resource, and what a half-open connection looks like: replace
             # the stream from the same RV; only a replacement that fails counts against health.
@@ -593,12 +653,6 @@ class ListWatch:
                 duration_s=round(time.monotonic() - started, 3),
             )
             return
-        except (_Failure, _Gone):
-            raise
-        except TimeoutError as error:
-            raise _Failure("timeout", None, type(error).__name__) from None
-        except (aiohttp.ClientError, OSError) as error:
-            raise _Failure("connection", None, f"{type(error).__name__}: {error}") from None
         finally:
             if resp is not None:
                 resp.close()
@@ -609,12 +663,7 @@ class ListWatch:
         log.debug("watch_expired", resource_version=state.rv, duration_s=round(lasted, 3))
 
     async def _line(self, state: _ScopeState, line: bytes, on_event: OnEvent) -> None:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            raise _Failure("malformed", 200, "watch line is not JSON") from None
-        if not isinstance(event, dict):
-            raise _Failure("malformed", 200, "watch line is not an object")
+        event = _json_object(line, "watch line")
         kind, obj = event.get("type"), event.get("object")
         if not isinstance(obj, dict):
             raise _Failure("malformed", 200, f"watch {kind} event has no object")
@@ -669,6 +718,31 @@ async def _lines(
                 yield line
     if bytes(buffer).strip():
         raise _Failure("malformed", 200, "watch stream ended inside a JSON line")
+
+
+@contextlib.contextmanager
+def _request_failures() -> Iterator[None]:
+    """Turn what a request to the API server raises in transit into a :class:`_Failure`
+    (``timeout``, ``connection``); classified failures, ``_Gone`` and the rest pass unchanged."""
+    try:
+        yield
+    except (_Failure, _Gone):
+        raise
+    except TimeoutError as error:
+        raise _Failure("timeout", None, type(error).__name__) from None
+    except (aiohttp.ClientError, OSError) as error:
+        raise _Failure("connection", None, f"{type(error).__name__}: {error}") from None
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    """``data`` parsed as a JSON object; ``malformed`` failure naming ``what`` otherwise."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        raise _Failure("malformed", 200, f"{what} is not JSON") from None
+    if not isinstance(body, dict):
+        raise _Failure("malformed", 200, f"{what} is not an object")
+    return body
 
 
 async def _http_failure(resp: Any) -> _Failure | _Gone:

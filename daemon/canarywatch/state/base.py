@@ -19,6 +19,11 @@ datetime is refused (``ValueError``) since canarywatch never makes one. Every wr
 transaction that is durable when the call returns, or raises; in the daemon ``HoldingStateStore``
 turns a write the disk cannot take (full, read-only, I/O error) into one held in memory and
 written later, in order (see there).
+
+The writes of the delivery path (``outbox_put_many``, ``outbox_done``, ``outbox_attempted``,
+``outbox_dead``) also come as ``*_async`` methods for the event loop: the same write, durable
+when the await returns, but the loop runs on meanwhile (SQLite: a writer thread commits the
+writes queued meanwhile together, one ``fsync`` for the group).
 """
 
 from __future__ import annotations
@@ -184,6 +189,16 @@ class StateStore(Protocol):
         """
         ...
 
+    async def outbox_put_many_async(
+        self,
+        items: Sequence[tuple[str, Notification]],
+        at: datetime,
+        *,
+        canary_states: Mapping[str, Mapping[str, JSONValue]] | None = None,
+    ) -> list[int]:
+        """``outbox_put_many``, awaited off the event loop: durable when it returns."""
+        ...
+
     def outbox_holds(self, receiver: str, fingerprint: str, status: NotificationStatus) -> bool:
         """Whether a pending or dead item for ``receiver`` carries the event ``fingerprint``
         with ``status``: accepted already, so the same event again is a duplicate (with
@@ -202,6 +217,12 @@ class StateStore(Protocol):
         update, written at every failed attempt, never at a success."""
         ...
 
+    async def outbox_attempted_async(
+        self, id: int, error_reason: str, *, next_attempt_at: datetime | None = None
+    ) -> None:
+        """``outbox_attempted``, awaited off the event loop: durable when it returns."""
+        ...
+
     def outbox_done(self, id: int, at: datetime) -> None:
         """Mark delivered and, in the same transaction, record it in the notification log.
 
@@ -209,8 +230,16 @@ class StateStore(Protocol):
         """
         ...
 
+    async def outbox_done_async(self, id: int, at: datetime) -> None:
+        """``outbox_done``, awaited off the event loop: durable when it returns."""
+        ...
+
     def outbox_dead(self, id: int, reason: str) -> None:
         """Give up on a pending item: it becomes a dead letter with ``reason``."""
+        ...
+
+    async def outbox_dead_async(self, id: int, reason: str) -> None:
+        """``outbox_dead``, awaited off the event loop: durable when it returns."""
         ...
 
     def outbox_item(self, id: int) -> OutboxItem | None:

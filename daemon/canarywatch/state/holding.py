@@ -32,6 +32,9 @@ store directly and fail with the ``StateError`` (the control API answers 503); `
 while anything is held. ``close()`` gives up what is still held (logged and counted); the daemon
 calls ``flush()`` first.
 
+The ``*_async`` writes await the inner store's (off the event loop); a failure that can pass is
+held exactly as for the blocking ones.
+
 Not thread-safe: the daemon uses it from its event loop only.
 """
 
@@ -544,15 +547,48 @@ class HoldingStateStore:
     ) -> list[int]:
         """The ids once everything is durable together; ``StateHeld`` when the notifications
         are only held in memory (the states are then held behind them, in the same order)."""
-        to_us(at)
-        for _, notification in items:
-            encode_notification(notification)  # refuse what the store would refuse, now
-        states = dict(canary_states or {})
+        states = self._checked_puts(items, at, canary_states)
         if not self._journal:
             try:
                 return self.inner.outbox_put_many(items, at, canary_states=states)
             except StateUnwritable as exc:
                 self._failed(exc)
+        return self._hold_puts(items, at, states)
+
+    async def outbox_put_many_async(
+        self,
+        items: Sequence[tuple[str, Notification]],
+        at: datetime,
+        *,
+        canary_states: Mapping[str, Mapping[str, JSONValue]] | None = None,
+    ) -> list[int]:
+        """``outbox_put_many`` without blocking the event loop while the store commits."""
+        states = self._checked_puts(items, at, canary_states)
+        if not self._journal:
+            try:
+                return await self.inner.outbox_put_many_async(items, at, canary_states=states)
+            except StateUnwritable as exc:
+                self._failed(exc)
+        return self._hold_puts(items, at, states)
+
+    @staticmethod
+    def _checked_puts(
+        items: Sequence[tuple[str, Notification]],
+        at: datetime,
+        canary_states: Mapping[str, Mapping[str, JSONValue]] | None,
+    ) -> dict[str, Mapping[str, JSONValue]]:
+        """Refuse now what the store would refuse; the states as a plain dict."""
+        to_us(at)
+        for _, notification in items:
+            encode_notification(notification)
+        return dict(canary_states or {})
+
+    def _hold_puts(
+        self,
+        items: Sequence[tuple[str, Notification]],
+        at: datetime,
+        states: Mapping[str, Mapping[str, JSONValue]],
+    ) -> list[int]:
         for receiver, notification in items:
             self._hold(("put", next(self._seq)), _Put(receiver, notification, at))
         for key, data in states.items():  # a copy: the caller may change its mapping later
@@ -616,6 +652,26 @@ class HoldingStateStore:
         count = held.count + 1 if isinstance(held, _Attempted) else 1
         self._write(key, _Attempted(id, error_reason, next_attempt_at, count))
 
+    async def outbox_attempted_async(
+        self, id: int, error_reason: str, *, next_attempt_at: datetime | None = None
+    ) -> None:
+        """``outbox_attempted`` without blocking the event loop while the store commits."""
+        if next_attempt_at is not None:
+            to_us(next_attempt_at, "next_attempt_at")
+        if not self._journal:
+            try:
+                await self.inner.outbox_attempted_async(
+                    id, error_reason, next_attempt_at=next_attempt_at
+                )
+            except StateUnwritable as exc:
+                self._failed(exc)
+            else:
+                return
+        key = ("attempted", id)
+        held = self._journal.get(key)
+        count = held.count + 1 if isinstance(held, _Attempted) else 1
+        self._hold(key, _Attempted(id, error_reason, next_attempt_at, count))
+
     def outbox_done(self, id: int, at: datetime) -> None:
         to_us(at)
         if not self._journal:
@@ -625,6 +681,21 @@ class HoldingStateStore:
                 self._failed(exc)
             else:
                 return
+        self._hold_done(id, at)
+
+    async def outbox_done_async(self, id: int, at: datetime) -> None:
+        """``outbox_done`` without blocking the event loop while the store commits."""
+        to_us(at)
+        if not self._journal:
+            try:
+                await self.inner.outbox_done_async(id, at)
+            except StateUnwritable as exc:
+                self._failed(exc)
+            else:
+                return
+        self._hold_done(id, at)
+
+    def _hold_done(self, id: int, at: datetime) -> None:
         item = self.inner.outbox_item(id)
         if item is not None:  # else already done, or dropped: nothing to record
             self._hold(("done", id), _Done(item, at))
@@ -637,6 +708,20 @@ class HoldingStateStore:
                 self._failed(exc)
             else:
                 return
+        self._hold_dead(id, reason)
+
+    async def outbox_dead_async(self, id: int, reason: str) -> None:
+        """``outbox_dead`` without blocking the event loop while the store commits."""
+        if not self._journal:
+            try:
+                await self.inner.outbox_dead_async(id, reason)
+            except StateUnwritable as exc:
+                self._failed(exc)
+            else:
+                return
+        self._hold_dead(id, reason)
+
+    def _hold_dead(self, id: int, reason: str) -> None:
         item = self.inner.outbox_item(id)
         if item is not None and ("done", id) not in self._journal:
             self._hold(("dead", id), _Dead(item, reason))

@@ -178,6 +178,15 @@ class MemoryStateStore:
             self._canaries.update(encoded)
         return ids
 
+    async def outbox_put_many_async(
+        self,
+        items: Sequence[tuple[str, Notification]],
+        at: datetime,
+        *,
+        canary_states: Mapping[str, Mapping[str, JSONValue]] | None = None,
+    ) -> list[int]:
+        return self.outbox_put_many(items, at, canary_states=canary_states)
+
     def outbox_holds(self, receiver: str, fingerprint: str, status: NotificationStatus) -> bool:
         status = NotificationStatus(status)
         with self._lock:
@@ -218,6 +227,11 @@ class MemoryStateStore:
                 row.last_attempt_us = now_us
                 row.next_attempt_us = next_us
 
+    async def outbox_attempted_async(
+        self, id: int, error_reason: str, *, next_attempt_at: datetime | None = None
+    ) -> None:
+        self.outbox_attempted(id, error_reason, next_attempt_at=next_attempt_at)
+
     def outbox_done(self, id: int, at: datetime) -> None:
         at_us = to_us(at)
         with self._lock:
@@ -231,6 +245,9 @@ class MemoryStateStore:
             row.state = _DONE
             row.finished_us = at_us
 
+    async def outbox_done_async(self, id: int, at: datetime) -> None:
+        self.outbox_done(id, at)
+
     def outbox_dead(self, id: int, reason: str) -> None:
         now_us = to_us(self._clock.now())
         with self._lock:
@@ -241,6 +258,9 @@ class MemoryStateStore:
                 row.last_error = reason
                 row.finished_us = now_us
                 row.next_attempt_us = None
+
+    async def outbox_dead_async(self, id: int, reason: str) -> None:
+        self.outbox_dead(id, reason)
 
     def outbox_item(self, id: int) -> OutboxItem | None:
         with self._lock:

@@ -1,22 +1,23 @@
 """``SqliteStateStore``: the ``StateStore`` in one SQLite file under ``state.dir``.
 
-Why synchronous ``sqlite3`` from inside the event loop is fine: the file is local, each call is
-one short transaction touching a handful of rows (tens of microseconds of SQLite work plus one
-``fsync`` at commit, about 0.5-2 ms on a VM disk), and canarywatch writes at the rate of
-notifications, not of observations. Callers in the event loop accept that brief block; a thread
-hop per call would cost more than it saves and would make "durable when the call returns"
-harder to reason about.
+Writes happen off the event loop, committed in groups: one writer thread owns the write
+connection (``writer.GroupCommitWriter``). Each write is a job; the jobs queued while a commit
+is in progress share the next transaction, so under load many writes share one ``fsync``. The
+``*_async`` methods (what the delivery path calls from the event loop) await the job's future;
+the plain methods block their caller until it completes. Either way a write returns only once
+its transaction is committed, as before: "durable when the call returns" still holds.
 
-Durability: WAL journal, ``synchronous=FULL``, and every write is its own ``BEGIN IMMEDIATE`` ...
-``COMMIT`` before the call returns. A ``kill -9`` right after any call therefore loses nothing
-(the committed frames are in the WAL file), and with ``FULL`` neither does a power cut: an outbox
-item that was accepted is never silently lost. (``NORMAL`` would skip the fsync, still survive
-``kill -9``, and could lose the last commits on power loss.)
+Durability: WAL journal, ``synchronous=FULL``, and a write's future completes only after the
+``COMMIT`` of the transaction holding it. A ``kill -9`` right after any acknowledged write
+therefore loses nothing (the committed frames are in the WAL file), and with ``FULL`` neither
+does a power cut: an outbox item that was accepted is never silently lost. (``NORMAL`` would
+skip the fsync, still survive ``kill -9``, and could lose the last commits on power loss.)
 ``BEGIN IMMEDIATE`` takes the write lock up front, so the CLI (``canarywatch outbox``,
 ``canarywatch silence``) can write to the same file while the daemon runs; a busy lock is
-waited for up to ``BUSY_TIMEOUT_S``.
+waited for up to ``BUSY_TIMEOUT_S``, in the writer thread, not on the event loop.
 
-Thread safety: one connection opened with ``check_same_thread=False``, every use under one lock.
+Reads use a second connection (WAL readers never wait for the writer or its fsync), under one
+lock so any thread may read; they see every write that has been acknowledged.
 
 Schema: versioned in the ``meta`` table (key ``schema_version``). A database written by a
 newer canarywatch is refused with a ``StateError`` rather than misread; older versions are
@@ -31,6 +32,8 @@ reports most of them as a bare "disk I/O error".
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import json
@@ -45,9 +48,9 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Self, TypeVar
 
-from canarywatch.clock import Clock
+from canarywatch.clock import Clock, waiting_off_loop
 from canarywatch.formats.jsonout import dumps
 from canarywatch.identity import fingerprint
 from canarywatch.model import JSONValue, Notification, NotificationStatus
@@ -68,6 +71,9 @@ from canarywatch.state.base import (
     to_us,
 )
 from canarywatch.state.codec import decode_notification, encode_notification
+from canarywatch.state.writer import GroupCommitWriter, rollback
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from canarywatch.sinks import SinkMemory
@@ -250,13 +256,6 @@ def errno_text(exc: OSError) -> tuple[str, str]:
     return name, f"{name}: {exc.strerror or os.strerror(code)}"
 
 
-def _rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        # SQLite may have rolled back already (e.g. after SQLITE_FULL): nothing is left open.
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-
-
 _PENDING, _DEAD, _DONE = "pending", "dead", "done"
 _ITEM_COLUMNS = (
     "id, receiver, notification, created_us, attempts, last_error, last_attempt_us, next_attempt_us"
@@ -274,7 +273,10 @@ class SqliteStateStore:
         self.path = Path(path)
         self._clock = clock
         self._lock = threading.Lock()
+        """Guards the read connection."""
         self._conn: sqlite3.Connection | None = None
+        """The read connection; ``None`` once closed."""
+        self._writer: GroupCommitWriter | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -284,23 +286,17 @@ class SqliteStateStore:
             ) from exc
         if self.path.is_dir():
             raise StateError(f"state database {self.path}: the path is a directory, not a file")
-        try:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=BUSY_TIMEOUT_S,
-                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-                check_same_thread=False,  # guarded by self._lock
-            )
-        except sqlite3.Error as exc:
-            raise self._error("open", exc) from exc
+        conn = self._connect()
         try:
             self._configure(conn, max_size_bytes)
-            self._conn = conn
-            self._migrate()
+            self._migrate(conn)
+            self._conn = self._connect()
         except BaseException:
-            self._conn = None
             conn.close()
             raise
+        self._writer = GroupCommitWriter(
+            conn, error=self._error, name=f"state-writer:{self.path.name}"
+        )
 
     def __repr__(self) -> str:
         return f"SqliteStateStore({str(self.path)!r})"
@@ -332,6 +328,17 @@ class SqliteStateStore:
         hint = _ERRNO_HINTS.get(found.errno, _hint(exc))
         return StateUnwritable(f"{prefix}: {hint} ({text}; {exc})", code=code, errno_name=name)
 
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            return sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,  # the writer's thread, or readers under self._lock
+            )
+        except sqlite3.Error as exc:
+            raise self._error("open", exc) from exc
+
     def _configure(self, conn: sqlite3.Connection, max_size_bytes: int | None) -> None:
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -349,20 +356,42 @@ class SqliteStateStore:
             )
 
     @contextmanager
-    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction, committed before the ``with`` block's caller returns."""
-        with self._lock:
-            conn = self._connection()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                yield conn
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                _rollback(conn)
-                raise self._error(what, exc) from exc
-            except BaseException:
-                _rollback(conn)
-                raise
+    def _transaction(self, conn: sqlite3.Connection, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction on ``conn`` outside the writer (opening, before it starts)."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            rollback(conn)
+            raise self._error(what, exc) from exc
+        except BaseException:
+            rollback(conn)
+            raise
+
+    def _submit(
+        self, what: str, work: Callable[[sqlite3.Connection], T]
+    ) -> concurrent.futures.Future[T]:
+        closed = StateError(f"state database {self.path}: the store is closed")
+        if self._writer is None:
+            raise closed
+        return self._writer.submit(what, work, closed)
+
+    def _commit(self, what: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in a write transaction (shared with other writes queued meanwhile) and
+        block until it is committed."""
+        return self._submit(what, work).result()
+
+    async def _commit_async(self, what: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``_commit`` without blocking the event loop. Cancelling the caller does not take a
+        queued write back: it is committed all the same (as a blocking write would have been)."""
+        with waiting_off_loop(self._clock):
+            return await asyncio.shield(asyncio.wrap_future(self._submit(what, work)))
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed since opened (one ``fsync`` each)."""
+        return self._writer.commits if self._writer is not None else 0
 
     @contextmanager
     def _read(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -378,8 +407,8 @@ class SqliteStateStore:
             raise StateError(f"state database {self.path}: the store is closed")
         return self._conn
 
-    def _stored_version(self) -> str | None:
-        with self._read("open") as conn:
+    def _stored_version(self, conn: sqlite3.Connection) -> str | None:
+        try:
             table = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
             ).fetchone()
@@ -388,12 +417,14 @@ class SqliteStateStore:
             row = conn.execute(
                 "SELECT value FROM meta WHERE key = ?", (SCHEMA_VERSION_KEY,)
             ).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error("open", exc) from exc
         return None if row is None else str(row[0])
 
-    def _migrate(self) -> None:
-        if self._stored_version() == str(SCHEMA_VERSION):
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        if self._stored_version(conn) == str(SCHEMA_VERSION):
             return  # nothing to write, so an existing store opens even on a full disk
-        with self._write("open") as conn:
+        with self._transaction(conn, "open"):
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
                 " WITHOUT ROWID"
@@ -432,6 +463,13 @@ class SqliteStateStore:
     def _unreadable(self, what: str, exc: ValueError) -> StateError:
         return StateError(f"state database {self.path}: {what} is unreadable: {exc}")
 
+    def _notification(self, id: int, text: str) -> Notification:
+        """The stored notification of outbox item ``id``; ``StateError`` when unreadable."""
+        try:
+            return decode_notification(json.loads(text))
+        except ValueError as exc:
+            raise self._unreadable(f"outbox item {id}", exc) from exc
+
     # -- notification log -------------------------------------------------------------------
 
     def record_notification(
@@ -444,8 +482,12 @@ class SqliteStateStore:
     ) -> None:
         at_us = to_us(at)
         status = NotificationStatus(status)
-        with self._write("record a notification") as conn:
-            self._record(conn, receiver, group_key, status, fingerprints, at_us)
+        fps = tuple(fingerprints)
+
+        def work(conn: sqlite3.Connection) -> None:
+            self._record(conn, receiver, group_key, status, fps, at_us)
+
+        self._commit("record a notification", work)
 
     @staticmethod
     def _record(
@@ -507,11 +549,30 @@ class SqliteStateStore:
         *,
         canary_states: Mapping[str, Mapping[str, JSONValue]] | None = None,
     ) -> list[int]:
+        return self._commit(*self._put_many(items, at, canary_states))
+
+    async def outbox_put_many_async(
+        self,
+        items: Sequence[tuple[str, Notification]],
+        at: datetime,
+        *,
+        canary_states: Mapping[str, Mapping[str, JSONValue]] | None = None,
+    ) -> list[int]:
+        return await self._commit_async(*self._put_many(items, at, canary_states))
+
+    def _put_many(
+        self,
+        items: Sequence[tuple[str, Notification]],
+        at: datetime,
+        canary_states: Mapping[str, Mapping[str, JSONValue]] | None,
+    ) -> tuple[str, Callable[[sqlite3.Connection], list[int]]]:
+        """What to write for ``outbox_put_many``, encoded now (in the caller's thread)."""
         created_us = to_us(at)
         texts = [(receiver, n, dumps(encode_notification(n))) for receiver, n in items]
         states = [(key, dumps(dict(data))) for key, data in (canary_states or {}).items()]
-        ids: list[int] = []
-        with self._write("queue notifications in the outbox") as conn:
+
+        def work(conn: sqlite3.Connection) -> list[int]:
+            ids: list[int] = []
             for receiver, n, text in texts:
                 cur = conn.execute(
                     "INSERT INTO outbox (receiver, notification, created_us, state)"
@@ -525,7 +586,9 @@ class SqliteStateStore:
                 ids.append(id_)
             if states:
                 self._save_states(conn, states)
-        return ids
+            return ids
+
+        return "queue notifications in the outbox", work
 
     def outbox_holds(self, receiver: str, fingerprint: str, status: NotificationStatus) -> bool:
         with self._read("read the outbox") as conn:
@@ -540,14 +603,10 @@ class SqliteStateStore:
         self, row: tuple[int, str, str, int, int, str | None, int | None, int | None]
     ) -> OutboxItem:
         id_, receiver, text, created_us, attempts, last_error, last_us, next_us = row
-        try:
-            notification = decode_notification(json.loads(text))
-        except ValueError as exc:
-            raise self._unreadable(f"outbox item {id_}", exc) from exc
         return OutboxItem(
             id=id_,
             receiver=receiver,
-            notification=notification,
+            notification=self._notification(id_, text),
             created_at=from_us(created_us),
             attempts=attempts,
             last_error=last_error,
@@ -575,27 +634,44 @@ class SqliteStateStore:
     def outbox_attempted(
         self, id: int, error_reason: str, *, next_attempt_at: datetime | None = None
     ) -> None:
+        self._commit(*self._attempted(id, error_reason, next_attempt_at))
+
+    async def outbox_attempted_async(
+        self, id: int, error_reason: str, *, next_attempt_at: datetime | None = None
+    ) -> None:
+        await self._commit_async(*self._attempted(id, error_reason, next_attempt_at))
+
+    def _attempted(
+        self, id: int, error_reason: str, next_attempt_at: datetime | None
+    ) -> tuple[str, Callable[[sqlite3.Connection], None]]:
         now_us = to_us(self._clock.now())
         next_us = None if next_attempt_at is None else to_us(next_attempt_at, "next_attempt_at")
-        with self._write("update the outbox") as conn:
+
+        def work(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, last_attempt_us = ?,"
                 " next_attempt_us = ? WHERE id = ? AND state = ?",
                 (error_reason, now_us, next_us, id, _PENDING),
             )
 
+        return "update the outbox", work
+
     def outbox_done(self, id: int, at: datetime) -> None:
+        self._commit(*self._done(id, at))
+
+    async def outbox_done_async(self, id: int, at: datetime) -> None:
+        await self._commit_async(*self._done(id, at))
+
+    def _done(self, id: int, at: datetime) -> tuple[str, Callable[[sqlite3.Connection], None]]:
         at_us = to_us(at)
-        with self._write("mark an outbox item delivered") as conn:
+
+        def work(conn: sqlite3.Connection) -> None:
             row = conn.execute(
                 "SELECT receiver, notification, state FROM outbox WHERE id = ?", (id,)
             ).fetchone()
             if row is None or row[2] == _DONE:
                 return
-            try:
-                n = decode_notification(json.loads(row[1]))
-            except ValueError as exc:
-                raise self._unreadable(f"outbox item {id}", exc) from exc
+            n = self._notification(id, row[1])
             fps = [fingerprint(ev) for ev in n.events]
             self._record(conn, row[0], n.group_key, n.status, fps, at_us)
             conn.execute(
@@ -603,14 +679,25 @@ class SqliteStateStore:
             )
             conn.execute("DELETE FROM outbox_events WHERE outbox_id = ?", (id,))
 
+        return "mark an outbox item delivered", work
+
     def outbox_dead(self, id: int, reason: str) -> None:
+        self._commit(*self._dead(id, reason))
+
+    async def outbox_dead_async(self, id: int, reason: str) -> None:
+        await self._commit_async(*self._dead(id, reason))
+
+    def _dead(self, id: int, reason: str) -> tuple[str, Callable[[sqlite3.Connection], None]]:
         now_us = to_us(self._clock.now())
-        with self._write("update the outbox") as conn:
+
+        def work(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "UPDATE outbox SET state = ?, last_error = ?, finished_us = ?,"
                 " next_attempt_us = NULL WHERE id = ? AND state = ?",
                 (_DEAD, reason, now_us, id, _PENDING),
             )
+
+        return "update the outbox", work
 
     def outbox_item(self, id: int) -> OutboxItem | None:
         with self._read("read the outbox") as conn:
@@ -630,7 +717,7 @@ class SqliteStateStore:
         return [self._item(r) for r in rows]
 
     def outbox_retry(self, id: int) -> bool:
-        with self._write("update the outbox") as conn:
+        def work(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
                 "UPDATE outbox SET state = ?, attempts = 0, finished_us = NULL,"
                 " next_attempt_us = NULL WHERE id = ? AND state = ?",
@@ -638,10 +725,14 @@ class SqliteStateStore:
             )
             return cur.rowcount > 0
 
+        return self._commit("update the outbox", work)
+
     def outbox_drop(self, id: int) -> bool:
-        with self._write("update the outbox") as conn:
+        def work(conn: sqlite3.Connection) -> bool:
             conn.execute("DELETE FROM outbox_events WHERE outbox_id = ?", (id,))
             return conn.execute("DELETE FROM outbox WHERE id = ?", (id,)).rowcount > 0
+
+        return self._commit("update the outbox", work)
 
     def outbox_depth(self, receiver: str) -> int:
         with self._read("read the outbox") as conn:
@@ -683,7 +774,8 @@ class SqliteStateStore:
     ) -> str:
         check_silence(matchers, starts_at, ends_at)
         sid = str(uuid.uuid4())
-        with self._write("add a silence") as conn:
+
+        def work(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO silences (id, matchers, starts_us, ends_us, created_by, comment)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -696,6 +788,8 @@ class SqliteStateStore:
                     comment,
                 ),
             )
+
+        self._commit("add a silence", work)
         return sid
 
     def silences(self, *, include_expired: bool = False) -> list[SilenceRecord]:
@@ -718,13 +812,16 @@ class SqliteStateStore:
 
     def expire_silence(self, id: str, at: datetime) -> bool:
         at_us = to_us(at)
-        with self._write("expire a silence") as conn:
+
+        def work(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
                 "UPDATE silences SET starts_us = min(starts_us, ?), ends_us = ?"
                 " WHERE id = ? AND ends_us > ?",
                 (at_us, at_us, id, at_us),
             )
             return cur.rowcount > 0
+
+        return self._commit("expire a silence", work)
 
     # -- sink memory, correlator snapshots, meta --------------------------------------------
 
@@ -744,20 +841,22 @@ class SqliteStateStore:
     def _sink_put(self, receiver: str, key: str, value: Mapping[str, str]) -> None:
         text = dumps(check_sink_value(value))
         now_us = to_us(self._clock.now())
-        with self._write("write sink memory") as conn:
+
+        def work(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT OR REPLACE INTO sink_memory (receiver, key, value, updated_us)"
                 " VALUES (?, ?, ?, ?)",
                 (receiver, key, text, now_us),
             )
 
+        self._commit("write sink memory", work)
+
     def save_canary_state(self, key: str, data: Mapping[str, JSONValue]) -> None:
         self.save_canary_states({key: data})
 
     def save_canary_states(self, states: Mapping[str, Mapping[str, JSONValue]]) -> None:
         rows = [(key, dumps(dict(data))) for key, data in states.items()]
-        with self._write("save correlator state") as conn:
-            self._save_states(conn, rows)
+        self._commit("save correlator state", lambda conn: self._save_states(conn, rows))
 
     def _save_states(self, conn: sqlite3.Connection, rows: Sequence[tuple[str, str]]) -> None:
         now_us = to_us(self._clock.now())
@@ -778,21 +877,28 @@ class SqliteStateStore:
 
     def set_meta(self, key: str, value: str) -> None:
         check_meta_key(key)
-        with self._write("write meta") as conn:
-            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        self._commit(
+            "write meta",
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
+            ),
+        )
 
     # -- housekeeping -----------------------------------------------------------------------
 
     def gc(self, now: datetime, *, retention_s: float) -> int:
         cutoff = to_us(now) - round(retention_s * 1e6)
-        with self._write("garbage-collect") as conn:
-            deleted = conn.execute("DELETE FROM nflog WHERE at_us < ?", (cutoff,)).rowcount
+
+        def work(conn: sqlite3.Connection) -> int:
+            deleted: int = conn.execute("DELETE FROM nflog WHERE at_us < ?", (cutoff,)).rowcount
             conn.execute("DELETE FROM nflog_sent WHERE at_us < ?", (cutoff,))
             deleted += conn.execute(
                 "DELETE FROM outbox WHERE state = ? AND finished_us < ?", (_DONE, cutoff)
             ).rowcount
             deleted += conn.execute("DELETE FROM silences WHERE ends_us < ?", (cutoff,)).rowcount
-        return deleted
+            return deleted
+
+        return self._commit("garbage-collect", work)
 
     def size_bytes(self) -> int:
         """Bytes in use by live pages (freed pages are reused, so this shrinks after ``gc``)."""
@@ -803,6 +909,10 @@ class SqliteStateStore:
         return int((pages - free) * size)
 
     def close(self) -> None:
+        """Commit what is queued, stop the writer thread, close both connections."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
         with self._lock:
             conn, self._conn = self._conn, None
             if conn is not None:

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from canarywatch.formats.jsonout import format_time
+from canarywatch.formats.jsonout import canary_to_json, format_time
 from canarywatch.identity import fingerprint
 from canarywatch.labels.durations import format_duration
 from canarywatch.model import (
@@ -220,10 +220,7 @@ class Trail:
         return {
             "id": self.id,
             "kind": self.kind.value,
-            "canary": str(ev.canary),
-            "cluster": ev.canary.cluster,
-            "namespace": ev.canary.namespace,
-            "name": ev.canary.name,
+            **canary_to_json(ev.canary),
             "transition": ev.transition.value,
             "detail": ev.detail,
             "severity": ev.severity.value,

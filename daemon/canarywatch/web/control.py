@@ -48,6 +48,7 @@ from canarywatch.pipeline.silence import ParsedSilence, SilenceOrigin, Silencer,
 from canarywatch.state.base import OutboxItem, SilenceRecord, StateError, StateStore
 from canarywatch.state.holding import HeldNotification, HoldingStateStore
 from canarywatch.views.explain import DecisionRecorder, explanation, transition_filter
+from canarywatch.web.server import read_body_limited
 
 __all__ = ["API_PREFIX", "MAX_CONTROL_BODY_BYTES", "control_routes", "explain_routes"]
 
@@ -107,21 +108,11 @@ async def _read_json_object(request: web.Request) -> Mapping[str, JSONValue]:
     too_large = _BadRequest(
         f"request body exceeds {MAX_CONTROL_BODY_BYTES} bytes", None, status=413
     )
-    declared = request.content_length
-    if declared is not None and declared > MAX_CONTROL_BODY_BYTES:
+    body = await read_body_limited(request, MAX_CONTROL_BODY_BYTES)
+    if body is None:
         raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.read(MAX_CONTROL_BODY_BYTES + 1 - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_CONTROL_BODY_BYTES:
-            raise too_large
     try:
-        data = json.loads(b"".join(chunks))
+        data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -333,9 +324,10 @@ def control_routes(
 ) -> list[web.RouteDef]:
     """The control API's routes (see the module docstring).
 
-    ``on_outbox_retry(id)`` is awaited after a dead letter went back to pending, so dispatch can
-    pick it up without waiting for its next poll. ``silencer.reload()`` runs after every
-    silence change, so the pipeline sees it on the next event.
+    ``on_outbox_retry(id)`` is awaited after a dead letter went back to pending: the daemon
+    passes ``DurableDelivery.retried``, which hands it to its receiver's queue now (without it
+    the item would wait for the next start). ``silencer.reload()`` runs after every silence
+    change, so the pipeline sees it on the next event.
     """
     logger = log or structlog.get_logger().bind(component="control_api")
 

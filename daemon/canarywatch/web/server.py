@@ -131,3 +131,20 @@ class WebServer:
 
     async def close(self) -> None:
         await self._runner.cleanup()
+
+
+async def read_body_limited(request: web.Request, limit: int) -> bytes | None:
+    """The request body, or ``None`` once it is known to exceed ``limit`` bytes (a declared
+    ``Content-Length`` over it, or more bytes than that arriving): read no further than that."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return None
