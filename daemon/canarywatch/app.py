@@ -252,8 +252,9 @@ class App:
             await self._supervise(sources, runner, dispatcher, delivery, list(sinks))
             await dispatcher.aclose()  # what is still queued is counted as dropped (shutdown)
             state.on_written = _no_receivers  # written from now on: delivered after the restart
-            state.save_canary_states(correlator.snapshot())
+            await state.save_canary_states_async(correlator.snapshot())  # the web still serves
         self._notifier.status("stopped")
+        # Blocking from here: everything that used the loop (web, tasks) has stopped.
         state.flush()  # a last attempt at what is held; close() reports what is lost
         state.close()
         log.info("drain_finished")
@@ -542,7 +543,7 @@ class App:
                 await runner.stop(flush_all=True)  # nothing pending is left behind
                 await pipeline_task
                 if isinstance(self.state, HoldingStateStore):
-                    self.state.flush()  # writes held? if the disk has room, drain them too
+                    await self.state.flush_async()  # writes held? if the disk has room, drain them
                 left = await dispatcher.drain(self.config.dispatch.drain_timeout)
                 if left:
                     self._log.warning("drain_incomplete", notifications=left)

@@ -76,9 +76,9 @@ class Replica:
     def gauge(self, name: str) -> float | None:
         return self.registry.get_sample_value(name, {"sink": RECEIVER})
 
-    def gauges(self) -> tuple[float | None, float | None, float | None]:
+    async def gauges(self) -> tuple[float | None, float | None, float | None]:
         """``(outbox_depth, outbox_oldest_age_seconds, outbox_held)`` after an update."""
-        self.delivery.update_gauges([RECEIVER])
+        await self.delivery.update_gauges([RECEIVER])
         return (
             self.gauge("canarywatch_outbox_depth"),
             self.gauge("canarywatch_outbox_oldest_age_seconds"),
@@ -129,15 +129,15 @@ async def test_an_idle_standby_holds_apart_from_the_backlog_and_lets_go_in_time(
     await accept_over_time(standby, clock, notifications(5))
     assert standby.sink.attempts == 0  # a standby delivers nothing
     assert standby.store.outbox_depth(RECEIVER) == 5  # but keeps all of it, in case
-    assert standby.gauges() == (0, 0, 5)
+    assert await standby.gauges() == (0, 0, 5)
 
     # Idle for hours: no new notification arrives to trigger the old clean-up. The backlog
     # gauges stay 0 (no CanarywatchOutboxBacklog on a standby) and what is held is let go
     # once past the held window, so the held gauge is bounded too.
     clock.advance_by(WINDOW_S - 1)  # the newest is 599 s old, the others past the window
-    assert standby.gauges() == (0, 0, 1)
+    assert await standby.gauges() == (0, 0, 1)
     clock.advance_by(3 * 3600)
-    assert standby.gauges() == (0, 0, 0)
+    assert await standby.gauges() == (0, 0, 0)
     assert standby.store.outbox_depth(RECEIVER) == 0
 
 
@@ -147,7 +147,7 @@ async def test_the_leader_reports_its_backlog_and_holds_nothing() -> None:
     leader.sink.pause()
     await accept_over_time(leader, clock, notifications(4))
     clock.advance_by(700)
-    depth, age, held = leader.gauges()
+    depth, age, held = await leader.gauges()
     assert (depth, held) == (4, 0)
     assert age == 700 + 3 * 30  # the oldest was accepted 90 s before the newest
 
@@ -189,7 +189,7 @@ async def test_take_over_sends_what_was_held_in_order_through_a_small_queue() ->
     assert standby.sink.payloads == want
     assert standby.store.outbox_depth(RECEIVER) == 0
     assert [e for e in logs if e["event"] == "notification_dropped"] == []
-    assert standby.gauges() == (0, 0, 0)
+    assert await standby.gauges() == (0, 0, 0)
     overflow = standby.registry.get_sample_value(
         "canarywatch_events_dropped_total", {"stage": "dispatch", "reason": "overflow"}
     )

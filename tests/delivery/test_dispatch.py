@@ -434,7 +434,7 @@ async def test_each_failed_attempt_that_will_be_retried_is_reported_with_its_nex
     sink.hang_next(1)  # no answer within the attempt timeout
     seen: list[tuple[int, str, datetime]] = []
 
-    def retrying(envelope: Envelope, attempt: int, error: str, next_at: datetime) -> None:
+    async def retrying(envelope: Envelope, attempt: int, error: str, next_at: datetime) -> None:
         seen.append((attempt, error, next_at))
 
     d, _ = build(

@@ -19,7 +19,11 @@ from canarywatch.model import (
     SourceName,
     Transition,
 )
-from canarywatch.normalise.flagger_metrics import FlaggerMetricsNormaliser, RejectReason
+from canarywatch.normalise.flagger_metrics import (
+    MAX_CLUSTERS,
+    FlaggerMetricsNormaliser,
+    RejectReason,
+)
 from canarywatch.normalise.metric_tables import NEWEST_TABLE, StatusMeaning, table_for
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "flagger"
@@ -283,6 +287,30 @@ def test_clusters_are_kept_apart() -> None:
     back = normaliser(scrape(fixture("rollback-failed"), cluster="a"))
     assert seen(back) == [("test/podinfo", Transition.ROLLED_BACK, "")]
     assert back.events[0].canary.cluster == "a"
+
+
+def test_latest_analysis_reads_the_most_recently_scraped_cluster_first() -> None:
+    normaliser = FlaggerMetricsNormaliser()
+    normaliser(scrape(fixture("rollback-halting"), cluster="a"))
+    normaliser(scrape(fixture("rollback-failed"), cluster="b"))
+    assert normaliser.latest_analysis("test", "podinfo")["request-duration"] == 1.283
+    normaliser(scrape(fixture("rollback-halting"), cluster="a"))
+    assert normaliser.latest_analysis("test", "podinfo")["request-duration"] == 0.212
+
+
+def test_the_least_recently_scraped_cluster_is_forgotten_first() -> None:
+    normaliser = FlaggerMetricsNormaliser()
+    clusters = [f"c{i}" for i in range(MAX_CLUSTERS + 1)]
+    for cluster in clusters[:-1]:
+        normaliser(scrape(fixture("rollback-halting"), cluster=cluster))
+    # A query does not count as a scrape: c0 stays the least recently scraped.
+    assert normaliser.latest_analysis("test", "podinfo", cluster="c0") != {}
+    normaliser(scrape(fixture("rollback-halting"), cluster=clusters[-1]))
+    assert normaliser.latest_analysis("test", "podinfo", cluster="c0") == {}
+    kept = normaliser(scrape(fixture("rollback-failed"), cluster="c1"))
+    assert seen(kept) == [("test/podinfo", Transition.ROLLED_BACK, "")]
+    forgotten = normaliser(scrape(fixture("rollback-failed"), cluster="c0"))
+    assert forgotten.outcome is Outcome.IGNORED  # a first sight again
 
 
 # -- unknown values and versions ----------------------------------------------------------

@@ -15,6 +15,7 @@ from canarywatch.clock import VirtualClock
 from canarywatch.simulator.apiserver import SimulatedApiServer
 from canarywatch.simulator.event_recorder import (
     COMBINED_PREFIX,
+    LRU_ENTRIES,
     FlaggerEventRecorder,
     Outcome,
 )
@@ -158,6 +159,27 @@ def test_expired_event_is_recreated_with_its_count_continued() -> None:
     assert again.event["count"] == 2
     assert again.event["firstTimestamp"] == "2026-08-04T09:00:00Z"
     assert again.event["lastTimestamp"] == "2026-08-04T11:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("others", "outcome"), [(LRU_ENTRIES - 1, Outcome.PATCHED), (LRU_ENTRIES, Outcome.CREATED)]
+)
+def test_the_event_cache_forgets_the_least_recently_used_past_4096(
+    others: int, outcome: Outcome
+) -> None:
+    """client-go's caches hold 4096 keys: an Event about object 0 is patched while its key is
+    among the last 4096 used, and created anew once Events about 4096 other objects pushed it
+    out."""
+    clock = VirtualClock(START)
+    recorder = FlaggerEventRecorder(Store(clock=clock), clock, expire_ttl=False)
+
+    def canary(i: int) -> dict[str, Any]:
+        return {"metadata": {"name": f"c{i}", "namespace": "test", "uid": f"u{i}"}}
+
+    assert recorder.record(canary(0), "Normal", "Halt").outcome is Outcome.CREATED
+    for i in range(1, others + 1):
+        recorder.record(canary(i), "Normal", "Halt")
+    assert recorder.record(canary(0), "Normal", "Halt").outcome is outcome
 
 
 @pytest.mark.timeout(10)

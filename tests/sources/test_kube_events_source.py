@@ -229,6 +229,16 @@ def test_seen_keys_are_bounded() -> None:
         SeenKeys(0)
 
 
+def test_seen_keys_refresh_a_key_seen_again() -> None:
+    seen = SeenKeys(2)
+    assert seen.add(("u1", "1"))
+    assert seen.add(("u2", "2"))
+    assert not seen.add(("u1", "1"))  # seen again: now the most recent
+    assert seen.add(("u3", "3"))  # so u2 goes
+    assert not seen.add(("u1", "1"))
+    assert seen.add(("u2", "2"))
+
+
 # -- sources.kubeconfig ------------------------------------------------------------------------
 
 

@@ -496,3 +496,44 @@ def test_closed_store_refuses_every_call(store: StateStore) -> None:
         store.outbox_put("team", make_notification(), at(0))
     with pytest.raises(StateError, match="closed"):
         store.sink_memory("team").get("k")
+
+
+async def test_every_async_write_does_what_its_blocking_twin_does(
+    store: StateStore, clock: VirtualClock
+) -> None:
+    """The ``*_async`` writes the daemon uses while it serves (off the event loop for SQLite)
+    have exactly the blocking ones' effects and answers, durable when the await returns."""
+    sid = await store.add_silence_async(['namespace="payments"'], T0, at(3600), "ops", "why")
+    assert [s.id for s in store.silences()] == [sid]
+    assert await store.expire_silence_async(sid, at(60))
+    assert not await store.expire_silence_async(sid, at(60))  # already expired
+    clock.advance_to(at(120))
+    assert store.silences() == []
+    with pytest.raises(ValueError, match="matcher"):
+        await store.add_silence_async([], T0, at(1), "ops", "")
+
+    [dead, gone] = store.outbox_put_many(
+        [("team", make_notification(make_event(canary=f"ns/app-{i}"))) for i in range(2)], T0
+    )
+    await store.outbox_dead_async(dead, "http_4xx")
+    assert await store.outbox_retry_async(dead)
+    assert not await store.outbox_retry_async(dead)  # pending now, not dead
+    assert [i.id for i in store.outbox_pending("team")] == [dead, gone]
+    assert await store.outbox_drop_async(gone)
+    assert not await store.outbox_drop_async(gone)
+
+    await store.record_notification_async("team", "g", FIRING, ["fp1"], at(5))
+    assert store.sent("team", "fp1", FIRING) == at(5)
+    await store.sink_memory_put_async("team", "thread:x", {"ts": "1.2"})
+    assert store.sink_memory("team").get("thread:x") == {"ts": "1.2"}
+    await store.save_canary_states_async({"c/ns/app": {"v": 1}})
+    assert store.load_canary_states() == {"c/ns/app": {"v": 1}}
+    await store.set_meta_async("k", "v")
+    assert store.get_meta("k") == "v"
+    with pytest.raises(ValueError, match="reserved"):
+        await store.set_meta_async("schema_version", "9")
+
+    store.outbox_done(dead, at(6))
+    removed = await store.gc_async(at(10_000), retention_s=60)
+    # Two notification-log records (one recorded, one from "done"), the done item, the silence.
+    assert removed == 4

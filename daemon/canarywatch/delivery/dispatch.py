@@ -32,7 +32,7 @@ reads one of them again; it is exact because every way out of memory (delivered,
 handed back by ``release``) passes through here.
 
 Seams for what comes later: ``on_delivered`` is awaited after every delivery with its outcome
-(the notification log records there, "record after success"), ``on_retrying`` is called after
+(the notification log records there, "record after success"), ``on_retrying`` is awaited after
 each failed attempt that will be retried (the outbox records the attempt, its error and when the
 next one is due, so ``canarywatch outbox list`` shows a retry streak as it happens), and
 ``deliver_now`` is the single place a dedup check against that log would go.
@@ -93,12 +93,13 @@ its queue (spilled, or left from before a restart), oldest first, none of them a
 in flight (``Dispatcher.outbox_ids``). Fewer than ``room`` means there are no more. Synchronous on
 purpose: nothing can slip in between reading the backlog and queueing what was read."""
 
-OnRetrying: TypeAlias = Callable[[Envelope, int, str, datetime], None]
+OnRetrying: TypeAlias = Callable[[Envelope, int, str, datetime], Awaitable[None]]
 """``on_retrying(envelope, attempt, error, next_attempt_at)``: attempt number ``attempt`` of the
 envelope's notification failed for a reason that may pass (``error``, in plain words:
-``describe_failure``) and the next attempt is due at ``next_attempt_at``. Called once per failed
-attempt that will be retried, never on a success; synchronous (the outbox records it in one small
-write). An exception propagates."""
+``describe_failure``) and the next attempt is due at ``next_attempt_at``. Awaited once per failed
+attempt that will be retried, never on a success, before the backoff sleep (the outbox records it
+in one small write, durable off the event loop: only this receiver's worker waits for it). An
+exception propagates."""
 
 
 @dataclass(slots=True)
@@ -694,7 +695,7 @@ class Dispatcher:
                     delay_s=round(delay, 3),
                 )
                 if self._on_retrying is not None:
-                    self._on_retrying(envelope, attempts, describe_failure(error), wake)
+                    await self._on_retrying(envelope, attempts, describe_failure(error), wake)
                 await self._clock.sleep_until(wake)
 
         now = self._clock.now()

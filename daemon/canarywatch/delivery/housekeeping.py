@@ -2,7 +2,8 @@
 
 The outbox gauges (depth, oldest age, held) are read from the store every ``GAUGE_INTERVAL_S``
 rather than kept up to date on each write; finished records older than ``state.retention`` are
-deleted every ``GC_EVERY`` rounds. Both sleep on the injected clock.
+deleted every ``GC_EVERY`` rounds. Both sleep on the injected clock; the writes (a standby's
+release of old held items, retention) are awaited off the event loop.
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ async def housekeeping_loop(
     tick = 0
     while True:
         try:
-            delivery.update_gauges(list(receivers))
+            await delivery.update_gauges(list(receivers))
             if tick % GC_EVERY == 0:
-                removed = state.gc(clock.now(), retention_s=retention_s())
+                removed = await state.gc_async(clock.now(), retention_s=retention_s())
                 if removed:
                     log.info("state_compacted", rows=removed)
         except StateError:

@@ -33,12 +33,19 @@ A leader-election **standby** delivers nothing: what it would have sent stays pe
 outbox, *held* in case it takes over, and is let go (marked done: the leader has long handled it)
 once older than ``held_window_s``. Held items are counted apart (``canarywatch_outbox_held``),
 not as a backlog.
+
+Every write here is awaited off the event loop (the store's ``*_async`` methods, committed in
+groups): a slow disk delays the delivery that waits for it, never the daemon. Items whose "done"
+is being written that way (let go by a standby, or found delivered by the old leader at a
+takeover) are *finishing*: still pending in the store until the commit, so ``refill`` and
+``take_over`` leave them out meanwhile, and none is queued again while its "done" is on its way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -110,6 +117,11 @@ class DurableDelivery:
         """How many times ``refill`` read the outbox (``accept_batch`` checks it moved)."""
         self._shared_log = shared_log
         self._held_window = timedelta(seconds=held_window_s)
+        self._finishing: set[int] = set()
+        """Outbox ids whose "done" is being written (see the module docstring): pending in the
+        store until it commits, yet never to be read back."""
+        self._releasing = False
+        """A ``release_held`` is under way (the next one would find the same items)."""
         self.dispatcher: Dispatcher | None = None
 
     def attach(self, dispatcher: Dispatcher) -> None:
@@ -161,7 +173,7 @@ class DurableDelivery:
             # a worker may hold these items already: let the backlog read them, once, in order.
             self.written(frozenset(n.receiver for n in admitted))
             if not self._is_leader():
-                self.release_held()
+                await self.release_held()
             return
         for n, item in zip(admitted, items, strict=True):
             await self._queue_or_hold(n, item)
@@ -215,13 +227,42 @@ class DurableDelivery:
             return
         # A standby keeps what it would have sent (pending in the outbox), in case the leader
         # dies before sending it.
-        self.release_held()
+        await self.release_held()
 
-    def release_held(self) -> int:
+    def _finish(self, ids: Sequence[int], at: datetime) -> Awaitable[None]:
+        """Mark ``ids`` done off the event loop, all queued to the writer at once (so they share
+        a commit); await the result. They are *finishing* from this call (not from the await)
+        until the commit: ``refill`` and ``take_over`` leave them out, since the store still
+        says pending. On a failure they are pending again (a repeat later, never a loss) and the
+        error propagates."""
+        fresh = [id_ for id_ in ids if id_ not in self._finishing]
+        self._finishing.update(fresh)
+        return self._finished(fresh, at)
+
+    async def _finished(self, fresh: list[int], at: datetime) -> None:
+        try:
+            await asyncio.gather(*(self._store.outbox_done_async(id_, at) for id_ in fresh))
+        finally:
+            self._finishing.difference_update(fresh)
+        for id_ in fresh:
+            self._narrowed.pop(id_, None)
+
+    async def release_held(self) -> int:
         """On a standby, let go of held items older than the held window: the leader has long
-        handled them (they are marked done). Returns how many were let go."""
-        if self._is_leader():
+        handled them (they are marked done, a batch per commit). Returns how many were let go;
+        0 on the leader, or while another release is under way (it finds the same items)."""
+        if self._is_leader() or self._releasing:
             return 0
+        self._releasing = True
+        try:
+            released = await self._release_held()
+        finally:
+            self._releasing = False
+        if released:
+            self._log.debug("held_released", notifications=released)
+        return released
+
+    async def _release_held(self) -> int:
         now = self._clock.now()
         cutoff = now - self._held_window
         window_s = self._held_window.total_seconds()
@@ -230,17 +271,19 @@ class DurableDelivery:
             age = self._store.outbox_oldest_age_s(receiver, now)
             if age is None or age <= window_s:  # the cheap check first: usually nothing to do
                 continue
-            while True:
-                batch = self._store.outbox_pending(receiver, limit=RELEASE_BATCH)
-                old = [item for item in batch if item.created_at < cutoff]
-                for item in old:
-                    self._store.outbox_done(item.id, now)
-                    self._narrowed.pop(item.id, None)
+            while not self._is_leader():  # a takeover meanwhile: what is left is its to send
+                limit = RELEASE_BATCH + len(self._finishing)  # those are let go already
+                batch = self._store.outbox_pending(receiver, limit=limit)
+                old = [
+                    item.id
+                    for item in batch
+                    if item.created_at < cutoff and item.id not in self._finishing
+                ]
+                await self._finish(old, now)
                 released += len(old)
-                if len(old) < RELEASE_BATCH:
+                # Oldest first: a short page, or a page that ends within the window, was the last.
+                if not old or len(batch) < limit or batch[-1].created_at >= cutoff:
                     break
-        if released:
-            self._log.debug("held_released", notifications=released)
         return released
 
     async def take_over(self) -> int:
@@ -261,9 +304,11 @@ class DurableDelivery:
             item
             for item in self._store.outbox_pending(limit=TAKE_OVER_LIMIT)
             if item.id not in dispatcher.outbox_ids(item.receiver)
+            and item.id not in self._finishing
         ]
         queued = 0
         receivers: set[str] = set()
+        delivered: list[int] = []
         now = self._clock.now()
         for item in held:
             if item.receiver not in dispatcher.sinks:
@@ -273,14 +318,20 @@ class DurableDelivery:
                 e for e in n.events if entry_key(n.receiver, n.status, fingerprint(e)) not in sent
             )
             if not remaining:
-                self._store.outbox_done(item.id, now)
+                delivered.append(item.id)
                 continue
             if len(remaining) != len(n.events):
                 self._narrowed[item.id] = dataclasses.replace(n, events=remaining)
             receivers.add(item.receiver)
             queued += 1
-        for receiver in sorted(receivers):
-            dispatcher.backlog(receiver)
+        # Marked finishing before anything is read back, so no refill queues one of them while
+        # its "done" commits off the loop (the store still says pending until then).
+        finishing = self._finish(delivered, now)
+        try:
+            for receiver in sorted(receivers):
+                dispatcher.backlog(receiver)
+        finally:
+            await finishing
         self._log.info("leadership_taken_over", held=len(held), queued=queued)
         return queued
 
@@ -305,7 +356,7 @@ class DurableDelivery:
                 if receiver in dispatcher.sinks:
                     dispatcher.backlog(receiver)
         else:
-            self.release_held()
+            await self.release_held()
         count = sum(depths.values())
         if count:
             self._log.info("outbox_resumed", notifications=count, held=not self._is_leader())
@@ -340,15 +391,15 @@ class DurableDelivery:
 
     def refill(self, receiver: str, room: int) -> list[Envelope]:
         """The dispatcher's ``refill``: at most ``room`` of ``receiver``'s pending outbox items
-        that are not queued or in flight already, oldest first. None on a standby."""
+        that are not queued, in flight or finishing already, oldest first. None on a standby."""
         if room < 1 or not self._is_leader():
             return []
         self._refills += 1
-        in_memory = self._attached().outbox_ids(receiver)
-        limit = room + len(in_memory)
+        skip = self._attached().outbox_ids(receiver) | self._finishing
+        limit = room + len(skip)
         while True:
             pending = self._store.outbox_pending(receiver, limit=limit)
-            fresh = [item for item in pending if item.id not in in_memory][:room]
+            fresh = [item for item in pending if item.id not in skip][:room]
             # Fewer than asked but a full page: some ids in memory are no longer pending (an
             # operator dropped them); read further rather than report "no more" too early.
             if len(fresh) == room or len(pending) < limit:
@@ -394,18 +445,20 @@ class DurableDelivery:
             detail=error,
         )
 
-    def retrying(
+    async def retrying(
         self, envelope: Envelope, attempt: int, error: str, next_attempt_at: datetime
     ) -> None:
         """The dispatcher's ``on_retrying``: record attempt number ``attempt`` of the outbox item
         the envelope names as failed, with why (``error``, in plain words) and when the next one
         is due, so ``canarywatch outbox list`` shows a retry streak while it goes on. One small
-        write per failed attempt, none for a success; a notification not from the outbox is
-        skipped."""
+        write per failed attempt (durable off the event loop before the backoff starts), none for
+        a success; a notification not from the outbox is skipped."""
         if envelope.outbox_id is not None:
-            self._store.outbox_attempted(envelope.outbox_id, error, next_attempt_at=next_attempt_at)
+            await self._store.outbox_attempted_async(
+                envelope.outbox_id, error, next_attempt_at=next_attempt_at
+            )
 
-    def update_gauges(self, receivers: list[str]) -> None:
+    async def update_gauges(self, receivers: list[str]) -> None:
         """The outbox gauges, per receiver. On the leader pending items are the backlog
         (``outbox_depth``, ``outbox_oldest_age_seconds``); on a standby they are held
         (``outbox_held``, after letting go of those past the held window) and the backlog
@@ -413,7 +466,7 @@ class DurableDelivery:
         now = self._clock.now()
         leader = self._is_leader()
         if not leader:
-            self.release_held()
+            await self.release_held()
         for receiver in receivers:
             depth = self._store.outbox_depth(receiver)
             if leader:

@@ -34,7 +34,7 @@ name. Without a ``workload_to_canary`` mapping the Canary is assumed to be named
 from __future__ import annotations
 
 import math
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -43,6 +43,7 @@ from typing import Final, TypeVar
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from canarywatch.lru import BoundedLru
 from canarywatch.model import (
     TRANSITIONS,
     CanaryEvent,
@@ -183,7 +184,9 @@ class FlaggerMetricsNormaliser:
         self, *, workload_to_canary: Callable[[str, str], str | None] | None = None
     ) -> None:
         self._workload_to_canary = workload_to_canary
-        self._previous: OrderedDict[str, _Snapshot] = OrderedDict()
+        # Ordered by scrape: ``latest_analysis`` reads most recently scraped first and must not
+        # reorder what it reads.
+        self._previous: BoundedLru[str, _Snapshot] = BoundedLru(MAX_CLUSTERS, refresh_on_read=False)
         self.rejected: Counter[str] = Counter()
         self.unknown_status_values: Counter[str] = Counter()
         self.unknown_version: str | None = None
@@ -229,7 +232,7 @@ class FlaggerMetricsNormaliser:
 
         previous = self._previous.get(obs.cluster)
         current = self._decode(samples, previous)
-        self._remember(obs.cluster, current)
+        self._previous.put(obs.cluster, current)
 
         unknown = self._unknown_status(current, previous)
         if previous is None:
@@ -334,12 +337,6 @@ class FlaggerMetricsNormaliser:
             self.rejected[RejectReason.DUPLICATE] += 1
         else:
             store[key] = value
-
-    def _remember(self, cluster: str, snapshot: _Snapshot) -> None:
-        self._previous[cluster] = snapshot
-        self._previous.move_to_end(cluster)
-        while len(self._previous) > MAX_CLUSTERS:
-            self._previous.popitem(last=False)
 
     def _unknown_status(self, current: _Snapshot, previous: _Snapshot | None) -> str:
         table, _ = table_for(current.version)

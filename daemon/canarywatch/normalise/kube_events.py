@@ -20,12 +20,12 @@ identity rules (``pipeline.correlate``) absorb that.
 from __future__ import annotations
 
 import zlib
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 
+from canarywatch.lru import BoundedLru
 from canarywatch.model import (
     CanaryRef,
     JSONValue,
@@ -169,8 +169,8 @@ class KubeEventNormaliser:
     def __init__(self, *, memory: int = DEFAULT_MEMORY) -> None:
         if memory < 1:
             raise ValueError("memory must be at least 1")
-        self._memory = memory
-        self._seen: OrderedDict[tuple[str, str], _Seen] = OrderedDict()
+        # Ordered by write: each read is followed at once by a put, which refreshes.
+        self._seen: BoundedLru[tuple[str, str], _Seen] = BoundedLru(memory, refresh_on_read=False)
 
     def __len__(self) -> int:
         """How many Event objects are remembered."""
@@ -195,7 +195,7 @@ class KubeEventNormaliser:
             return Normalised(Outcome.MALFORMED, note=view)
         memory_key = (observation.cluster, view.key)
         if kind == "DELETED":
-            self._seen.pop(memory_key, None)
+            self._seen.pop(memory_key)
             return Normalised(Outcome.IGNORED, note="event expired")
         if self._is_repeat(memory_key, view):
             return Normalised(Outcome.REPEAT)
@@ -205,10 +205,7 @@ class KubeEventNormaliser:
         """Remember ``view``; say whether it re-delivers an occurrence already seen."""
         message = strip_aggregation(view.message)
         previous = self._seen.get(memory_key)
-        self._seen[memory_key] = _Seen(view.resource_version, view.count, message)
-        self._seen.move_to_end(memory_key)
-        while len(self._seen) > self._memory:
-            self._seen.popitem(last=False)
+        self._seen.put(memory_key, _Seen(view.resource_version, view.count, message))
         if previous is None:
             return False
         if view.resource_version and view.resource_version == previous.resource_version:

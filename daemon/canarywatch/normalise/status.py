@@ -19,12 +19,12 @@ What the status cannot say:
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import MappingProxyType
 
+from canarywatch.lru import BoundedLru
 from canarywatch.model import (
     EMPTY_MAPPING,
     TRANSITIONS,
@@ -233,8 +233,10 @@ class CanaryStatusNormaliser:
     """Normalise ``canaries`` watch events; remembers the last status of each canary (bounded)."""
 
     def __init__(self, *, max_remembered: int = MAX_REMEMBERED) -> None:
-        self._max = max_remembered
-        self._last: OrderedDict[tuple[str, str, str], CanaryStatusView] = OrderedDict()
+        # Ordered by write: each read is followed at once by a put, which refreshes.
+        self._last: BoundedLru[tuple[str, str, str], CanaryStatusView] = BoundedLru(
+            max_remembered, refresh_on_read=False
+        )
 
     def __call__(self, obs: Observation) -> Normalised:
         data = obs.data
@@ -251,12 +253,12 @@ class CanaryStatusNormaliser:
             return Normalised(Outcome.MALFORMED, note=str(exc))
         key = (obs.cluster, cur.namespace, cur.name)
         if kind == "DELETED":
-            self._last.pop(key, None)
+            self._last.pop(key)
             return Normalised(Outcome.IGNORED, note="deleted")
         if cur.phase is None and cur.phase_text:
             return Normalised(Outcome.UNKNOWN, note=f"unknown phase {cur.phase_text[:64]!r}")
         prev = self._last.get(key)
-        self._remember(key, cur)
+        self._last.put(key, cur)
         if prev is None:
             return Normalised(Outcome.IGNORED, note="first sight")
         found = diff_status(prev, cur)
@@ -268,13 +270,7 @@ class CanaryStatusNormaliser:
 
     def forget(self, cluster: str, namespace: str, name: str) -> None:
         """Drop what is remembered of one canary (its next sight is a first sight)."""
-        self._last.pop((cluster, namespace, name), None)
-
-    def _remember(self, key: tuple[str, str, str], view: CanaryStatusView) -> None:
-        self._last[key] = view
-        self._last.move_to_end(key)
-        while len(self._last) > self._max:
-            self._last.popitem(last=False)
+        self._last.pop((cluster, namespace, name))
 
 
 _CHECKS_MATTER = frozenset({Transition.HALTED, Transition.ROLLED_BACK, Transition.PROMOTION_FAILED})

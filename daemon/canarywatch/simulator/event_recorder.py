@@ -22,13 +22,13 @@ Caches are LRUs of 4096 entries, like client-go's. Time comes only from the inje
 from __future__ import annotations
 
 import enum
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from canarywatch.clock import Clock
+from canarywatch.lru import BoundedLru
 from canarywatch.simulator.store import ApiError, Obj, Store, format_time
 
 COMBINED_PREFIX = "(combined from similar events): "
@@ -37,27 +37,8 @@ AGGREGATE_INTERVAL = timedelta(seconds=600)
 SPAM_BURST = 25
 SPAM_QPS = 1.0 / 300.0
 LRU_ENTRIES = 4096
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class _Lru(Generic[K, V]):
-    def __init__(self, size: int = LRU_ENTRIES) -> None:
-        self._size = size
-        self._data: OrderedDict[K, V] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
-
-    def add(self, key: K, value: V) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self._size:
-            self._data.popitem(last=False)
+"""Size of each of client-go's caches (``maxLruCacheEntries``); a read refreshes, as in
+``golang/groupcache/lru``."""
 
 
 @dataclass(slots=True)
@@ -147,9 +128,9 @@ class FlaggerEventRecorder:
         self.host = host
         self.reporting_component = component if reporting_component is None else reporting_component
         self.expire_ttl = expire_ttl
-        self._aggregates: _Lru[str, _AggregateRecord] = _Lru()
-        self._observed: _Lru[str, _Observation] = _Lru()
-        self._spam: _Lru[str, _TokenBucket] = _Lru()
+        self._aggregates: BoundedLru[str, _AggregateRecord] = BoundedLru(LRU_ENTRIES)
+        self._observed: BoundedLru[str, _Observation] = BoundedLru(LRU_ENTRIES)
+        self._spam: BoundedLru[str, _TokenBucket] = BoundedLru(LRU_ENTRIES)
         self._last_nanos = 0
 
     def record(
@@ -215,7 +196,7 @@ class FlaggerEventRecorder:
             record = _AggregateRecord()
         record.local_keys.add(event["message"])
         record.last = now
-        self._aggregates.add(aggregate_key, record)
+        self._aggregates.put(aggregate_key, record)
         if len(record.local_keys) < AGGREGATE_MAX_EVENTS:
             return event, self._event_key(event)
         record.local_keys.pop()  # do not grow the set past the threshold (client-go PopAny)
@@ -248,7 +229,7 @@ class FlaggerEventRecorder:
                 "lastTimestamp": event["lastTimestamp"],
                 "message": event["message"],
             }
-        self._observed.add(
+        self._observed.put(
             key, _Observation(event["count"], event["firstTimestamp"], event["metadata"]["name"])
         )
         return event, patch
@@ -260,7 +241,7 @@ class FlaggerEventRecorder:
         )
         bucket = self._spam.get(key) or _TokenBucket(float(SPAM_BURST), now)
         accepted = bucket.try_accept(now)
-        self._spam.add(key, bucket)
+        self._spam.put(key, bucket)
         return accepted
 
     def _write(self, event: Obj, patch: Obj | None) -> Recorded:
@@ -279,7 +260,7 @@ class FlaggerEventRecorder:
             stored = self.store.create("events", event)
             outcome = Outcome.CREATED
         # client-go's UpdateState: remember the server's answer under the written event's key.
-        self._observed.add(
+        self._observed.put(
             self._event_key(stored),
             _Observation(stored["count"], stored["firstTimestamp"], stored["metadata"]["name"]),
         )

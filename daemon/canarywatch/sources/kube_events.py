@@ -25,7 +25,6 @@ that are new or changed are emitted as ordinary events (no marker).
 from __future__ import annotations
 
 import functools
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Final, Literal, Never
 
@@ -33,6 +32,7 @@ from kubernetes_asyncio import client
 from structlog.typing import FilteringBoundLogger
 
 from canarywatch.clock import Clock
+from canarywatch.lru import BoundedLru
 from canarywatch.model import Observation, SourceName
 from canarywatch.sources.base import Emit
 from canarywatch.sources.watch import (
@@ -55,24 +55,23 @@ _FIELD_SELECTORS: Final[dict[str, str]] = {
 
 
 class SeenKeys:
-    """A bounded set of ``(uid, resourceVersion)``; ``add`` says whether the key was new."""
+    """A bounded set of ``(uid, resourceVersion)``; ``add`` says whether the key was new.
+
+    Seeing a key again refreshes it (a key re-delivered often stays remembered).
+    """
 
     def __init__(self, size: int) -> None:
         if size < 1:
             raise ValueError("memory must be at least 1")
-        self._size = size
-        self._keys: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._keys: BoundedLru[tuple[str, str], None] = BoundedLru(size)
 
     def __len__(self) -> int:
         return len(self._keys)
 
     def add(self, key: tuple[str, str]) -> bool:
-        if key in self._keys:
-            self._keys.move_to_end(key)
+        if self._keys.touch(key):
             return False
-        self._keys[key] = None
-        while len(self._keys) > self._size:
-            self._keys.popitem(last=False)
+        self._keys.put(key, None)
         return True
 
 

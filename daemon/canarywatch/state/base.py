@@ -20,10 +20,11 @@ transaction that is durable when the call returns, or raises; in the daemon ``Ho
 turns a write the disk cannot take (full, read-only, I/O error) into one held in memory and
 written later, in order (see there).
 
-The writes of the delivery path (``outbox_put_many``, ``outbox_done``, ``outbox_attempted``,
-``outbox_dead``) also come as ``*_async`` methods for the event loop: the same write, durable
+Every write also comes as an ``*_async`` method for the event loop: the same write, durable
 when the await returns, but the loop runs on meanwhile (SQLite: a writer thread commits the
-writes queued meanwhile together, one ``fsync`` for the group).
+writes queued meanwhile together, one ``fsync`` for the group). While the daemon serves, it
+writes only through those; the blocking ones are for tools (the CLI, ``replay``, tests) and for
+the daemon's start (before the loop serves anything) and its very end (after it stopped).
 """
 
 from __future__ import annotations
@@ -158,6 +159,17 @@ class StateStore(Protocol):
         """Record that ``receiver`` was sent ``fingerprints`` of ``group_key`` with ``status``."""
         ...
 
+    async def record_notification_async(
+        self,
+        receiver: str,
+        group_key: str,
+        status: NotificationStatus,
+        fingerprints: Sequence[str],
+        at: datetime,
+    ) -> None:
+        """``record_notification``, awaited off the event loop: durable when it returns."""
+        ...
+
     def sent(self, receiver: str, fingerprint: str, status: NotificationStatus) -> datetime | None:
         """When ``fingerprint`` was last sent to ``receiver`` with ``status``; ``None``: never
         (or longer ago than the retention)."""
@@ -255,8 +267,16 @@ class StateStore(Protocol):
         kept); ``False`` when ``id`` is not dead."""
         ...
 
+    async def outbox_retry_async(self, id: int) -> bool:
+        """``outbox_retry``, awaited off the event loop: durable when it returns."""
+        ...
+
     def outbox_drop(self, id: int) -> bool:
         """Delete the item whatever its state; ``False`` when there is none."""
+        ...
+
+    async def outbox_drop_async(self, id: int) -> bool:
+        """``outbox_drop``, awaited off the event loop: durable when it returns."""
         ...
 
     def outbox_depth(self, receiver: str) -> int:
@@ -286,6 +306,17 @@ class StateStore(Protocol):
         ``starts_at`` and ``matchers`` must not be empty (``ValueError``)."""
         ...
 
+    async def add_silence_async(
+        self,
+        matchers: Sequence[str],
+        starts_at: datetime,
+        ends_at: datetime,
+        created_by: str,
+        comment: str,
+    ) -> str:
+        """``add_silence``, awaited off the event loop: durable when it returns."""
+        ...
+
     def silences(self, *, include_expired: bool = False) -> list[SilenceRecord]:
         """Silences in the order they were added; without ``include_expired`` only those not
         expired at the clock's ``now()`` (active or still to start)."""
@@ -296,10 +327,26 @@ class StateStore(Protocol):
         when unknown or already expired at ``at``."""
         ...
 
+    async def expire_silence_async(self, id: str, at: datetime) -> bool:
+        """``expire_silence``, awaited off the event loop: durable when it returns."""
+        ...
+
     # -- sink memory, correlator snapshots, meta --------------------------------------------
 
     def sink_memory(self, receiver: str) -> SinkMemory:
-        """The durable ``SinkMemory`` of ``receiver`` (keys are scoped per receiver)."""
+        """The durable ``SinkMemory`` of ``receiver`` (keys are scoped per receiver).
+
+        ``SinkMemory.put`` is synchronous (the plugin API, ``canarywatch.sinks``): a sink's
+        ``put`` blocks the event loop until it is durable. An ``async`` put in the plugin API
+        (a new ``api_version``) would let it wait off the loop through
+        ``sink_memory_put_async``."""
+        ...
+
+    async def sink_memory_put_async(
+        self, receiver: str, key: str, value: Mapping[str, str]
+    ) -> None:
+        """``sink_memory(receiver).put(key, value)``, awaited off the event loop: durable when
+        it returns."""
         ...
 
     def save_canary_state(self, key: str, data: Mapping[str, JSONValue]) -> None:
@@ -308,6 +355,10 @@ class StateStore(Protocol):
 
     def save_canary_states(self, states: Mapping[str, Mapping[str, JSONValue]]) -> None:
         """Store several canaries' snapshots in one transaction (the snapshot at drain)."""
+        ...
+
+    async def save_canary_states_async(self, states: Mapping[str, Mapping[str, JSONValue]]) -> None:
+        """``save_canary_states``, awaited off the event loop: durable when it returns."""
         ...
 
     def load_canary_states(self) -> dict[str, JSONValue]:
@@ -320,12 +371,20 @@ class StateStore(Protocol):
         """Store a small named string; the key ``schema_version`` is reserved (``ValueError``)."""
         ...
 
+    async def set_meta_async(self, key: str, value: str) -> None:
+        """``set_meta``, awaited off the event loop: durable when it returns."""
+        ...
+
     # -- housekeeping -----------------------------------------------------------------------
 
     def gc(self, now: datetime, *, retention_s: float) -> int:
         """Delete notification-log records, done outbox items and expired silences that ended
         more than ``retention_s`` before ``now``; returns how many were deleted. Pending items
         and dead letters are kept."""
+        ...
+
+    async def gc_async(self, now: datetime, *, retention_s: float) -> int:
+        """``gc``, awaited off the event loop (the housekeeping task's retention pass)."""
         ...
 
     def size_bytes(self) -> int:

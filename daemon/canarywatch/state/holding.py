@@ -30,10 +30,17 @@ notifications (``canarywatch outbox list`` shows them as held).
 **Writes that are not held.** An operator's writes (silences, ``outbox retry|drop``) go to the
 store directly and fail with the ``StateError`` (the control API answers 503); ``gc`` is skipped
 while anything is held. ``close()`` gives up what is still held (logged and counted); the daemon
-calls ``flush()`` first.
+calls ``flush_async()`` while it drains and ``flush()`` once more at the very end.
 
 The ``*_async`` writes await the inner store's (off the event loop); a failure that can pass is
-held exactly as for the blocking ones.
+held exactly as for the blocking ones. The catch-up (``run()``, ``flush_async()``) writes the
+held ones through them too, one at a time and in order: while one is committing the loop runs
+on, every new write is held behind it, and a held write replaced meanwhile (a newer snapshot,
+one more failed attempt) is kept for the next step rather than forgotten. Each step runs as a
+task of its own, so cancelling the catch-up never leaves a write committed but still held (it
+would be written twice); the next catch-up waits for it first. Two async writes already on
+their way to the store when a failure starts the holding may still land after the one held
+(they were issued before it was held, each is independent); what is issued after never does.
 
 Not thread-safe: the daemon uses it from its event loop only.
 """
@@ -221,6 +228,13 @@ class HoldingStateStore:
         """Notifications given up since start (each counted once, however many events)."""
         self._wake = asyncio.Event()
         self._nudge = asyncio.Event()
+        self._draining = asyncio.Lock()
+        """One catch-up at a time (``run()`` and ``flush_async()``)."""
+        self._step: asyncio.Task[None] | None = None
+        """The held write being written off the loop, while it is (``_drain_async``)."""
+        self._step_key: Hashable | None = None
+        self._unreported: set[str] = set()
+        """Receivers whose held notifications a step wrote, not yet reported (``on_written``)."""
 
     def __repr__(self) -> str:
         return f"HoldingStateStore({self.inner!r})"
@@ -358,6 +372,132 @@ class HoldingStateStore:
             inner.set_meta(op.key, op.value)
         return None
 
+    async def _apply_async(self, key: Hashable, op: _Op) -> str | None:
+        """``_apply`` off the event loop (the inner store's ``*_async`` writes)."""
+        inner = self.inner
+        if isinstance(op, _Put):
+            await inner.outbox_put_many_async([(op.receiver, op.notification)], op.at)
+            return op.receiver
+        if isinstance(op, _Done):
+            await inner.outbox_done_async(op.item.id, op.at)
+        elif isinstance(op, _Attempted):
+            for written in range(op.count):
+                try:
+                    await inner.outbox_attempted_async(
+                        op.id, op.reason, next_attempt_at=op.next_attempt_at
+                    )
+                except StateUnwritable:
+                    self._attempts_written(key, written)
+                    raise
+            self._attempts_written(key, op.count)
+        elif isinstance(op, _Dead):
+            await inner.outbox_dead_async(op.item.id, op.reason)
+        elif isinstance(op, _Record):
+            await inner.record_notification_async(
+                op.receiver, op.group_key, op.status, op.fingerprints, op.at
+            )
+        elif isinstance(op, _Snapshot):
+            await inner.save_canary_states_async({op.key: op.data})
+        elif isinstance(op, _SinkPut):
+            await inner.sink_memory_put_async(op.receiver, op.key, op.value)
+        else:
+            await inner.set_meta_async(op.key, op.value)
+        return None
+
+    def _attempts_written(self, key: Hashable, written: int) -> None:
+        """``written`` failed attempts held under ``key`` are in the store now: keep only the
+        rest (more may have been coalesced into the held one while they were written)."""
+        if not written:
+            return
+        held = self._journal.get(key)
+        if not isinstance(held, _Attempted):
+            return
+        if held.count <= written:
+            del self._journal[key]
+        else:
+            self._journal[key] = dataclasses.replace(held, count=held.count - written)
+
+    def _settle(self, key: Hashable, op: _Op) -> None:
+        """``op``, held under ``key``, is written (or discarded): forget it, unless a newer
+        write replaced it meanwhile (that one is still to write)."""
+        if isinstance(op, _Attempted):
+            return  # ``_attempts_written`` did it, counting what was coalesced meanwhile
+        if self._journal.get(key) is op:
+            del self._journal[key]
+            if isinstance(op, _Put):
+                self._held_puts -= 1
+
+    async def _write_held(self, key: Hashable, op: _Op) -> None:
+        """One catch-up step: write the oldest held op and settle the journal (a receiver whose
+        notification reached the outbox is remembered for ``on_written``); ``StateUnwritable``
+        when the store still refuses it."""
+        try:
+            receiver = await self._apply_async(key, op)
+        except StateUnwritable:
+            raise
+        except StateError as exc:
+            # Refused for good (an outbox item that became unreadable): holding it would hold
+            # everything behind it forever.
+            self._log.error("held_write_discarded", kind=_kind(op), error=str(exc))
+            if isinstance(op, _Attempted):
+                self._attempts_written(key, op.count)
+            receiver = None
+        self._settle(key, op)
+        if receiver is not None:
+            self._unreported.add(receiver)
+
+    async def _wait_for_step(self) -> None:
+        """Let a step already under way (its caller was cancelled) finish and settle."""
+        step = self._step
+        if step is not None and not step.done():
+            await asyncio.wait([step])
+
+    async def _drain_async(self, budget: int | None) -> bool | None:
+        """``_drain`` off the event loop: each held op written by a task of its own (see the
+        module docstring), the loop running meanwhile."""
+        count = 0
+        try:
+            while True:
+                await self._wait_for_step()
+                if not self._journal:
+                    return True
+                if budget is not None and count >= budget:
+                    return None
+                key, op = next(iter(self._journal.items()))
+                step = asyncio.ensure_future(self._write_held(key, op))
+                self._step, self._step_key = step, key
+                step.add_done_callback(self._step_ended)
+                # Cancelling this await leaves the step to finish (asyncio.wait never cancels).
+                await asyncio.wait([step])
+                try:
+                    step.result()
+                except StateUnwritable as exc:
+                    self._failed(exc)
+                    return False
+                count += 1
+        finally:
+            # A step that outlived a cancelled drain is reported by the next one.
+            written, self._unreported = self._unreported, set()
+            if written:
+                self.on_written(frozenset(written))
+
+    def _step_ended(self, step: asyncio.Task[None]) -> None:
+        if self._step is step:
+            self._step, self._step_key = None, None
+        if not step.cancelled():
+            step.exception()  # retrieved here: a cancelled drain's caller may never look
+
+    async def _write_async(self, key: Hashable, op: _Op) -> None:
+        """``_write`` off the event loop."""
+        if not self._journal:
+            try:
+                await self._apply_async(None, op)
+            except StateUnwritable as exc:
+                self._failed(exc)
+            else:
+                return
+        self._hold(key, op)
+
     def _write(self, key: Hashable, op: _Op) -> None:
         """Write now when nothing is held; otherwise, or when the store refuses it for a
         reason that can pass, hold it behind what is held."""
@@ -416,24 +556,45 @@ class HoldingStateStore:
         self.on_recovered()
 
     def flush(self) -> bool:
-        """Try to write everything held now (at shutdown); ``True`` when nothing is left."""
+        """Try to write everything held now, blocking; ``True`` when nothing is left.
+
+        Only for the very end, after the event loop stopped serving (the daemon's last attempt
+        before ``close()``): nothing else waits for the loop then. While it serves, use
+        ``flush_async()``."""
         if not self._journal:
             return True
+        if self._step is not None and not self._step.done():
+            return False  # a step is still writing off the loop: never write it twice
         if not self._drain(None):
             return False
         self._recovered()
         return True
 
-    async def _catch_up(self) -> bool:
-        """Write what is held in chunks, yielding to the loop between them."""
-        while True:
-            done = self._drain(FLUSH_CHUNK)
-            if done is None:
-                await asyncio.sleep(0)
-                continue
+    async def flush_async(self) -> bool:
+        """Try to write everything held now, off the event loop (the daemon's drain); ``True``
+        when nothing is left."""
+        async with self._draining:
+            if not self._journal:
+                await self._wait_for_step()
+                return not self._journal
+            done = await self._drain_async(None)
             if done:
                 self._recovered()
-            return done
+            return bool(done)
+
+    async def _catch_up(self) -> bool:
+        """Write what is held in chunks, off the event loop, yielding between them."""
+        async with self._draining:
+            while True:
+                if not self._journal:
+                    return True  # written meanwhile (``flush_async``)
+                done = await self._drain_async(FLUSH_CHUNK)
+                if done is None:
+                    await asyncio.sleep(0)
+                    continue
+                if done:
+                    self._recovered()
+                return done
 
     def retry_now(self) -> None:
         """Cut the current backoff short (something suggests the store takes writes again)."""
@@ -486,6 +647,19 @@ class HoldingStateStore:
         to_us(at)
         op = _Record(receiver, group_key, NotificationStatus(status), tuple(fingerprints), at)
         self._write(("record", next(self._seq)), op)
+
+    async def record_notification_async(
+        self,
+        receiver: str,
+        group_key: str,
+        status: NotificationStatus,
+        fingerprints: Sequence[str],
+        at: datetime,
+    ) -> None:
+        """``record_notification`` without blocking the event loop while the store commits."""
+        to_us(at)
+        op = _Record(receiver, group_key, NotificationStatus(status), tuple(fingerprints), at)
+        await self._write_async(("record", next(self._seq)), op)
 
     def _held_records(self) -> list[_Record]:
         out = []
@@ -747,8 +921,24 @@ class HoldingStateStore:
         self.retry_now()  # a write went through: the store may take the held ones too
         return changed
 
+    async def outbox_retry_async(self, id: int) -> bool:
+        """``outbox_retry`` without blocking the event loop while the store commits."""
+        if self._step_key == ("dead", id):
+            await self._wait_for_step()  # its "dead" is being written: retry what it wrote
+        if self._journal.pop(("dead", id), None) is not None:
+            return True  # never written as dead: it simply stays pending
+        changed = await self.inner.outbox_retry_async(id)
+        self.retry_now()
+        return changed
+
     def outbox_drop(self, id: int) -> bool:
         dropped = self.inner.outbox_drop(id)
+        self.retry_now()
+        return dropped
+
+    async def outbox_drop_async(self, id: int) -> bool:
+        """``outbox_drop`` without blocking the event loop while the store commits."""
+        dropped = await self.inner.outbox_drop_async(id)
         self.retry_now()
         return dropped
 
@@ -790,11 +980,30 @@ class HoldingStateStore:
         self.retry_now()
         return sid
 
+    async def add_silence_async(
+        self,
+        matchers: Sequence[str],
+        starts_at: datetime,
+        ends_at: datetime,
+        created_by: str,
+        comment: str,
+    ) -> str:
+        """``add_silence`` without blocking the event loop while the store commits."""
+        sid = await self.inner.add_silence_async(matchers, starts_at, ends_at, created_by, comment)
+        self.retry_now()
+        return sid
+
     def silences(self, *, include_expired: bool = False) -> list[SilenceRecord]:
         return self.inner.silences(include_expired=include_expired)
 
     def expire_silence(self, id: str, at: datetime) -> bool:
         expired = self.inner.expire_silence(id, at)
+        self.retry_now()
+        return expired
+
+    async def expire_silence_async(self, id: str, at: datetime) -> bool:
+        """``expire_silence`` without blocking the event loop while the store commits."""
+        expired = await self.inner.expire_silence_async(id, at)
         self.retry_now()
         return expired
 
@@ -813,6 +1022,13 @@ class HoldingStateStore:
         op = _SinkPut(receiver, key, check_sink_value(value))
         self._write(("sink", receiver, key), op)
 
+    async def sink_memory_put_async(
+        self, receiver: str, key: str, value: Mapping[str, str]
+    ) -> None:
+        """A sink memory write without blocking the event loop while the store commits."""
+        op = _SinkPut(receiver, key, check_sink_value(value))
+        await self._write_async(("sink", receiver, key), op)
+
     def save_canary_state(self, key: str, data: Mapping[str, JSONValue]) -> None:
         self.save_canary_states({key: data})
 
@@ -824,6 +1040,20 @@ class HoldingStateStore:
                 self._failed(exc)
             else:
                 return
+        self._hold_states(states)
+
+    async def save_canary_states_async(self, states: Mapping[str, Mapping[str, JSONValue]]) -> None:
+        """``save_canary_states`` without blocking the event loop while the store commits."""
+        if not self._journal:
+            try:
+                await self.inner.save_canary_states_async(states)
+            except StateUnwritable as exc:
+                self._failed(exc)
+            else:
+                return
+        self._hold_states(states)
+
+    def _hold_states(self, states: Mapping[str, Mapping[str, JSONValue]]) -> None:
         for key, data in states.items():  # a copy: the caller may change its mapping later
             self._hold(("snapshot", key), _Snapshot(key, json.loads(dumps(dict(data)))))
 
@@ -844,6 +1074,11 @@ class HoldingStateStore:
         check_meta_key(key)
         self._write(("meta", key), _Meta(key, value))
 
+    async def set_meta_async(self, key: str, value: str) -> None:
+        """``set_meta`` without blocking the event loop while the store commits."""
+        check_meta_key(key)
+        await self._write_async(("meta", key), _Meta(key, value))
+
     # -- housekeeping -----------------------------------------------------------------------
 
     def gc(self, now: datetime, *, retention_s: float) -> int:
@@ -851,6 +1086,12 @@ class HoldingStateStore:
         if self._journal:
             return 0
         return self.inner.gc(now, retention_s=retention_s)
+
+    async def gc_async(self, now: datetime, *, retention_s: float) -> int:
+        """``gc`` off the event loop; skipped (0) while writes are held."""
+        if self._journal:
+            return 0
+        return await self.inner.gc_async(now, retention_s=retention_s)
 
     def size_bytes(self) -> int:
         return self.inner.size_bytes()

@@ -114,6 +114,16 @@ class MemoryStateStore:
             self._check_open()
             self._record(receiver, group_key, NotificationStatus(status), fingerprints, at_us)
 
+    async def record_notification_async(
+        self,
+        receiver: str,
+        group_key: str,
+        status: NotificationStatus,
+        fingerprints: Sequence[str],
+        at: datetime,
+    ) -> None:
+        self.record_notification(receiver, group_key, status, fingerprints, at)
+
     def _record(
         self,
         receiver: str,
@@ -285,10 +295,16 @@ class MemoryStateStore:
             row.finished_us = None
             return True
 
+    async def outbox_retry_async(self, id: int) -> bool:
+        return self.outbox_retry(id)
+
     def outbox_drop(self, id: int) -> bool:
         with self._lock:
             self._check_open()
             return self._outbox.pop(id, None) is not None
+
+    async def outbox_drop_async(self, id: int) -> bool:
+        return self.outbox_drop(id)
 
     def outbox_depth(self, receiver: str) -> int:
         with self._lock:
@@ -336,6 +352,16 @@ class MemoryStateStore:
             self._silences[record.id] = record
         return record.id
 
+    async def add_silence_async(
+        self,
+        matchers: Sequence[str],
+        starts_at: datetime,
+        ends_at: datetime,
+        created_by: str,
+        comment: str,
+    ) -> str:
+        return self.add_silence(matchers, starts_at, ends_at, created_by, comment)
+
     def silences(self, *, include_expired: bool = False) -> list[SilenceRecord]:
         now = self._clock.now()
         with self._lock:
@@ -355,6 +381,9 @@ class MemoryStateStore:
             )
             return True
 
+    async def expire_silence_async(self, id: str, at: datetime) -> bool:
+        return self.expire_silence(id, at)
+
     # -- sink memory, correlator snapshots, meta --------------------------------------------
 
     def sink_memory(self, receiver: str) -> SinkMemory:
@@ -372,6 +401,11 @@ class MemoryStateStore:
             self._check_open()
             self._sink[(receiver, key)] = copy
 
+    async def sink_memory_put_async(
+        self, receiver: str, key: str, value: Mapping[str, str]
+    ) -> None:
+        self._sink_put(receiver, key, value)
+
     def save_canary_state(self, key: str, data: Mapping[str, JSONValue]) -> None:
         self.save_canary_states({key: data})
 
@@ -380,6 +414,9 @@ class MemoryStateStore:
         with self._lock:
             self._check_open()
             self._canaries.update(encoded)
+
+    async def save_canary_states_async(self, states: Mapping[str, Mapping[str, JSONValue]]) -> None:
+        self.save_canary_states(states)
 
     def load_canary_states(self) -> dict[str, JSONValue]:
         with self._lock:
@@ -396,6 +433,9 @@ class MemoryStateStore:
         with self._lock:
             self._check_open()
             self._meta[key] = value
+
+    async def set_meta_async(self, key: str, value: str) -> None:
+        self.set_meta(key, value)
 
     # -- housekeeping -----------------------------------------------------------------------
 
@@ -417,6 +457,9 @@ class MemoryStateStore:
             for sid in over:
                 del self._silences[sid]
         return deleted
+
+    async def gc_async(self, now: datetime, *, retention_s: float) -> int:
+        return self.gc(now, retention_s=retention_s)
 
     def size_bytes(self) -> int:
         with self._lock:

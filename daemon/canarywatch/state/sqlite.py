@@ -2,10 +2,12 @@
 
 Writes happen off the event loop, committed in groups: one writer thread owns the write
 connection (``writer.GroupCommitWriter``). Each write is a job; the jobs queued while a commit
-is in progress share the next transaction, so under load many writes share one ``fsync``. The
-``*_async`` methods (what the delivery path calls from the event loop) await the job's future;
-the plain methods block their caller until it completes. Either way a write returns only once
-its transaction is committed, as before: "durable when the call returns" still holds.
+is in progress share the next transaction, so under load many writes share one ``fsync``. Every
+write has an ``*_async`` twin (what the daemon calls from the event loop: delivery, the control
+API, housekeeping, the catch-up after a disk failure), which awaits the job's future; the plain
+methods block their caller until it completes (tools, tests, the daemon's start and end). Either
+way a write returns only once its transaction is committed, as before: "durable when the call
+returns" still holds.
 
 Durability: WAL journal, ``synchronous=FULL``, and a write's future completes only after the
 ``COMMIT`` of the transaction holding it. A ``kill -9`` right after any acknowledged write
@@ -480,6 +482,26 @@ class SqliteStateStore:
         fingerprints: Sequence[str],
         at: datetime,
     ) -> None:
+        self._commit(*self._record_job(receiver, group_key, status, fingerprints, at))
+
+    async def record_notification_async(
+        self,
+        receiver: str,
+        group_key: str,
+        status: NotificationStatus,
+        fingerprints: Sequence[str],
+        at: datetime,
+    ) -> None:
+        await self._commit_async(*self._record_job(receiver, group_key, status, fingerprints, at))
+
+    def _record_job(
+        self,
+        receiver: str,
+        group_key: str,
+        status: NotificationStatus,
+        fingerprints: Sequence[str],
+        at: datetime,
+    ) -> tuple[str, Callable[[sqlite3.Connection], None]]:
         at_us = to_us(at)
         status = NotificationStatus(status)
         fps = tuple(fingerprints)
@@ -487,7 +509,7 @@ class SqliteStateStore:
         def work(conn: sqlite3.Connection) -> None:
             self._record(conn, receiver, group_key, status, fps, at_us)
 
-        self._commit("record a notification", work)
+        return "record a notification", work
 
     @staticmethod
     def _record(
@@ -717,6 +739,13 @@ class SqliteStateStore:
         return [self._item(r) for r in rows]
 
     def outbox_retry(self, id: int) -> bool:
+        return self._commit(*self._retry(id))
+
+    async def outbox_retry_async(self, id: int) -> bool:
+        return await self._commit_async(*self._retry(id))
+
+    @staticmethod
+    def _retry(id: int) -> tuple[str, Callable[[sqlite3.Connection], bool]]:
         def work(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
                 "UPDATE outbox SET state = ?, attempts = 0, finished_us = NULL,"
@@ -725,14 +754,21 @@ class SqliteStateStore:
             )
             return cur.rowcount > 0
 
-        return self._commit("update the outbox", work)
+        return "update the outbox", work
 
     def outbox_drop(self, id: int) -> bool:
+        return self._commit(*self._drop(id))
+
+    async def outbox_drop_async(self, id: int) -> bool:
+        return await self._commit_async(*self._drop(id))
+
+    @staticmethod
+    def _drop(id: int) -> tuple[str, Callable[[sqlite3.Connection], bool]]:
         def work(conn: sqlite3.Connection) -> bool:
             conn.execute("DELETE FROM outbox_events WHERE outbox_id = ?", (id,))
             return conn.execute("DELETE FROM outbox WHERE id = ?", (id,)).rowcount > 0
 
-        return self._commit("update the outbox", work)
+        return "update the outbox", work
 
     def outbox_depth(self, receiver: str) -> int:
         with self._read("read the outbox") as conn:
@@ -772,25 +808,49 @@ class SqliteStateStore:
         created_by: str,
         comment: str,
     ) -> str:
+        sid, what, work = self._add_silence(matchers, starts_at, ends_at, created_by, comment)
+        self._commit(what, work)
+        return sid
+
+    async def add_silence_async(
+        self,
+        matchers: Sequence[str],
+        starts_at: datetime,
+        ends_at: datetime,
+        created_by: str,
+        comment: str,
+    ) -> str:
+        sid, what, work = self._add_silence(matchers, starts_at, ends_at, created_by, comment)
+        await self._commit_async(what, work)
+        return sid
+
+    @staticmethod
+    def _add_silence(
+        matchers: Sequence[str],
+        starts_at: datetime,
+        ends_at: datetime,
+        created_by: str,
+        comment: str,
+    ) -> tuple[str, str, Callable[[sqlite3.Connection], None]]:
         check_silence(matchers, starts_at, ends_at)
         sid = str(uuid.uuid4())
+        row = (
+            sid,
+            json.dumps(list(matchers), ensure_ascii=False),
+            to_us(starts_at),
+            to_us(ends_at),
+            created_by,
+            comment,
+        )
 
         def work(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO silences (id, matchers, starts_us, ends_us, created_by, comment)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    sid,
-                    json.dumps(list(matchers), ensure_ascii=False),
-                    to_us(starts_at),
-                    to_us(ends_at),
-                    created_by,
-                    comment,
-                ),
+                row,
             )
 
-        self._commit("add a silence", work)
-        return sid
+        return sid, "add a silence", work
 
     def silences(self, *, include_expired: bool = False) -> list[SilenceRecord]:
         now_us = to_us(self._clock.now())
@@ -811,6 +871,13 @@ class SqliteStateStore:
         ]
 
     def expire_silence(self, id: str, at: datetime) -> bool:
+        return self._commit(*self._expire(id, at))
+
+    async def expire_silence_async(self, id: str, at: datetime) -> bool:
+        return await self._commit_async(*self._expire(id, at))
+
+    @staticmethod
+    def _expire(id: str, at: datetime) -> tuple[str, Callable[[sqlite3.Connection], bool]]:
         at_us = to_us(at)
 
         def work(conn: sqlite3.Connection) -> bool:
@@ -821,7 +888,7 @@ class SqliteStateStore:
             )
             return cur.rowcount > 0
 
-        return self._commit("expire a silence", work)
+        return "expire a silence", work
 
     # -- sink memory, correlator snapshots, meta --------------------------------------------
 
@@ -839,6 +906,16 @@ class SqliteStateStore:
         return {str(k): str(v) for k, v in value.items()}
 
     def _sink_put(self, receiver: str, key: str, value: Mapping[str, str]) -> None:
+        self._commit(*self._sink_job(receiver, key, value))
+
+    async def sink_memory_put_async(
+        self, receiver: str, key: str, value: Mapping[str, str]
+    ) -> None:
+        await self._commit_async(*self._sink_job(receiver, key, value))
+
+    def _sink_job(
+        self, receiver: str, key: str, value: Mapping[str, str]
+    ) -> tuple[str, Callable[[sqlite3.Connection], None]]:
         text = dumps(check_sink_value(value))
         now_us = to_us(self._clock.now())
 
@@ -849,14 +926,22 @@ class SqliteStateStore:
                 (receiver, key, text, now_us),
             )
 
-        self._commit("write sink memory", work)
+        return "write sink memory", work
 
     def save_canary_state(self, key: str, data: Mapping[str, JSONValue]) -> None:
         self.save_canary_states({key: data})
 
     def save_canary_states(self, states: Mapping[str, Mapping[str, JSONValue]]) -> None:
+        self._commit(*self._states_job(states))
+
+    async def save_canary_states_async(self, states: Mapping[str, Mapping[str, JSONValue]]) -> None:
+        await self._commit_async(*self._states_job(states))
+
+    def _states_job(
+        self, states: Mapping[str, Mapping[str, JSONValue]]
+    ) -> tuple[str, Callable[[sqlite3.Connection], None]]:
         rows = [(key, dumps(dict(data))) for key, data in states.items()]
-        self._commit("save correlator state", lambda conn: self._save_states(conn, rows))
+        return "save correlator state", lambda conn: self._save_states(conn, rows)
 
     def _save_states(self, conn: sqlite3.Connection, rows: Sequence[tuple[str, str]]) -> None:
         now_us = to_us(self._clock.now())
@@ -876,17 +961,30 @@ class SqliteStateStore:
         return str(row[0]) if row is not None else None
 
     def set_meta(self, key: str, value: str) -> None:
+        self._commit(*self._meta_job(key, value))
+
+    async def set_meta_async(self, key: str, value: str) -> None:
+        await self._commit_async(*self._meta_job(key, value))
+
+    @staticmethod
+    def _meta_job(key: str, value: str) -> tuple[str, Callable[[sqlite3.Connection], None]]:
         check_meta_key(key)
-        self._commit(
-            "write meta",
-            lambda conn: conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
-            ),
-        )
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+        return "write meta", work
 
     # -- housekeeping -----------------------------------------------------------------------
 
     def gc(self, now: datetime, *, retention_s: float) -> int:
+        return self._commit(*self._gc(now, retention_s))
+
+    async def gc_async(self, now: datetime, *, retention_s: float) -> int:
+        return await self._commit_async(*self._gc(now, retention_s))
+
+    @staticmethod
+    def _gc(now: datetime, retention_s: float) -> tuple[str, Callable[[sqlite3.Connection], int]]:
         cutoff = to_us(now) - round(retention_s * 1e6)
 
         def work(conn: sqlite3.Connection) -> int:
@@ -898,7 +996,7 @@ class SqliteStateStore:
             deleted += conn.execute("DELETE FROM silences WHERE ends_us < ?", (cutoff,)).rowcount
             return deleted
 
-        return self._commit("garbage-collect", work)
+        return "garbage-collect", work
 
     def size_bytes(self) -> int:
         """Bytes in use by live pages (freed pages are reused, so this shrinks after ``gc``)."""

@@ -25,6 +25,10 @@ catch-all answers unknown paths/methods under ``/api/v1/`` with a JSON 404 (aioh
 path prefixes first, so routes added later, like ``/api/v1/other``, are not shadowed).
 Request bodies over 64 KiB are refused with 413, malformed JSON with 400. Each change is logged
 once (``silence_added``, ``silence_expired``, ``outbox_retried``, ``outbox_dropped``).
+
+Each change is written through the store's ``*_async`` methods: durable before the response
+says so, but committed off the event loop (with whatever else is being written), so a slow disk
+delays the request, not the daemon's deliveries or its other requests.
 """
 
 from __future__ import annotations
@@ -360,7 +364,7 @@ def control_routes(
         created_by = _text_field(body, "created_by")
         comment = _text_field(body, "comment")
         texts = [str(m) for m in matchers]
-        id_ = store.add_silence(texts, starts_at, ends_at, created_by, comment)
+        id_ = await store.add_silence_async(texts, starts_at, ends_at, created_by, comment)
         silencer.reload()
         record = find_runtime(id_) or SilenceRecord(
             id_, tuple(texts), starts_at, ends_at, created_by, comment
@@ -389,7 +393,7 @@ def control_routes(
         record = find_runtime(id_)
         if record is None:
             raise _BadRequest(f"no silence with id {id_}", "id", status=404)
-        if not store.expire_silence(id_, now):
+        if not await store.expire_silence_async(id_, now):
             raise _BadRequest(f"silence {id_} has already expired", "id", status=409)
         silencer.reload()
         expired = find_runtime(id_) or record
@@ -431,7 +435,7 @@ def control_routes(
         if found is None:
             raise _BadRequest(f"no outbox item with id {id_}", "id", status=404)
         item, state = found
-        if state != "dead" or not store.outbox_retry(id_):
+        if state != "dead" or not await store.outbox_retry_async(id_):
             raise _BadRequest(
                 f"outbox item {id_} is not a dead letter (it is {state})", "id", status=409
             )
@@ -449,7 +453,7 @@ def control_routes(
     async def outbox_drop(request: web.Request) -> web.StreamResponse:
         id_ = _outbox_id(request)
         found = find_item(id_)
-        if not store.outbox_drop(id_):
+        if not await store.outbox_drop_async(id_):
             raise _BadRequest(f"no outbox item with id {id_}", "id", status=404)
         receiver = found[0].receiver if found else None
         state = found[1] if found else "done"
