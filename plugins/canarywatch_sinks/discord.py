@@ -270,10 +270,10 @@ class DiscordSink(ChatSink[DiscordOptions]):
         data = await self._request("POST", "?wait=true", message)
         new_id = data.get("id") if isinstance(data, dict) else None
         if key and not resolved and not verdict and isinstance(new_id, str):
-            self.memory.put(f"message:{key}", {"id": new_id})
+            await self.memory.put_async(f"message:{key}", {"id": new_id})
         elif key and verdict and not message_id and isinstance(new_id, str):
             # The verdict is the first we saw of this rollout: it is the rollout's message now.
-            self.memory.put(f"message:{key}", {"id": new_id})
+            await self.memory.put_async(f"message:{key}", {"id": new_id})
 
     async def _pace(self) -> None:
         wait = self._not_before - time.monotonic()

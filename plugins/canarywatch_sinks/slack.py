@@ -570,7 +570,7 @@ class SlackSink(ChatSink[SlackOptions]):
         if not (isinstance(channel, str) and isinstance(ts, str)):
             self.log.warning("thread_not_recorded", rollout=key)
             return
-        self.memory.put(f"thread:{key}", {"channel": channel, "ts": ts})
+        await self.memory.put_async(f"thread:{key}", {"channel": channel, "ts": ts})
         self.log.info("thread_started", rollout=key)
 
     async def _deliver_bot(self, payload: Mapping[str, JSONValue]) -> None:
@@ -595,7 +595,9 @@ class SlackSink(ChatSink[SlackOptions]):
                 await self._post_message(_without(message, "reply_broadcast"))
                 return
             await self._start_thread(key, parent)
-            self.memory.put(f"progress:{key}", {str(k): str(v) for k, v in progress.items()})
+            await self.memory.put_async(
+                f"progress:{key}", {str(k): str(v) for k, v in progress.items()}
+            )
             return
         if not resolved:
             merged = merge_progress(self.memory.get(f"progress:{key}"), progress)
@@ -606,9 +608,9 @@ class SlackSink(ChatSink[SlackOptions]):
                 await self._start_thread(
                     key, {"channel": thread["channel"], **render_parent(merged)}
                 )
-                self.memory.put(f"progress:{key}", merged)
+                await self.memory.put_async(f"progress:{key}", merged)
                 return
-            self.memory.put(f"progress:{key}", merged)
+            await self.memory.put_async(f"progress:{key}", merged)
         reply = dict(message)
         reply.update(channel=thread["channel"], thread_ts=thread["ts"])
         await self._post_message(reply)

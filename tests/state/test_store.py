@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import structlog
 
-from canarywatch.clock import VirtualClock
+from canarywatch.clock import SystemClock, VirtualClock
 from canarywatch.identity import fingerprint
 from canarywatch.model import CanaryEvent, NotificationStatus, SourceName, Transition
 from canarywatch.sinks import SinkMemory
@@ -406,6 +406,28 @@ def test_invalid_silences_are_refused(
 
 
 # --- sink memory, canary state, meta -----------------------------------------------------------
+
+
+async def test_sink_memory_put_async_is_the_same_write_off_the_loop(store: StateStore) -> None:
+    """``put_async`` (what the Slack and Discord sinks use) stores exactly what ``put`` does, per
+    receiver, durable when it returns; on SQLite it goes through the writer thread."""
+    slack: SinkMemory = store.sink_memory("slack-team")
+    commits = store.commits if isinstance(store, SqliteStateStore) else 0
+    value = {"ts": "1712345678.000100", "channel": "C042"}
+    await slack.put_async("thread:1", value)
+    value["ts"] = "changed after put"
+    assert slack.get("thread:1") == {"ts": "1712345678.000100", "channel": "C042"}
+    assert store.sink_memory("teams").get("thread:1") is None
+    if isinstance(store, SqliteStateStore):
+        assert store.commits == commits + 1
+        reopened = SqliteStateStore(store.path, clock=SystemClock())
+        try:
+            assert reopened.sink_memory("slack-team").get("thread:1") == {
+                "ts": "1712345678.000100",
+                "channel": "C042",
+            }
+        finally:
+            reopened.close()
 
 
 def test_sink_memory_is_per_receiver_and_copies(store: StateStore) -> None:

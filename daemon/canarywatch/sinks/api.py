@@ -98,7 +98,15 @@ class SinkMemory(Protocol):
 
     def get(self, key: str) -> Mapping[str, str] | None: ...
 
-    def put(self, key: str, value: Mapping[str, str]) -> None: ...
+    def put(self, key: str, value: Mapping[str, str]) -> None:
+        """Store ``value``; durable when it returns (blocks the event loop for the write)."""
+        ...
+
+    async def put_async(self, key: str, value: Mapping[str, str]) -> None:
+        """``put`` without blocking the event loop: the daemon's store commits it on its writer
+        thread (shared with other writes) and returns once it is durable. Use it from
+        ``deliver``."""
+        ...
 
 
 class InMemorySinkMemory:
@@ -112,6 +120,9 @@ class InMemorySinkMemory:
 
     def put(self, key: str, value: Mapping[str, str]) -> None:
         self._data[key] = dict(value)
+
+    async def put_async(self, key: str, value: Mapping[str, str]) -> None:
+        self.put(key, value)
 
 
 class Sink(abc.ABC):

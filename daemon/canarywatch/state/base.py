@@ -29,7 +29,7 @@ the daemon's start (before the loop serves anything) and its very end (after it 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple, Protocol
@@ -336,10 +336,9 @@ class StateStore(Protocol):
     def sink_memory(self, receiver: str) -> SinkMemory:
         """The durable ``SinkMemory`` of ``receiver`` (keys are scoped per receiver).
 
-        ``SinkMemory.put`` is synchronous (the plugin API, ``canarywatch.sinks``): a sink's
-        ``put`` blocks the event loop until it is durable. An ``async`` put in the plugin API
-        (a new ``api_version``) would let it wait off the loop through
-        ``sink_memory_put_async``."""
+        Its ``put_async`` waits off the event loop (``sink_memory_put_async``); the built-in
+        sinks use it. ``put`` stays for plugins written before it and blocks the loop until the
+        write is durable."""
         ...
 
     async def sink_memory_put_async(
@@ -438,25 +437,30 @@ def check_sink_value(value: Mapping[str, str]) -> dict[str, str]:
 
 
 class BoundSinkMemory:
-    """A ``SinkMemory`` view of one receiver's rows in a store (both backends use it)."""
+    """A ``SinkMemory`` view of one receiver's rows in a store (every backend uses it)."""
 
-    __slots__ = ("_get", "_put", "receiver")
+    __slots__ = ("_get", "_put", "_put_async", "receiver")
 
     def __init__(
         self,
         receiver: str,
         get: Callable[[str, str], Mapping[str, str] | None],
         put: Callable[[str, str, Mapping[str, str]], None],
+        put_async: Callable[[str, str, Mapping[str, str]], Awaitable[None]],
     ) -> None:
         self.receiver = receiver
         self._get = get
         self._put = put
+        self._put_async = put_async
 
     def get(self, key: str) -> Mapping[str, str] | None:
         return self._get(self.receiver, key)
 
     def put(self, key: str, value: Mapping[str, str]) -> None:
         self._put(self.receiver, key, value)
+
+    async def put_async(self, key: str, value: Mapping[str, str]) -> None:
+        await self._put_async(self.receiver, key, value)
 
     def __repr__(self) -> str:
         return f"BoundSinkMemory(receiver={self.receiver!r})"

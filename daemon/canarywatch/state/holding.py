@@ -1010,7 +1010,7 @@ class HoldingStateStore:
     # -- sink memory, correlator snapshots, meta --------------------------------------------
 
     def sink_memory(self, receiver: str) -> SinkMemory:
-        return BoundSinkMemory(receiver, self._sink_get, self._sink_put)
+        return BoundSinkMemory(receiver, self._sink_get, self._sink_put, self.sink_memory_put_async)
 
     def _sink_get(self, receiver: str, key: str) -> Mapping[str, str] | None:
         held = self._journal.get(("sink", receiver, key))

@@ -387,7 +387,7 @@ class MemoryStateStore:
     # -- sink memory, correlator snapshots, meta --------------------------------------------
 
     def sink_memory(self, receiver: str) -> SinkMemory:
-        return BoundSinkMemory(receiver, self._sink_get, self._sink_put)
+        return BoundSinkMemory(receiver, self._sink_get, self._sink_put, self.sink_memory_put_async)
 
     def _sink_get(self, receiver: str, key: str) -> Mapping[str, str] | None:
         with self._lock:
