@@ -1,5 +1,8 @@
 """Run the benchmarks: ``python -m bench [NAME ...]`` (default: all).
 
+``python -m bench --profile {throughput,startup} [--top N]`` runs one benchmark's hot path under
+cProfile instead and prints its profile grouped by concern (``bench/profiling.py``).
+
 Several benchmarks run one after the other, each in its own process, so that one's memory
 (``ru_maxrss`` is a process-wide peak) or leftover tasks never colour the next one's figures.
 """
@@ -25,6 +28,11 @@ def run_one(name: str) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--profile"]:
+        from bench import profiling
+
+        configure_logging(level="warning", stream=sys.stderr)
+        return profiling.main(argv[1:])
     names = argv or BENCHMARKS
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:

@@ -19,6 +19,7 @@ Targets: peak RSS < 150 MB, ready < 5 s. ``BENCH_QUICK=1`` divides every size by
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import os
 import resource
 import tempfile
@@ -214,7 +215,10 @@ async def simulator_list_s(api_url: str) -> float:
                 return time.perf_counter() - started
 
 
-async def startup() -> dict[str, float]:
+async def startup(profiler: cProfile.Profile | None = None) -> dict[str, float]:
+    """``profiler`` (``python -m bench --profile startup``) is enabled from the daemon's start
+    until every listed Event was processed: not while the simulator's store is filled, nor while
+    the simulator alone serves the list once."""
     clock = SystemClock()
     store = Store(clock=clock, history_limit=STARTUP_EVENTS + 1_000, event_ttl=None)
     past = clock.now() - timedelta(hours=2)
@@ -242,6 +246,8 @@ async def startup() -> dict[str, float]:
                 extra="catch_up_window: 10m\n",
             )
             list_s = await simulator_list_s(api.url)
+            if profiler is not None:
+                profiler.enable()
             app = App(config, listen=("127.0.0.1", 0))
             started = time.perf_counter()
             # The simulator copies its whole store for each page of the initial list: at 50,000
@@ -250,6 +256,8 @@ async def startup() -> dict[str, float]:
                 ready_s = time.perf_counter() - started
                 await wait_observed(app, STARTUP_EVENTS)
                 processed_s = time.perf_counter() - started
+                if profiler is not None:
+                    profiler.disable()
                 await asyncio.sleep(1.0)  # anything wrongly announced would arrive now
                 catch_up = app.registry.get_sample_value(
                     "canarywatch_events_suppressed_total", {"reason": "catch_up"}

@@ -20,7 +20,7 @@ What the status cannot say:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
@@ -315,7 +315,7 @@ def _event(obs: Observation, view: CanaryStatusView, found: StatusTransition) ->
         for k, v in values.items():
             if len(v) <= MAX_HINT_VALUE_CHARS:
                 hints[prefix + k] = v
-    event = CanaryEvent(
+    return CanaryEvent(
         canary=CanaryRef(view.namespace, view.name, obs.cluster),
         transition=found.transition,
         observed_at=obs.at,
@@ -329,8 +329,8 @@ def _event(obs: Observation, view: CanaryStatusView, found: StatusTransition) ->
         detail=found.detail,
         target=view.target,
         occurred_at=view.last_transition_time,
+        hints=MappingProxyType(hints) if hints else EMPTY_MAPPING,
     )
-    return replace(event, hints=MappingProxyType(hints)) if hints else event
 
 
 def _shows_the_start(view: CanaryStatusView) -> bool:
