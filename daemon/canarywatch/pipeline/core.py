@@ -7,7 +7,7 @@ async runner drive exactly the same code; only the runner knows about queues and
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -27,6 +27,7 @@ from canarywatch.model import (
 from canarywatch.normalise import Normaliser
 from canarywatch.pipeline import recover
 from canarywatch.pipeline.correlate import ONLY_DURING_A_ROLLOUT, Correlator
+from canarywatch.pipeline.firing_index import FiringIndex
 from canarywatch.pipeline.group import Grouper, group_key, group_key_for
 from canarywatch.pipeline.inhibit import Inhibitor, InhibitRule
 from canarywatch.pipeline.route import Router, group_labels
@@ -84,6 +85,8 @@ class Pipeline:
         self.explain = explain
         """Where each decision is recorded (``canarywatch explain``); ``None``: nowhere."""
         self._warned_versions: set[str] = set()
+        self._firing_index: tuple[Inhibitor, FiringIndex] | None = None
+        """The firing events indexed for the inhibitor in use (rebuilt when a reload swaps it)."""
         self._log = log or structlog.get_logger().bind(component="pipeline")
 
     # -- intake -----------------------------------------------------------------------------
@@ -168,6 +171,8 @@ class Pipeline:
         is recorded (it is state the correlator needs) but not notified.
         """
         result = self.correlator(candidate, now)
+        if self._firing_index is not None:
+            self._firing_index[1].update(candidate.canary, self.correlator.firing(candidate.canary))
         # A resolution is sent even when what closed the condition is start-up state: the
         # firing it resolves was notified (the correlator leaves out openers that were not).
         for opener in result.resolved:
@@ -270,11 +275,19 @@ class Pipeline:
                 muted[node.receiver] = Target(node.receiver, key, node.group_wait_s, why)
         return list(muted.values())
 
-    def _firing(self) -> Iterator[CanaryEvent]:
+    def _firing(self) -> FiringIndex:
         """Every firing opener, of every canary and self-event pseudo-canary: inhibition
-        sources, as in Alertmanager, are not limited to the target's canary (``equal`` is)."""
-        for canary in self.correlator.canaries():
-            yield from self.correlator.firing(canary)
+        sources, as in Alertmanager, are not limited to the target's canary (``equal`` is).
+
+        Indexed by the inhibitor's ``equal`` labels; built from the correlator by a walk the
+        first time it is needed for an inhibitor, then kept current by ``offer_event``.
+        """
+        if self._firing_index is None or self._firing_index[0] is not self.inhibitor:
+            index = self.inhibitor.index()
+            for canary in self.correlator.canaries():
+                index.update(canary, self.correlator.firing(canary))
+            self._firing_index = (self.inhibitor, index)
+        return self._firing_index[1]
 
     def _route(self, event: CanaryEvent, now: datetime, status: NotificationStatus) -> None:
         routed = self.router.route(event, now, status)
