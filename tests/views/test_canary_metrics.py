@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -387,3 +388,22 @@ def test_documented_rules_fire_on_these_series(tmp_path: Path) -> None:
     exported = {s.name for family in registry.collect() for s in family.samples}
     for name in re.findall(r"canarywatch_canary_[a-z_]+", documented_rules()):
         assert name in exported, name
+
+
+def test_the_phase_state_set_has_one_1_through_any_sequence_of_phases() -> None:
+    """Only the two series that change are written per transition (issue 17); every step must
+    still leave all eleven present, exactly one of them 1: the phase the event implies."""
+    rng = random.Random(17)
+    registry = CollectorRegistry()
+    metrics = CanaryStateMetrics(registry)
+    expected: Phase | None = None
+    for step in range(300):
+        phase = rng.choice((*Phase, None))
+        transition = rng.choice((Transition.HALTED, Transition.WEIGHT_ADVANCED))
+        happened = event(transition, T0 + timedelta(seconds=step), phase=phase, weight=10)
+        metrics.observe(happened)
+        expected = inferred_phase(happened) or expected
+        if expected is None:
+            assert set(phases(registry, PODINFO).values()) == {None}
+        else:
+            assert phases(registry, PODINFO) == {p.value: float(p is expected) for p in Phase}

@@ -97,7 +97,7 @@ class Pipeline:
         if not obs.cluster and self.cluster:
             obs = dataclasses.replace(obs, cluster=self.cluster)
         if self.metrics:
-            self.metrics.observations.labels(source=obs.source.value).inc()
+            self.metrics.count(self.metrics.observations, obs.source.value)
         try:
             normalised = self.normaliser(obs)
         except Exception:  # noqa: BLE001  per-item boundary: a normaliser bug must not stop the daemon
@@ -209,7 +209,7 @@ class Pipeline:
         event = result.new
         self.stats.transitions += 1
         if self.metrics:
-            self.metrics.events.labels(source=event.sources[0].value).inc()
+            self.metrics.count(self.metrics.events, event.sources[0].value)
         self._log.debug(
             "event_normalised",
             canary=str(event.canary),
@@ -401,12 +401,12 @@ class Pipeline:
         key = outcome.value
         self.stats.outcomes[key] = self.stats.outcomes.get(key, 0) + 1
         if self.metrics:
-            self.metrics.normalise.labels(source=obs.source.value, outcome=key).inc()
+            self.metrics.count(self.metrics.normalise, obs.source.value, key)
 
     def _suppress(self, reason: str, event: CanaryEvent) -> None:
         self.stats.suppressed[reason] = self.stats.suppressed.get(reason, 0) + 1
         if self.metrics:
-            self.metrics.events_suppressed.labels(reason=reason).inc()
+            self.metrics.count(self.metrics.events_suppressed, reason)
         self._log.debug(
             _SUPPRESSED_EVENT[reason],
             canary=str(event.canary),

@@ -16,6 +16,7 @@ references, so nobody can mutate stored state behind the watchers' backs.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import copy
 import enum
 import random
@@ -24,7 +25,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from canarywatch.clock import Clock, SystemClock
 
@@ -180,6 +181,9 @@ class Store:
         self._written_at: dict[Key, datetime] = {}
         self._subscribers: list[_Subscriber] = []
         self.event_ttl = event_ttl
+        self._sorted_views: dict[tuple[str, int], tuple[list[Key], dict[Key, Obj]]] = {}
+        """The last few snapshots a paged list read, keys sorted: a snapshot at a revision never
+        changes (every write takes a new one), and each page of a list reads the same one."""
 
     # -- revisions -------------------------------------------------------------------------
 
@@ -235,7 +239,21 @@ class Store:
         """
         if rv < self._compacted_rv:
             raise expired(f"too old resource version: {rv} ({self._compacted_rv})")
-        state = dict(self._objects[_known(resource)])
+        keys, state = self._sorted_view(_known(resource), rv)
+        low, high = 0, len(keys)
+        if namespace is not None:
+            low = bisect.bisect_left(keys, (namespace,))
+            high = bisect.bisect_left(keys, (namespace + "\x00",))
+        if after is not None:
+            low = max(low, bisect.bisect_right(keys, after))
+        return [(k, state[k]) for k in keys[low:high]]
+
+    def _sorted_view(self, resource: str, rv: int) -> tuple[list[Key], dict[Key, Obj]]:
+        """``resource`` as it was at revision ``rv``, and its keys in order (kept for reuse)."""
+        found = self._sorted_views.get((resource, rv))
+        if found is not None:
+            return found
+        state = dict(self._objects[resource])
         for change in reversed(self._history):
             if change.rv <= rv:
                 break
@@ -246,11 +264,10 @@ class Store:
                 state.pop(key, None)
             else:
                 state[key] = change.previous
-        return [
-            (k, state[k])
-            for k in sorted(state)
-            if (namespace is None or k[0] == namespace) and (after is None or k > after)
-        ]
+        if len(self._sorted_views) >= _SORTED_VIEWS_KEPT:
+            del self._sorted_views[next(iter(self._sorted_views))]
+        found = self._sorted_views[(resource, rv)] = (sorted(state), state)
+        return found
 
     def changes_since(self, resource: str, rv: int) -> list[Change]:
         """History of ``resource`` with revision > ``rv``; 410 when that is no longer known."""
@@ -420,6 +437,9 @@ class Store:
     def load(self, resource: str, objects: Iterable[Mapping[str, Any]]) -> list[Obj]:
         """Create several objects (fixture seeding); each keeps its namespace from metadata."""
         return [self.create(resource, o) for o in objects]
+
+
+_SORTED_VIEWS_KEPT: Final = 4
 
 
 def _known(resource: str) -> str:
