@@ -23,6 +23,10 @@ from canarywatch.model import CanaryEvent, CanaryRef
 
 FINGERPRINT_HEX_DIGITS = 16
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""``json.dumps(parts, ensure_ascii=False, separators=(",", ":"))`` without building an encoder
+per call (``dumps`` does, for any non-default argument): the same bytes, several times cheaper."""
+
 
 def fingerprint(event: CanaryEvent) -> str:
     """The event's identity as 16 lowercase hex digits (see the module docstring)."""
@@ -35,7 +39,7 @@ def fingerprint(event: CanaryEvent) -> str:
         event.detail,
         event.episode,
     ]
-    encoded = json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode()
+    encoded = _ENCODER.encode(parts).encode()
     return hashlib.sha256(encoded).hexdigest()[:FINGERPRINT_HEX_DIGITS]
 
 

@@ -98,6 +98,21 @@ def parse_time(value: JSONValue) -> datetime | None:
     return parsed.astimezone(UTC)
 
 
+def last_seen_of(obj: Mapping[str, JSONValue]) -> datetime | None:
+    """An Event's last occurrence: ``series.lastObservedTime``, ``lastTimestamp`` (or its
+    events.k8s.io name), ``eventTime``, then ``metadata.creationTimestamp``; ``None`` when
+    none can be read. Also what a backlog is sorted by (``normalise.timing``), read without
+    the rest of the Event."""
+    series = _mapping(obj.get("series"))
+    return (
+        parse_time(series.get("lastObservedTime"))
+        or parse_time(obj.get("lastTimestamp"))
+        or parse_time(obj.get("deprecatedLastTimestamp"))
+        or parse_time(obj.get("eventTime"))
+        or parse_time(_mapping(obj.get("metadata")).get("creationTimestamp"))
+    )
+
+
 def read_event(obj: JSONValue, *, cluster: str = "") -> EventView | str:
     """Narrow a decoded Event (core/v1 or events.k8s.io/v1) into an ``EventView``.
 
@@ -125,13 +140,7 @@ def read_event(obj: JSONValue, *, cluster: str = "") -> EventView | str:
         or _count(obj.get("deprecatedCount"))
         or 1
     )
-    last_seen = (
-        parse_time(series.get("lastObservedTime"))
-        or parse_time(obj.get("lastTimestamp"))
-        or parse_time(obj.get("deprecatedLastTimestamp"))
-        or parse_time(obj.get("eventTime"))
-        or parse_time(meta.get("creationTimestamp"))
-    )
+    last_seen = last_seen_of(obj)
     return EventView(
         key=key,
         resource_version=_text(meta.get("resourceVersion")),

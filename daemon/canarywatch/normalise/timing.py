@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from canarywatch.model import Observation, SourceName
-from canarywatch.normalise.kube_events import EventView, parse_time, read_event
+from canarywatch.normalise.kube_events import last_seen_of, parse_time
 from canarywatch.normalise.webhook import WebhookPayload, read_payload
 
 
@@ -27,8 +27,8 @@ def occurred_at(obs: Observation) -> datetime:
     found: datetime | None = None
     if isinstance(data, Mapping):
         if obs.source is SourceName.KUBERNETES_EVENTS:
-            view = read_event(data.get("object"))
-            found = view.last_seen if isinstance(view, EventView) else None
+            event = data.get("object")
+            found = last_seen_of(event) if isinstance(event, Mapping) else None
         elif obs.source is SourceName.CANARIES:
             obj = data.get("object")
             status = obj.get("status") if isinstance(obj, Mapping) else None
