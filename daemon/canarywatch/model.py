@@ -35,6 +35,13 @@ class SourceName(enum.StrEnum):
     """Self-events canarywatch produces about its own inputs (metrics-source-down, ...)."""
 
 
+SEEN_BY: Final[Mapping[SourceName, tuple[SourceName, ...]]] = MappingProxyType(
+    {source: (source,) for source in SourceName}
+)
+"""``(source,)``, one tuple per source for every event to share: an event's ``sources`` is kept
+for as long as its transition is remembered, ~50 bytes apiece per sighting (issue 17)."""
+
+
 SELF_NAMESPACE: Final = "canarywatch"
 """The namespace of a self-event's ``CanaryRef`` (``canarywatch/cluster-prod``): one place, so the
 self-events app.py and the Flagger-metrics source build cannot name different namespaces."""

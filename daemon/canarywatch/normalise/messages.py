@@ -28,12 +28,14 @@ and some name its target workload ("T" in the fact sheet). Only the second kind 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from canarywatch.model import (
     EMPTY_MAPPING,
+    SEEN_BY,
     TRANSITIONS,
     CanaryEvent,
     CanaryRef,
@@ -162,7 +164,7 @@ def _gate(gate: Gate) -> Callable[[re.Match[str]], Facts]:
 
 def _weight(m: re.Match[str]) -> Facts:
     weight = int(m["weight"])
-    return Facts(detail=str(weight), weight=weight)
+    return Facts(detail=sys.intern(str(weight)), weight=weight)
 
 
 def _iteration(m: re.Match[str]) -> Facts:
@@ -847,7 +849,7 @@ def to_event(
         canary=canary,
         transition=match.transition,
         observed_at=observed_at,
-        sources=(source,),
+        sources=SEEN_BY[source],
         severity=TRANSITIONS[match.transition].severity,
         phase=match.phase or phase,
         weight=match.weight,

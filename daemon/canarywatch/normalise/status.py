@@ -27,6 +27,7 @@ from types import MappingProxyType
 from canarywatch.lru import BoundedLru
 from canarywatch.model import (
     EMPTY_MAPPING,
+    SEEN_BY,
     TRANSITIONS,
     CanaryEvent,
     CanaryRef,
@@ -319,7 +320,7 @@ def _event(obs: Observation, view: CanaryStatusView, found: StatusTransition) ->
         canary=CanaryRef(view.namespace, view.name, obs.cluster),
         transition=found.transition,
         observed_at=obs.at,
-        sources=(SourceName.CANARIES,),
+        sources=SEEN_BY[SourceName.CANARIES],
         severity=TRANSITIONS[found.transition].severity,
         phase=view.phase,
         weight=view.canary_weight if found.transition is Transition.WEIGHT_ADVANCED else None,
