@@ -42,6 +42,7 @@ GROUPS: list[tuple[str, tuple[str, ...]]] = [
         (
             "prometheus_client/parser.py",
             "prometheus_client/openmetrics",
+            "normalise/exposition.py",
             "normalise/flagger_metrics.py",
             "normalise/metric_tables.py",
             "sources/flagger_exposition.py",

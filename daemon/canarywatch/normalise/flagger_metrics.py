@@ -40,9 +40,6 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Final, TypeVar
 
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample
-
 from canarywatch.lru import BoundedLru
 from canarywatch.model import (
     TRANSITIONS,
@@ -55,6 +52,7 @@ from canarywatch.model import (
     SourceName,
     Transition,
 )
+from canarywatch.normalise.exposition import ExpositionDecoder, ScrapeSample
 from canarywatch.normalise.metric_tables import (
     ANALYSIS_METRIC,
     FAILURES_METRIC,
@@ -85,6 +83,10 @@ _WANTED = frozenset(
         PHASE_METRIC,
     }
 )
+
+_DECODER: Final = ExpositionDecoder(_WANTED)
+"""Only the families canarywatch decodes: a real Flagger ``/metrics`` is mostly
+``go_*``/``process_*``/``promhttp_*`` and the duration histograms, skipped without being parsed."""
 
 _K = TypeVar("_K")
 
@@ -215,14 +217,10 @@ class FlaggerMetricsNormaliser:
         if not isinstance(text, str):
             return Normalised(Outcome.MALFORMED, note="exposition is not text")
         try:
-            samples = [
-                sample
-                for family in text_string_to_metric_families(_flagger_lines(text))
-                for sample in family.samples
-                if sample.name in _WANTED
-            ]
-        # The parser is lax and raises whatever its string handling hits (ValueError,
-        # IndexError, ...); one scrape is the per-item boundary where that must not escape.
+            samples = _DECODER.decode(text)
+        # A line outside the canonical form goes to prometheus-client's parser, which is lax and
+        # raises whatever its string handling hits (ValueError, IndexError, ...); one scrape is
+        # the per-item boundary where that must not escape.
         except Exception as exc:  # noqa: BLE001
             return Normalised(
                 Outcome.MALFORMED, note=f"unparseable exposition: {type(exc).__name__}"
@@ -251,7 +249,7 @@ class FlaggerMetricsNormaliser:
 
     # -- decoding -------------------------------------------------------------------------
 
-    def _decode(self, samples: Iterable[Sample], previous: _Snapshot | None) -> _Snapshot:
+    def _decode(self, samples: Iterable[ScrapeSample], previous: _Snapshot | None) -> _Snapshot:
         snapshot = _Snapshot()
         for sample in samples:
             if sample.name == INFO_METRIC and snapshot.version is None:
@@ -274,7 +272,9 @@ class FlaggerMetricsNormaliser:
                 snapshot.status[target] = meaning
         return snapshot
 
-    def _decode_sample(self, sample: Sample, table: DecodingTable, snapshot: _Snapshot) -> None:
+    def _decode_sample(
+        self, sample: ScrapeSample, table: DecodingTable, snapshot: _Snapshot
+    ) -> None:
         labels = sample.labels
         if any(len(value) > MAX_LABEL_VALUE_CHARS for value in labels.values()):
             self.rejected[RejectReason.LABEL_TOO_LONG] += 1
@@ -566,26 +566,3 @@ def _format_number(value: float) -> str:
 
 def _with_hints(event: CanaryEvent, hints: Mapping[str, str]) -> CanaryEvent:
     return replace(event, hints=MappingProxyType(dict(hints)))
-
-
-def _flagger_lines(text: str) -> str:
-    """Only the families canarywatch decodes, before the (slow, pure-Python) parser.
-
-    A real Flagger ``/metrics`` is mostly ``go_*``/``process_*``/``promhttp_*`` and the
-    duration histograms: skipping those lines here makes a scrape several times cheaper to
-    decode and changes nothing else (the parser sees the same wanted families).
-    """
-    kept = []
-    for line in text.splitlines():
-        if line.startswith("#"):
-            parts = line.split(None, 3)
-            if len(parts) >= 3 and parts[1] in ("HELP", "TYPE") and parts[2] in _FAMILIES:
-                kept.append(line)
-        elif line.startswith("flagger_"):
-            name = line.split("{", 1)[0].split(" ", 1)[0]
-            if name in _WANTED:
-                kept.append(line)
-    return "\n".join(kept) + "\n"
-
-
-_FAMILIES = frozenset(_WANTED | {name.removesuffix("_total") for name in _WANTED})
