@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/canarywatch demo
+	$(BIN)/canarywatch demo --keep-running
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -83,6 +83,7 @@ from canarywatch.views.live import LiveState
 from canarywatch.web.control import control_routes, explain_routes
 from canarywatch.web.live import live_routes
 from canarywatch.web.server import Readiness, ReadinessCheck, WebServer, build_app
+from canarywatch.web.status_page import status_page_routes
 
 
 class App:
@@ -228,6 +229,14 @@ class App:
             )
             routes += live_routes(self.live, clock=self.clock)
             routes += explain_routes(self.explain, clock=self.clock)
+            routes += status_page_routes(
+                self.live,
+                self.explain,
+                state,
+                silencer,
+                clock=self.clock,
+                token=config.server.token,
+            )
             if config.webhook_intake.enabled:
                 routes += webhook_routes(
                     runner.emit,

@@ -59,13 +59,15 @@ def test_fresh_image_with_its_own_kubectl_never_installs_kubernetes_client(tmp_p
         "systemd",
         "openssl",
         "zsh",
+        "chromium",
     ]
     assert "kubernetes-client" not in packages
 
 
 def test_each_package_is_named_once_and_only_for_missing_commands(tmp_path: Path) -> None:
     present = {
-        name: "exit 0" for name in ("prometheus", "amtool", "systemd-analyze", "openssl", "zsh")
+        name: "exit 0"
+        for name in ("prometheus", "amtool", "systemd-analyze", "openssl", "zsh", "chromium")
     }
     result = _run(_path_with(tmp_path, present), "--dry-run")
     # promtool is missing (prometheus present): the package is still needed, once.
@@ -82,6 +84,7 @@ def test_nothing_missing_installs_nothing(tmp_path: Path) -> None:
         "kubectl",
         "openssl",
         "zsh",
+        "chromium",
     )
     # An apt-get that records being called: it must not be.
     marker = tmp_path / "apt-called"
@@ -136,6 +139,7 @@ def test_real_apt_resolves_the_packages_a_fresh_image_needs(tmp_path: Path) -> N
         "systemd-analyze",
         "openssl",
         "zsh",
+        "chromium",
         "sed",
         "grep",
         "cut",

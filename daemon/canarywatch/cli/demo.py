@@ -4,7 +4,8 @@ It starts the simulated Kubernetes API server and a simulated Flagger (Events, C
 a Flagger-style ``/metrics``), runs the real daemon against them over HTTP with the real
 kubernetes_asyncio client, and plays the scenarios at an accelerated pace. Notifications go to
 the terminal (``console`` sink) unless a config file names other receivers. The daemon's
-``/metrics``, ``/healthz`` and ``/readyz`` are served while it runs.
+``/metrics``, ``/healthz``, ``/readyz`` and its status page (``/``) are served while it
+runs (with ``--keep-running``, until Ctrl-C after the last scenario).
 
 Ctrl-C or SIGTERM is how a demo is cut short: the daemon shuts down gracefully, one line says
 how far the demo got, and that is a success (exit 0), not an error. SIGHUP reloads ``--config``
@@ -108,7 +109,10 @@ async def run_demo(
     duration_s: float = TARGET_DURATION_S,
     listen_port: int = 9797,
     out: TextIO = sys.stderr,
+    keep_running: bool = False,
 ) -> int:
+    """``keep_running``: after the last scenario the daemon (and its status page) stays up
+    until Ctrl-C/SIGTERM, so what happened can still be looked at."""
     names = list(scenarios) if scenarios else list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
@@ -153,6 +157,7 @@ async def run_demo(
                         print(
                             f"canarywatch demo: simulated cluster at {api.url}, daemon at "
                             f"http://127.0.0.1:{app.port}/metrics (/healthz, /readyz)\n"
+                            f"status page: http://127.0.0.1:{app.port}/\n"
                             f"playing {len(names)} Flagger scenario(s) at {speed:.0f}x: "
                             f"{', '.join(names)}\n",
                             file=out,
@@ -161,6 +166,13 @@ async def run_demo(
                         finished = await _first(
                             play_all(sim, realtime_pace(speed), names=names), daemon
                         ) and await _first(asyncio.sleep(2.0), daemon)  # last scrape, deliveries
+                        if finished and keep_running:
+                            print(
+                                f"canarywatch demo: all {len(names)} scenario(s) played; the "
+                                f"status page stays at http://127.0.0.1:{app.port}/ until Ctrl-C",
+                                file=out,
+                            )
+                            await _first(asyncio.Event().wait(), daemon)
                 finally:
                     app.stop()
                     await daemon
@@ -201,7 +213,12 @@ async def _first(aw: Awaitable[object], daemon: asyncio.Task[None]) -> bool:
 
 
 async def demo_command(
-    *, config_path: Path | None, scenarios: list[str] | None, duration_s: float, port: int
+    *,
+    config_path: Path | None,
+    scenarios: list[str] | None,
+    duration_s: float,
+    port: int,
+    keep_running: bool = False,
 ) -> int:
     """``canarywatch demo``: the daemon against the built-in simulated cluster.
 
@@ -213,7 +230,11 @@ async def demo_command(
     configure_logging(level="warning", stream=sys.stderr)
     demo = asyncio.ensure_future(
         run_demo(
-            config_path=config_path, scenarios=scenarios, duration_s=duration_s, listen_port=port
+            config_path=config_path,
+            scenarios=scenarios,
+            duration_s=duration_s,
+            listen_port=port,
+            keep_running=keep_running,
         )
     )
     return await while_stdout_read(demo, stop_signals=(signal.SIGINT, signal.SIGTERM))

@@ -122,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=_port, default=9797, help="the daemon's HTTP port (0: any free one)"
     )
     demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="after the last scenario keep the daemon and its status page up until Ctrl-C",
+    )
+    demo.add_argument(
         "--replay",
         action="store_true",
         help="instead: replay the bundled Flagger day (no cluster) on virtual time",
@@ -453,6 +458,7 @@ def _demo(args: argparse.Namespace) -> int:
                 scenarios=args.scenarios,
                 duration_s=args.duration,
                 port=args.port,
+                keep_running=args.keep_running,
             )
         )
     finally:

@@ -41,6 +41,7 @@ from yarl import URL
 
 from canarywatch.cli.common import read_token, while_stdout_read
 from canarywatch.cli.exitcodes import EXIT_OK, EXIT_RUNTIME
+from canarywatch.formats.human import format_age
 from canarywatch.sinks import weight_bar
 
 __all__ = ["TailError", "View", "render_snapshot", "tail", "weight_bar"]
@@ -98,19 +99,6 @@ class TailError(Exception):
 
 
 # -- formatting (pure) --------------------------------------------------------------------------
-
-
-def format_age(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    s = max(int(seconds), 0)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def _time(text: object) -> datetime | None:

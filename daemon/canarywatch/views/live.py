@@ -33,6 +33,7 @@ from canarywatch.formats.jsonout import canary_to_json, format_time
 from canarywatch.model import CanaryEvent, CanaryRef, Phase, Severity, SourceName, Transition
 
 __all__ = [
+    "ZERO_WEIGHT",
     "CanaryRow",
     "LiveState",
     "StreamSubscriber",
@@ -65,7 +66,7 @@ _GATE_PHASE: Final[Mapping[str, Phase]] = {
     "promotion": Phase.WAITING_PROMOTION,
     "traffic": Phase.PROGRESSING,
 }
-_ZERO_WEIGHT: Final = frozenset(
+ZERO_WEIGHT: Final = frozenset(
     {
         Transition.INITIALIZED,
         Transition.REVISION_DETECTED,
@@ -247,7 +248,7 @@ class LiveState:
         phase = event.phase or _implied_phase(event) or (old.phase if old else None)
         if event.weight is not None:
             weight: int | None = event.weight
-        elif t in _ZERO_WEIGHT:
+        elif t in ZERO_WEIGHT:
             weight = 0
         else:
             weight = old.weight if old else None

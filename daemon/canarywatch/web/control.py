@@ -54,7 +54,15 @@ from canarywatch.state.holding import HeldNotification, HoldingStateStore
 from canarywatch.views.explain import DecisionRecorder, explanation, transition_filter
 from canarywatch.web.server import read_body_limited
 
-__all__ = ["API_PREFIX", "MAX_CONTROL_BODY_BYTES", "control_routes", "explain_routes"]
+__all__ = [
+    "API_PREFIX",
+    "MAX_CONTROL_BODY_BYTES",
+    "control_routes",
+    "dead_letter_rows",
+    "explain_routes",
+    "pending_rows",
+    "silence_rows",
+]
 
 API_PREFIX: Final = "/api/v1"
 MAX_CONTROL_BODY_BYTES: Final = 64 * 1024
@@ -315,6 +323,39 @@ def _held_json(held: HeldNotification, because: str) -> dict[str, JSONValue]:
     return {**_outbox_json(item, "held"), "id": None, "held_because": because}
 
 
+def silence_rows(
+    store: StateStore, silencer: Silencer, now: datetime, *, include_expired: bool = False
+) -> list[dict[str, JSONValue]]:
+    """``GET /api/v1/silences``'s rows (the status page renders the same)."""
+    rows = [
+        _silence_json(s, now)
+        for s in silencer.config_silences
+        if include_expired or s.state(now) is not SilenceState.EXPIRED
+    ]
+    rows += [
+        _record_json(r, now)
+        for r in store.silences(include_expired=include_expired)
+        if include_expired or not r.expired(now)
+    ]
+    return rows
+
+
+def pending_rows(
+    store: StateStore, limit: int = _DEFAULT_OUTBOX_LIMIT
+) -> list[dict[str, JSONValue]]:
+    """``GET /api/v1/outbox``'s rows: pending items, then those held in memory."""
+    rows = [_outbox_json(i, "pending") for i in store.outbox_pending(None, limit=limit)]
+    if isinstance(store, HoldingStateStore) and len(rows) < limit:
+        because = f"not yet written to the state store: {store.failure or 'holding'}"
+        rows += [_held_json(h, because) for h in store.held_outbox(None)[: limit - len(rows)]]
+    return rows
+
+
+def dead_letter_rows(store: StateStore) -> list[dict[str, JSONValue]]:
+    """``GET /api/v1/outbox/dead``'s rows."""
+    return [_outbox_json(i, "dead") for i in store.outbox_dead_letters()]
+
+
 # --- routes -------------------------------------------------------------------------------------
 
 
@@ -339,18 +380,7 @@ def control_routes(
         return next((r for r in store.silences(include_expired=True) if r.id == id), None)
 
     async def list_silences(request: web.Request) -> web.StreamResponse:
-        include_expired = _flag(request, "expired")
-        now = clock.now()
-        rows = [
-            _silence_json(s, now)
-            for s in silencer.config_silences
-            if include_expired or s.state(now) is not SilenceState.EXPIRED
-        ]
-        rows += [
-            _record_json(r, now)
-            for r in store.silences(include_expired=include_expired)
-            if include_expired or not r.expired(now)
-        ]
+        rows = silence_rows(store, silencer, clock.now(), include_expired=_flag(request, "expired"))
         return web.json_response({"silences": rows})
 
     async def add_silence(request: web.Request) -> web.StreamResponse:
@@ -426,8 +456,7 @@ def control_routes(
         return web.json_response({"items": rows})
 
     async def outbox_dead(_: web.Request) -> web.StreamResponse:
-        items = store.outbox_dead_letters()
-        return web.json_response({"items": [_outbox_json(i, "dead") for i in items]})
+        return web.json_response({"items": dead_letter_rows(store)})
 
     async def outbox_retry(request: web.Request) -> web.StreamResponse:
         id_ = _outbox_id(request)
