@@ -220,10 +220,14 @@ def heap_bytes_per_canary(small: int = 1_000, large: int = 1_500) -> float:
 
 
 def import_floor_mb() -> float:
-    """Peak RSS of a fresh process that imports the daemon and its command line, nothing else."""
+    """Peak RSS of a fresh process that imports the daemon and its command line, nothing else.
+
+    Read as ``VmHWM`` from ``/proc/self/status``: ``ru_maxrss`` of a child carries its parent's
+    peak across fork and exec on Linux, so it would report this benchmark's own.
+    """
     code = (
-        "import resource, canarywatch.app, canarywatch.cli.entry; "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "import canarywatch.app, canarywatch.cli.entry; "
+        "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip()) / 1024
