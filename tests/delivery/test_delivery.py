@@ -357,3 +357,29 @@ async def test_delivery_outcomes_are_recorded_in_the_decision_trail() -> None:
     again = sent_trail.to_json()["steps"][-1]
     assert again["sent_at"] == "2025-01-02T14:08:02Z"
     assert sent_trail.receivers == {RECEIVER: "delivered"}
+
+
+async def test_a_notification_accepted_between_election_and_take_over_waits_its_turn() -> None:
+    """The fault matrix's ``leader_failover``: the killed leader restarts, its relist makes a
+    new notification, and its write commits just after the lease is won but before
+    ``take_over`` ran. Queued at once, it went out ahead of the older one the leader had left
+    in its outbox; it must wait behind it."""
+    clock = VirtualClock(T0)
+    replica = Replica(clock, leader=False)
+    older, newer = notifications(2)
+    async with replica.dispatcher:
+        await replica.delivery.resume()  # it starts as a standby
+        clock.advance_to(older.created_at)
+        await replica.delivery.accept(older)  # left by the run before the kill: held
+        replica.leader = True  # elected; on_started_leading has not run take_over yet
+        clock.advance_to(newer.created_at)
+        await replica.delivery.accept(newer)
+        assert replica.sink.payloads == []
+
+        async def scenario() -> None:
+            await replica.delivery.take_over()
+            assert await replica.dispatcher.drain(10) == 0
+
+        await asyncio.wait_for(in_virtual_time(clock, scenario()), 30)
+    assert replica.sink.payloads == [replica.sink.render(n) for n in (older, newer)]
+    assert replica.store.outbox_depth(RECEIVER) == 0

@@ -547,6 +547,90 @@ def test_a_stalled_events_backlog_repeats_nothing_the_status_already_told() -> N
     ]
 
 
+def test_a_stalled_events_backlog_within_one_second_repeats_nothing() -> None:
+    """As above, but Flagger's times have one-second resolution: the confirm-rollout gate is
+    passed in the reconcile that detects the revision (the same second), and a rollout can
+    start and end within one second of a fast test. The fault matrix's silent watch announced
+    the backlog's gates again under the new rollout and its start as a phantom rollout "2"."""
+    second = T0.replace(microsecond=0)
+
+    def at(seconds: int, e: CanaryEvent) -> CanaryEvent:
+        return dataclasses.replace(e, occurred_at=second + timedelta(seconds=seconds))
+
+    spec = {"spec": "s1"}
+    start = {"spec": "s1", "start": "true"}
+    out = run(
+        [
+            at(0, ev(Transition.AWAITING_APPROVAL, 0.01, detail="rollout", source=ST)),
+            at(1, ev(Transition.APPROVED, 0.02, detail="rollout", source=ST)),
+            at(1, ev(Transition.REVISION_DETECTED, 0.03, source=ST, hints=start)),
+            at(1, ev(Transition.ROLLED_BACK, 0.04, source=ST, hints=spec)),
+            # the stalled Events watch, caught up
+            at(0, ev(Transition.AWAITING_APPROVAL, 1, detail="rollout")),
+            at(1, ev(Transition.APPROVED, 1, detail="rollout")),
+            at(1, ev(Transition.REVISION_DETECTED, 1)),
+            at(1, ev(Transition.ROLLED_BACK, 1)),
+        ]
+    )
+    assert names(out) == [
+        ("awaiting-approval", "rollout"),
+        ("approved", "rollout"),
+        ("revision-detected", ""),
+        ("rolled-back", ""),
+    ]
+    assert {e.rollout for e in out[2:]} == {"s1"}
+
+
+def test_a_promotion_gate_in_the_second_its_rollout_began_is_news() -> None:
+    """Only the confirm-rollout gate is passed before the revision starts: the promotion gate
+    of a rollout that fast (a test at 600x) is that rollout's, not a repeat of the previous
+    rollout's (the fault matrix's long history lost it)."""
+    second = T0.replace(microsecond=0)
+
+    def at(seconds: int, e: CanaryEvent) -> CanaryEvent:
+        return dataclasses.replace(e, occurred_at=second + timedelta(seconds=seconds))
+
+    gate = [
+        (Transition.AWAITING_APPROVAL, "promotion"),
+        (Transition.APPROVED, "promotion"),
+        (Transition.PROMOTED, ""),
+    ]
+    out = run(
+        [
+            at(0, ev(Transition.REVISION_DETECTED, 0.01)),
+            *(at(0, ev(t, 0.02, detail=d)) for t, d in gate),
+            at(1, ev(Transition.REVISION_DETECTED, 0.03)),
+            *(at(1, ev(t, 0.04, detail=d)) for t, d in gate),
+        ]
+    )
+    assert names(out) == 2 * [("revision-detected", ""), *((t.value, d) for t, d in gate)]
+
+
+def test_the_next_revision_in_the_second_of_the_verdict_is_a_new_rollout() -> None:
+    """The other side of the one-second tie: a rollout that began earlier, its rollback, and
+    the next revision's Event in the rollback's second (the fault matrix's API outage at 600x)
+    is the next rollout, not a late sighting of this one's start."""
+    second = T0.replace(microsecond=0)
+
+    def at(seconds: int, e: CanaryEvent) -> CanaryEvent:
+        return dataclasses.replace(e, occurred_at=second + timedelta(seconds=seconds))
+
+    out = run(
+        [
+            at(0, ev(Transition.REVISION_DETECTED, 0.01)),
+            at(1, ev(Transition.ROLLED_BACK, 0.02)),
+            at(1, ev(Transition.REVISION_DETECTED, 0.03)),
+            at(1, ev(Transition.NOT_READY, 0.04)),
+        ]
+    )
+    assert [(e.transition.value, e.rollout) for e in out] == [
+        ("revision-detected", "1"),
+        ("rolled-back", "1"),
+        ("revision-detected", "2"),
+        ("not-ready", "2"),
+    ]
+
+
 # -- rollout-failed: every failed rollout fires until the canary's next promotion ---------------
 
 

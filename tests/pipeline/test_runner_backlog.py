@@ -76,12 +76,21 @@ def canary(minute: float, phase: str, spec: str) -> Observation:
     )
 
 
+DEFAULT_INHIBITION = parse_config(
+    "receivers: [{name: all, sink: console}]\n"
+    'route: {receiver: all, group_by: ["..."], group_wait: 0s, group_interval: 0s}\n'
+)
+"""As ``POLICY``, with the shipped inhibit rules (a verdict mutes its rollout's waiting steps)."""
+
+
 async def run(
-    before: list[Observation], observations: list[Observation]
+    before: list[Observation],
+    observations: list[Observation],
+    policy: Any = POLICY,
 ) -> list[tuple[str, str, str]]:
     """``before`` is what the daemon saw before it went down; ``observations`` the backlog the
     sources list when it starts again, in the order they arrive. What the backlog announced."""
-    pipeline = build_pipeline(POLICY, catch_up=False)
+    pipeline = build_pipeline(policy, catch_up=False)
     for obs in before:
         pipeline.observe(obs, obs.at)
     pipeline.flush_all(datetime.now(UTC))
@@ -136,3 +145,37 @@ async def test_the_canary_list_first_does_not_hide_the_steps_the_events_list_sho
         ("weight-advanced", "10"),
     ]
     assert len({rollout for _, _, rollout in got}) == 1, got
+
+
+async def test_a_backlog_step_is_sent_before_its_rollback_mutes_it() -> None:
+    """The fault matrix's kill -9 case: the daemon had made ``halted`` but was killed before it
+    was durable; the restart's backlog holds the halt and the rollback that followed it. Live,
+    the halt was sent before the rollback fired; replayed, it must be too (the default rule
+    mutes only steps still waiting when the verdict fires)."""
+    before = [
+        canary(-60, "Initialized", "s0"),
+        event("e0", -60, "Synced", "Initialization done! podinfo.test"),
+        canary(-59, "Succeeded", "s0"),
+        event("e1", 0, "Synced", "New revision detected! Scaling up podinfo.test"),
+        event("e2", 1, "Synced", "Starting canary analysis for podinfo.test"),
+        event("e3", 1, "Synced", "Advance podinfo.test canary weight 10"),
+    ]
+    backlog = [
+        event(
+            "e5",
+            3,
+            "Synced",
+            "Halt podinfo.test advancement request-success-rate 91.40 < 99",
+            "Warning",
+        ),
+        event(
+            "e6",
+            8,
+            "Synced",
+            "Rolling back podinfo.test failed checks threshold reached 5",
+            "Warning",
+        ),
+        event("e7", 8, "Synced", "Canary failed! Scaling down podinfo.test", "Warning"),
+    ]
+    got = await run(before, backlog, policy=DEFAULT_INHIBITION)
+    assert [t for t, _, _ in got] == ["halted", "rolled-back"], got

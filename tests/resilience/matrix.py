@@ -496,7 +496,17 @@ class Verdict:
         return not self.findings
 
 
-def _lcs(left: Sequence[TransitionKey], right: Sequence[TransitionKey]) -> list[tuple[int, int]]:
+def _lcs(
+    left: Sequence[TransitionKey],
+    right: Sequence[TransitionKey],
+    *,
+    late_first: Callable[[TransitionKey], bool] = lambda key: False,
+) -> list[tuple[int, int]]:
+    """A longest common subsequence of ``left`` (announced) and ``right`` (made), as index
+    pairs. Where two are equally long, a made ``right`` item ``late_first`` accepts is the one
+    left out (its announcement is then judged late), not the announcement it swapped with: a
+    status step announced before an Events-only step its watch delivered late is the documented
+    known case, not a status step out of order (which one the tie dropped used to be chance)."""
     n, m = len(left), len(right)
     table = [[0] * (m + 1) for _ in range(n + 1)]
     for i in range(n - 1, -1, -1):
@@ -513,10 +523,12 @@ def _lcs(left: Sequence[TransitionKey], right: Sequence[TransitionKey]) -> list[
             pairs.append((i, j))
             i += 1
             j += 1
-        elif table[i + 1][j] >= table[i][j + 1]:
+        elif table[i + 1][j] > table[i][j + 1]:
             i += 1
-        else:
+        elif table[i + 1][j] < table[i][j + 1] or late_first(right[j]):
             j += 1
+        else:
+            i += 1
     return pairs
 
 
@@ -536,7 +548,11 @@ def judge(truth: Truth, arrivals: Iterable[Arrival]) -> Verdict:
     for canary in sorted(set(made_by) | set(said_by)):
         made = made_by.get(canary, [])
         said = said_by.get(canary, [])
-        pairs = _lcs([a.key for a in said], [m.key for m in made])
+        pairs = _lcs(
+            [a.key for a in said],
+            [m.key for m in made],
+            late_first=lambda key: key[0] in EVENTS_ONLY,
+        )
         match: dict[int, int] = dict(pairs)
         taken = {j for _, j in pairs}
         ids: dict[int, set[str]] = {}  # Flagger's rollout -> the daemon's ids for it (in order)

@@ -62,6 +62,7 @@ from tests.resilience.matrix import (
     TracedFlagger,
     TransitionKey,
     Truth,
+    Verdict,
     Window,
     dump_arrivals,
     dump_truth,
@@ -113,7 +114,24 @@ FAULT_NAMES = (
     "disk_full",
     "leader_failover",
 )
-CASES = [(fault, seed) for fault in FAULT_NAMES for seed in seeds(fault)]
+OPT_IN = SOAK or os.environ.get("CANARYWATCH_FAULT_MATRIX") == "1"
+"""Run the cases of ``OPT_IN_ONLY`` too (``make test`` runs the others)."""
+OPT_IN_ONLY = {
+    "kill_9_slow_disk": "still fails about one run in ten (OUT OF ORDER): a relisted Canary is "
+    "replayed at its lastTransitionTime, which Flagger does not move on weight changes, so "
+    "pipeline.recover announces its weight as missed before the older weight Events of the same "
+    "backlog (issue 12, open); CANARYWATCH_FAULT_MATRIX=1 runs it",
+}
+"""Cases left out of ``make test`` until their known cause is fixed, with the reason."""
+
+
+def _case(fault: str, seed: int) -> object:
+    reason = OPT_IN_ONLY.get(fault)
+    marks = [pytest.mark.skipif(not OPT_IN, reason=reason)] if reason else []
+    return pytest.param(fault, seed, marks=marks, id=f"{fault}-{seed}")
+
+
+CASES = [_case(fault, seed) for fault in FAULT_NAMES for seed in seeds(fault)]
 
 
 # -- one run -----------------------------------------------------------------------------------
@@ -229,6 +247,26 @@ async def listed(*daemons: DaemonProcess) -> None:
         await daemon.wait_logged("sources_listed", timeout_s=30.0)
 
 
+RECOVERY_TIMEOUT_S = 75.0
+"""Longer than the watch's longest backoff (30 s, +20 % jitter) plus a relist."""
+
+
+async def recovered(run: Run, daemon: DaemonProcess) -> None:
+    """Until ``daemon`` is ready with every source up again after a fault ended.
+
+    Its watches retry with client-go's backoff (``sources/watch.py``: 0.8 s doubling to 30 s),
+    so after a streak of refusals the next attempt can be half a minute away, and what only
+    the Events can tell arrives after it. ``settle`` alone gives up after a few idle seconds,
+    which on a loaded machine (a longer streak) came before that attempt: steps reported LOST
+    that the daemon was about to deliver.
+    """
+    up = await run.probe.until(
+        lambda s: s.ready is True and s.value(SOURCE_UP) == 1.0, daemon.name, RECOVERY_TIMEOUT_S
+    )
+    if up is None:
+        run.harness.append(f"{daemon.name} did not recover within {RECOVERY_TIMEOUT_S:.0f} s")
+
+
 # -- the faults --------------------------------------------------------------------------------
 
 
@@ -307,6 +345,7 @@ async def silent_watch(run: Run) -> None:
     await asyncio.sleep(0.5)
     run.plan.rules.remove(cut)
     window.end = time.monotonic()
+    await recovered(run, daemon)
     run.notes.append(
         f"{names}: Events silent for {(seen.at if seen else window.end) - window.start:.1f} s "
         f"before not ready; new Events watches refused {cut.fired} times"
@@ -401,6 +440,7 @@ async def api_outage(run: Run) -> None:
     window.end = time.monotonic()
     gate.release()
     await play
+    await recovered(run, daemon)
     run.notes.append(
         f"{TWO_ROLLOUTS}: every request 503 for {window.end - window.start:.1f} s "
         f"({outage.fired} refused){', etcd compacted meanwhile' if compact else ''}"
@@ -492,13 +532,6 @@ async def leader_failover(run: Run) -> None:
     run.notes.append(f"{names}: SIGKILL of leader {', '.join(killed)} mid-rollout")
 
 
-pytestmark = pytest.mark.skipif(
-    not (SOAK or os.environ.get("CANARYWATCH_FAULT_MATRIX") == "1"),
-    reason="the fault matrix runs with CANARYWATCH_FAULT_MATRIX=1 (or CANARYWATCH_SOAK=1): "
-    "its kill -9, silent-watch and failover cases still fail intermittently (issue 12)",
-)
-
-
 FOLDABLE_STEPS = frozenset(
     {
         "analysis-started",
@@ -512,6 +545,20 @@ FOLDABLE_STEPS = frozenset(
 """One-shot steps a folded-and-overwritten Event can take with it (README, "Limits"): a step
 whose Event is gone and which the Canary status no longer shows cannot be recovered after
 downtime. Verdicts and conditions are always recovered from the status."""
+
+
+def _only_a_folded_step_moved(verdict: Verdict) -> bool:
+    """Only OUT OF ORDER findings, and each canary's announcements are what Flagger made once
+    the foldable steps are set aside: nothing lost, repeated or invented, a folded step (sent
+    by the standby at its takeover) came late."""
+    if not verdict.findings or any(f.kind != "OUT OF ORDER" for f in verdict.findings):
+        return False
+
+    def steps(sequence: str) -> list[str]:
+        names = [item.split("/r", 1)[0] for item in sequence.split(", ") if item]
+        return [n for n in names if n.split("[", 1)[0] not in FOLDABLE_STEPS]
+
+    return all(steps(made) == steps(said) for made, said in verdict.sequences.values())
 
 
 FAULTS: dict[str, Callable[[Run], Awaitable[None]]] = {
@@ -540,7 +587,7 @@ def _summary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @pytest.mark.timeout(900 if SOAK else 180)
-@pytest.mark.parametrize(("fault", "seed"), CASES, ids=[f"{f}-{s}" for f, s in CASES])
+@pytest.mark.parametrize(("fault", "seed"), CASES)
 async def test_fault_matrix(fault: str, seed: int, tmp_path: Path) -> None:
     started = time.monotonic()
     async with matrix_run(fault, seed, tmp_path) as run:
@@ -573,14 +620,25 @@ async def test_fault_matrix(fault: str, seed: int, tmp_path: Path) -> None:
     assert not run.harness, "harness: " + "\n".join(run.harness) + f"\n\n{report}"
     problems = [*unready, *exits]
     folded = [f for f in verdict.findings if f.kind == "LOST" and f.transition in FOLDABLE_STEPS]
-    if fault == "kill_9_slow_disk" and folded and len(folded) == len(verdict.findings):
+    if (
+        fault in ("kill_9_slow_disk", "leader_failover")
+        and folded
+        and len(folded) == len(verdict.findings)
+        and not problems
+    ):
         pytest.xfail(
             f"documented limit (issue 12 item 10, seed {seed}): {len(folded)} step(s) whose Event "
             "client-go folded into a '(combined from similar events)' Event that the next message "
-            "overwrote while the daemon was down, and that the Canary status no longer shows; or "
-            "steps a restarted daemon reached only after the rollback of their rollout fired, "
-            "which the default inhibit rule mutes (open in issue 12): "
-            + "; ".join(str(f) for f in folded)
+            "overwrote while the daemon was down (leader_failover: the killed leader, restarted "
+            "within its own lease; the standby that saw it sends it only if it takes over), and "
+            "that the Canary status no longer shows: " + "; ".join(str(f) for f in folded)
+        )
+    if fault == "leader_failover" and _only_a_folded_step_moved(verdict) and not problems:
+        pytest.xfail(
+            f"documented limit (seed {seed}): a step whose Event was folded and overwritten while "
+            "the killed leader was down, which the restarted leader (its own lease, unexpired) "
+            "cannot see; the standby saw it and holds it, and sends it when it takes over, late "
+            "(a standby never sends while another replica leads: open in issue 12)"
         )
     swapped = [k for k in verdict.known if "announced late" not in k]  # late: documented, fine
     if verdict.clean and not problems and swapped:

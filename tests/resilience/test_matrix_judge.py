@@ -133,8 +133,19 @@ def test_a_verdict_announced_for_the_next_rollout_is_invented_and_the_real_one_l
 
 def test_a_swap_is_out_of_order_once() -> None:
     arrivals = exact()
-    arrivals[1] = arrival(2.7, "analysis-started")  # after weight-advanced[10] (2.5)
+    arrivals[2] = arrival(3.7, "weight-advanced", "10")  # after halted (3.5)
     assert kinds(arrivals) == {"OUT OF ORDER": 1}
+
+
+def test_an_events_only_step_behind_a_status_step_is_known_late_not_the_step_out_of_order() -> None:
+    """The Canary status showed weight 10 before the Events watch delivered "Starting canary
+    analysis": the late one is the Events-only step (known), however the tie falls."""
+    arrivals = exact()
+    arrivals[1] = arrival(2.7, "analysis-started")  # after weight-advanced[10] (2.5)
+    verdict = judge(truth_of(*ROLLBACK), arrivals)
+    assert verdict.clean, verdict.findings
+    assert len(verdict.known) == 1
+    assert "analysis-started announced late" in verdict.known[0]
 
 
 def test_what_never_arrived_is_lost() -> None:

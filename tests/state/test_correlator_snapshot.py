@@ -169,3 +169,16 @@ def test_any_sequence_resumes_exactly(events: list[CanaryEvent], data: st.DataOb
     events.sort(key=lambda e: e.observed_at)
     split = data.draw(st.integers(0, len(events)))
     assert resumed(events, split) == feed(Correlator(label_hints=HINTS), events)
+
+
+def test_a_closed_episode_survives_a_restart() -> None:
+    """Found by ``test_any_sequence_resumes_exactly``: the status reported a gate, the
+    promotion closed it, and the slower Events reported the very same gate after a restart.
+    The closed opener was not in the snapshot, so the restored correlator took the repeat for
+    a second episode (a duplicate notification)."""
+    events = [
+        ev(Transition.AWAITING_APPROVAL, 0.0, source=ST, canary=PODINFO),
+        ev(Transition.PROMOTED, 0.0, source=EV, canary=PODINFO),
+        ev(Transition.AWAITING_APPROVAL, 1.0, source=EV, canary=PODINFO),
+    ]
+    assert resumed(events, 2) == feed(Correlator(label_hints=HINTS), events)

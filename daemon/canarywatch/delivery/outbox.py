@@ -122,6 +122,11 @@ class DurableDelivery:
         store until it commits, yet never to be read back."""
         self._releasing = False
         """A ``release_held`` is under way (the next one would find the same items)."""
+        self._sending = True
+        """This replica sends: no election, or ``resume()`` as the leader or ``take_over()``
+        read back what the outbox held. A replica that starts as a standby (``resume``) or
+        steps down stops; until it has taken over again, a new notification waits in the
+        outbox behind the older ones (``_queue_or_hold``)."""
         self.dispatcher: Dispatcher | None = None
 
     def attach(self, dispatcher: Dispatcher) -> None:
@@ -223,11 +228,23 @@ class DurableDelivery:
 
     async def _queue_or_hold(self, n: Notification, item: int) -> None:
         if self._is_leader():
-            await self._queue(n, item)
+            if self._taken_over():
+                await self._queue(n, item)
+            # Else elected, and ``take_over`` about to run: it reads this item back after the
+            # older ones the outbox holds. Queued now, it went out first (the fault matrix's
+            # ``leader_failover``: a ``promoted`` made from the restart's relist was sent before
+            # the ``finalising`` the killed leader had left in its outbox).
             return
         # A standby keeps what it would have sent (pending in the outbox), in case the leader
         # dies before sending it.
         await self.release_held()
+
+    def _taken_over(self) -> bool:
+        """Elected and caught up (``resume`` or ``take_over`` ran in this term). A standby's
+        check forgets it, so the next term waits for its own ``take_over``."""
+        if not self._is_leader():
+            self._sending = False
+        return self._sending
 
     def _finish(self, ids: Sequence[int], at: datetime) -> Awaitable[None]:
         """Mark ``ids`` done off the event loop, all queued to the writer at once (so they share
@@ -300,6 +317,9 @@ class DurableDelivery:
                 sent = await self._shared_log.load()
             except Exception:  # noqa: BLE001 - take over anyway; repeats beat losses
                 self._log.exception("shared_log_unreadable")
+        # From this read on, a new notification is queued behind what it finds (no await
+        # until ``backlog`` below registered the read-back of each receiver's backlog).
+        self._sending = True
         held = [
             item
             for item in self._store.outbox_pending(limit=TAKE_OVER_LIMIT)
@@ -351,7 +371,8 @@ class DurableDelivery:
                     pending=pending,
                     detail="no such receiver in the configuration: left in the outbox",
                 )
-        if self._is_leader():
+        self._sending = self._is_leader()
+        if self._sending:
             for receiver in depths:
                 if receiver in dispatcher.sinks:
                     dispatcher.backlog(receiver)

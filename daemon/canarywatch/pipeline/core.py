@@ -26,7 +26,7 @@ from canarywatch.model import (
 )
 from canarywatch.normalise import Normaliser
 from canarywatch.pipeline import recover
-from canarywatch.pipeline.correlate import ONLY_DURING_A_ROLLOUT, Correlator
+from canarywatch.pipeline.correlate import ONLY_DURING_A_ROLLOUT, Correlation, Correlator
 from canarywatch.pipeline.firing_index import FiringIndex
 from canarywatch.pipeline.group import Grouper, group_key, group_key_for
 from canarywatch.pipeline.inhibit import Inhibitor, InhibitRule
@@ -80,6 +80,8 @@ class Pipeline:
         self.silencer = silencer
         self.router = router
         self.grouper = grouper or Grouper()
+        self._flushed: list[Notification] = []
+        """Flushed early (``offer_events``), handed out by the next ``due``/``flush_all``."""
         self.metrics = metrics
         self.stats = PipelineStats()
         self.explain = explain
@@ -118,9 +120,7 @@ class Pipeline:
         new: list[CanaryEvent] = []
         stale_before = self._stale_before(obs, now)
         for candidate in (*normalised.events, *self._missed_steps(obs)):
-            event = self.offer_event(candidate, now, stale_before=stale_before)
-            if event is not None:
-                new.append(event)
+            new.extend(self.offer_events(candidate, now, stale_before=stale_before))
         return new
 
     def _missed_steps(self, obs: Observation) -> tuple[CanaryEvent, ...]:
@@ -165,14 +165,54 @@ class Pipeline:
     def offer_event(
         self, candidate: CanaryEvent, now: datetime, *, stale_before: datetime | None = None
     ) -> CanaryEvent | None:
-        """Correlate, inhibit, route and group one candidate event.
+        """Correlate, inhibit, route and group one candidate event; the last new transition
+        it made (``offer_events``: all of them)."""
+        new = self.offer_events(candidate, now, stale_before=stale_before)
+        return new[-1] if new else None
+
+    def offer_events(
+        self, candidate: CanaryEvent, now: datetime, *, stale_before: datetime | None = None
+    ) -> list[CanaryEvent]:
+        """Correlate, inhibit, route and group one candidate event, after the candidates it
+        released (held behind a rollout start waiting for its spec, ``correlate.SPEC_WAIT``).
 
         ``stale_before`` (start-up catch-up policy): a new transition that happened before it
         is recorded (it is state the correlator needs) but not notified.
         """
+        released = self.correlator.release_before(candidate, now)  # taken before it
+        new = [e for c, r in released if (e := self._take(c, r, now, stale_before)) is not None]
+        if released:
+            # As they would have been live: flushed before ``candidate`` (a verdict) fires, or
+            # the default inhibit rule mutes the held steps at the flush.
+            self._flushed.extend(self._emit(self.grouper.due(now)))
         result = self.correlator(candidate, now)
-        if self._firing_index is not None:
+        taken = [*result.released, (candidate, result)]
+        new += [e for c, r in taken if (e := self._take(c, r, now, stale_before)) is not None]
+        return new
+
+    def release_held(self, now: datetime, *, everything: bool = False) -> list[CanaryEvent]:
+        """Take the rollout starts whose spec did not come in time (``everything``: all held,
+        at shutdown), with what waited behind them; the new transitions they made."""
+        released = (
+            self.correlator.release_all(now) if everything else self.correlator.release_due(now)
+        )
+        return [e for c, r in released if (e := self._take(c, r, now, None)) is not None]
+
+    def _take(
+        self,
+        candidate: CanaryEvent,
+        result: Correlation,
+        now: datetime,
+        stale_before: datetime | None,
+    ) -> CanaryEvent | None:
+        """Inhibit, route and group what the correlator made of ``candidate``."""
+        if self._firing_index is not None:  # the correlator changed only this canary's state
             self._firing_index[1].update(candidate.canary, self.correlator.firing(candidate.canary))
+        if result.held:
+            self._log.debug(
+                "event_held", canary=str(candidate.canary), transition=candidate.transition.value
+            )
+            return None
         # A resolution is sent even when what closed the condition is start-up state: the
         # firing it resolves was notified (the correlator leaves out openers that were not).
         for opener in result.resolved:
@@ -280,7 +320,8 @@ class Pipeline:
         sources, as in Alertmanager, are not limited to the target's canary (``equal`` is).
 
         Indexed by the inhibitor's ``equal`` labels; built from the correlator by a walk the
-        first time it is needed for an inhibitor, then kept current by ``offer_event``.
+        first time it is needed for an inhibitor, then kept current by ``_take`` (every
+        correlation result, held and released ones included).
         """
         if self._firing_index is None or self._firing_index[0] is not self.inhibitor:
             index = self.inhibitor.index()
@@ -332,10 +373,16 @@ class Pipeline:
     # -- output -----------------------------------------------------------------------------
 
     def due(self, now: datetime) -> list[Notification]:
-        return self._emit(self.grouper.due(now))
+        """What is due at ``now``, after the held rollout starts due then (``release_held``;
+        the runner calls that first, for the new transitions it makes)."""
+        self.release_held(now)
+        early, self._flushed = self._flushed, []
+        return [*early, *self._emit(self.grouper.due(now))]
 
     def flush_all(self, now: datetime) -> list[Notification]:
-        return self._emit(self.grouper.flush_all(now))
+        self.release_held(now, everything=True)
+        early, self._flushed = self._flushed, []
+        return [*early, *self._emit(self.grouper.flush_all(now))]
 
     def retire_receivers(self, receivers: Collection[str], now: datetime) -> list[Notification]:
         """What ``receivers``' groups still hold, flushed now, and those groups dropped: a
@@ -378,7 +425,9 @@ class Pipeline:
         return n if len(kept) == len(n.events) else dataclasses.replace(n, events=tuple(kept))
 
     def next_deadline(self) -> datetime | None:
-        return self.grouper.next_deadline()
+        """The next group timer or held rollout start's release, whichever is first."""
+        times = [t for t in (self.grouper.next_deadline(), self.correlator.next_release()) if t]
+        return min(times, default=None)
 
     def _emit(self, notifications: Iterable[Notification]) -> list[Notification]:
         out = [n for n in (self._still_news(n) for n in notifications) if n is not None]

@@ -5,8 +5,14 @@ sources, it is observed: the first observation is emitted, later ones only grow 
 and refresh its detail. To decide "the same", the correlator tracks per canary:
 
 - the **rollout** (one revision: starts at ``revision-detected``, ends at ``promoted``,
-  ``rolled-back`` or ``promotion-failed``); its number is the identity, its label is the
-  ``lastAppliedSpec`` when a source told us, else the sequence number;
+  ``rolled-back`` or ``promotion-failed``); its number is the identity, its label (the id on
+  events, in fingerprints) is the ``lastAppliedSpec`` when a source told us, else the sequence
+  number. Where the Canary status is watched (``spec_wait_clusters``), a start reported
+  without the spec (an Event, the webhook, the metrics: Flagger records "New revision
+  detected!" and writes ``lastAppliedSpec`` in the same reconcile) is *held*, with whatever
+  else of its canary follows, until the status reveals the spec (``SPEC_WAIT`` at most, or a
+  verdict): so the id does not depend on which source was first, in this process, in a
+  standby, or after a relist;
 - the **conditions** a transition opens (``gate``, ``readiness``, ``analysis``,
   ``rollout-failed``, ``source``) and their **episodes**: reopening a closed condition in the same
   rollout is a new episode (a new notification), repeating an open one is not.
@@ -26,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -58,9 +64,24 @@ broken); the oldest are dropped first."""
 REVISION_MERGE_WINDOW = timedelta(minutes=5)
 """How far apart two sources' ``revision-detected`` may be and still be one rollout start."""
 
+SPEC_WAIT = timedelta(seconds=3)
+"""How long a rollout start reported without its spec is held for the Canary status to reveal
+it. Flagger writes the status in the reconcile that records the Event, so the watch delivers it
+within milliseconds; this bounds the wait when the status watch is down or slow."""
+
+MAX_HELD = 256
+"""Events of one canary held behind such a start at most (a backlog replayed at start-up can
+hold a whole rollout until the status in it); past this they are released without the spec."""
+
+LABEL_MEMORY = 32
+"""Rollout ids remembered per canary, to tell a revision deployed again from its first rollout."""
+
 STATUS_OF_VERDICT = timedelta(seconds=5)
 """How close (Flagger's clock) a status write is to the verdict it reports: one reconcile.
 Below Flagger's minimum analysis interval (10 s), the time before anything new can happen."""
+
+CONFIRM_ROLLOUT = "rollout"
+"""The gate (``detail``) of ``confirm-rollout`` webhooks: passed before the revision starts."""
 
 _CLOSES_ANALYSIS = frozenset(
     {Transition.WEIGHT_ADVANCED, Transition.ITERATION_ADVANCED, Transition.PROMOTING}
@@ -94,6 +115,11 @@ class Correlation:
     new: CanaryEvent | None = None
     duplicate_of: CanaryEvent | None = None
     resolved: tuple[CanaryEvent, ...] = ()
+    held: bool = False
+    """The candidate waits behind a rollout start held for its spec: nothing to do yet."""
+    released: tuple[tuple[CanaryEvent, Correlation], ...] = ()
+    """Held candidates this one released, each with what it made, in order: to be taken
+    before this correlation."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +200,13 @@ class _CanaryState:
     a slower source reporting that same occurrence after the close is not a new episode."""
     closed_at: dict[Condition, datetime] = field(default_factory=dict)
     """When (Flagger's clock) each condition's latest episode closed, where the closer said."""
+    labels: list[str] = field(default_factory=list)
+    """The ids of the canary's latest rollouts (``LABEL_MEMORY``), oldest first: a revision
+    deployed again (A, B, A) gets another id than its first rollout had."""
+    held: list[CanaryEvent] = field(default_factory=list)
+    """A rollout start reported without its spec, then what followed it, waiting for the
+    status to reveal the spec (not persisted: a restart lists them again)."""
+    held_until: datetime | None = None
 
 
 class Correlator:
@@ -183,19 +216,128 @@ class Correlator:
     event should carry (``canary_team``); the canaries source supplies them.
     """
 
-    def __init__(self, *, label_hints: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        label_hints: Mapping[str, str] | None = None,
+        spec_wait_clusters: Collection[str] = (),
+    ) -> None:
         self._canaries: dict[CanaryRef, _CanaryState] = {}
         self._label_hints = dict(label_hints or {})
+        self._spec_wait_clusters = frozenset(spec_wait_clusters)
+        """Clusters whose Canary status is watched: a start without its spec waits for it."""
 
     # -- public -----------------------------------------------------------------------------
 
     def __call__(self, event: CanaryEvent, now: datetime) -> Correlation:
         state = self._canaries.setdefault(event.canary, _CanaryState())
         occurrence_key = event.hints.get("occurrence")
+        if occurrence_key is not None and (
+            _digest(occurrence_key) in state.occurrences
+            or any(h.hints.get("occurrence") == occurrence_key for h in state.held)
+        ):
+            # The very same Event occurrence again (re-listed after a restart).
+            return Correlation()
+        if state.held:
+            return self._behind_a_held_start(state, event, now)
+        if self._waits_for_its_spec(state, event):
+            state.held = [event]
+            state.held_until = now + SPEC_WAIT
+            return Correlation(held=True)
+        return self._correlate(state, event, now)
+
+    def release_due(self, now: datetime) -> list[tuple[CanaryEvent, Correlation]]:
+        """What was held for a spec that did not come within ``SPEC_WAIT``, taken now without
+        it, in order: each held candidate with what it made."""
+        out: list[tuple[CanaryEvent, Correlation]] = []
+        for state in self._canaries.values():
+            if state.held and state.held_until is not None and state.held_until <= now:
+                out.extend(self._release(state, now))
+        return out
+
+    def release_all(self, now: datetime) -> list[tuple[CanaryEvent, Correlation]]:
+        """Everything held, taken now without a spec (at shutdown: nothing stays behind)."""
+        out: list[tuple[CanaryEvent, Correlation]] = []
+        for state in self._canaries.values():
+            out.extend(self._release(state, now))
+        return out
+
+    def next_release(self) -> datetime | None:
+        """When ``release_due`` has something to release next (``None``: nothing held)."""
+        times = [s.held_until for s in self._canaries.values() if s.held and s.held_until]
+        return min(times, default=None)
+
+    def _waits_for_its_spec(self, state: _CanaryState, event: CanaryEvent) -> bool:
+        """A sighting that would start a new rollout without saying its spec, where the status
+        is watched: its id would depend on which source came first (issue 12, item 5)."""
+        if event.transition is not Transition.REVISION_DETECTED or event.hints.get("spec"):
+            return False
+        if event.canary.cluster not in self._spec_wait_clusters:
+            return False
+        if self._older_than_the_verdict(state.rollout, event):
+            return False
+        return not self._same_rollout(state, event)
+
+    def release_before(
+        self, event: CanaryEvent, now: datetime
+    ) -> list[tuple[CanaryEvent, Correlation]]:
+        """What ``event`` releases of its canary's held start (see ``_releases``), taken now,
+        in order; empty when it releases nothing. Call it before offering ``event``, and
+        inhibit and route what it returns first: correlated in one call with ``event``, a held
+        step was checked against the verdict that released it, firing already (the default
+        inhibit rule muted it)."""
+        state = self._canaries.get(event.canary)
+        if state is None or not state.held:
+            return []
+        releases = self._releases(state, event)
+        return self._release(state, now, spec=releases) if releases is not None else []
+
+    @staticmethod
+    def _releases(state: _CanaryState, event: CanaryEvent) -> str | None:
+        """Whether ``event`` releases the held start: a new spec reveals it (returned: the held
+        start takes it as its id); a verdict, another start or too long a queue release it
+        without one (``""``: a page is not held); ``None``: it waits behind them."""
+        spec = event.hints.get("spec", "")
+        if spec and spec != state.rollout.spec:
+            return spec
+        if (
+            event.spec.ends_rollout
+            or event.transition is Transition.REVISION_DETECTED
+            or len(state.held) >= MAX_HELD
+        ):
+            return ""
+        return None
+
+    def _behind_a_held_start(
+        self, state: _CanaryState, event: CanaryEvent, now: datetime
+    ) -> Correlation:
+        """``event`` arrives while a start waits for its spec: it releases it (``_releases``)
+        or waits behind it."""
+        releases = self._releases(state, event)
+        if releases is None:
+            state.held.append(event)
+            return Correlation(held=True)
+        released = self._release(state, now, spec=releases)
+        result = self._correlate(state, event, now)
+        return dataclasses.replace(result, released=tuple(released))
+
+    def _release(
+        self, state: _CanaryState, now: datetime, *, spec: str = ""
+    ) -> list[tuple[CanaryEvent, Correlation]]:
+        """Take what ``state`` holds, in order; the start gets ``spec`` as its id if given."""
+        held, state.held, state.held_until = state.held, [], None
+        out = []
+        for n, event in enumerate(held):
+            out.append((event, self._correlate(state, event, now, revealed=spec if n == 0 else "")))
+        return out
+
+    def _correlate(
+        self, state: _CanaryState, event: CanaryEvent, now: datetime, *, revealed: str = ""
+    ) -> Correlation:
+        occurrence_key = event.hints.get("occurrence")
         if occurrence_key is not None:
             occurrence = _digest(occurrence_key)
             if occurrence in state.occurrences:
-                # The very same Event occurrence again (re-listed after a restart).
                 return Correlation()
             _forget_old_occurrences(state.occurrences, now)
             state.occurrences[occurrence] = now.timestamp()
@@ -208,7 +350,7 @@ class Correlator:
                 state.facts[key] = value
 
         if event.transition is Transition.REVISION_DETECTED:
-            return self._revision_detected(state, event, now)
+            return self._revision_detected(state, event, now, revealed=revealed)
         earlier = self._of_an_earlier_rollout(state, event) or self._earlier_gate(state, event)
         if earlier is not None:
             return earlier
@@ -327,9 +469,10 @@ class Correlator:
         data: Mapping[str, JSONValue],
         *,
         label_hints: Mapping[str, str] | None = None,
+        spec_wait_clusters: Collection[str] = (),
     ) -> Correlator:
         """A correlator continuing from ``snapshot()`` output; ``ValueError`` names a bad key."""
-        correlator = cls(label_hints=label_hints)
+        correlator = cls(label_hints=label_hints, spec_wait_clusters=spec_wait_clusters)
         for key, value in data.items():
             try:
                 ref, state = _state_from_json(value)
@@ -341,32 +484,18 @@ class Correlator:
     # -- rollouts ---------------------------------------------------------------------------
 
     def _revision_detected(
-        self, state: _CanaryState, event: CanaryEvent, now: datetime
+        self, state: _CanaryState, event: CanaryEvent, now: datetime, *, revealed: str = ""
     ) -> Correlation:
+        """``revealed``: the spec the status revealed for a start held without it (it was
+        held because it starts a new rollout, and nothing of its canary was taken since)."""
         current = state.rollout
-        spec = event.hints.get("spec", "")
+        spec = event.hints.get("spec", "") or revealed
         source = event.sources[0] if event.sources else SourceName.SELF
-        if self._older_than_the_verdict(current, event):
+        if not revealed and self._older_than_the_verdict(current, event):
             # A backlog replayed after an outage (or a slow stream) reporting the start of a
             # rollout whose verdict another source has already shown: not news.
             return Correlation()
-        if spec and current.spec:
-            same_rollout = spec == current.spec
-        elif spec and self._status_of_this_rollout(current, event):
-            same_rollout = True
-        elif current.seq > 0 and not current.ended and current.quiet:
-            # Nothing happened since this rollout started: a repeated sighting (a retried
-            # webhook, a second source), not a revision that restarted the analysis.
-            same_rollout = True
-        else:
-            same_rollout = (
-                current.seq > 0
-                and not current.ended
-                and current.started_at is not None
-                and source not in current.revision_sources
-                and abs(event.observed_at - current.started_at) <= REVISION_MERGE_WINDOW
-            )
-        if same_rollout:
+        if not revealed and self._same_rollout(state, event):
             current.revision_sources.add(source)
             if spec and not current.spec:
                 current.spec = spec
@@ -391,12 +520,34 @@ class Correlator:
             spec=spec,
             began=_start_time(event),
             revision_sources={source},
+            label=_new_label(state, spec, current.seq + 1),
         )
         # Identities of rollouts before the previous one can never match again.
         keep = {current.seq, state.rollout.seq}
         state.seen = {k: v for k, v in state.seen.items() if k[0] in keep}
         identity = (state.rollout.seq, event.transition, "", 0)
         return Correlation(new=self._finish(state, event, identity), resolved=resolved)
+
+    def _same_rollout(self, state: _CanaryState, event: CanaryEvent) -> bool:
+        """Whether a revision sighting is the current rollout's start, not a new rollout."""
+        current = state.rollout
+        spec = event.hints.get("spec", "")
+        source = event.sources[0] if event.sources else SourceName.SELF
+        if spec and current.spec:
+            return spec == current.spec
+        if spec and self._status_of_this_rollout(current, event):
+            return True
+        if current.seq > 0 and not current.ended and current.quiet:
+            # Nothing happened since this rollout started: a repeated sighting (a retried
+            # webhook, a second source), not a revision that restarted the analysis.
+            return True
+        return (
+            current.seq > 0
+            and not current.ended
+            and current.started_at is not None
+            and source not in current.revision_sources
+            and abs(event.observed_at - current.started_at) <= REVISION_MERGE_WINDOW
+        )
 
     @staticmethod
     def _status_of_this_rollout(current: _Rollout, event: CanaryEvent) -> bool:
@@ -424,7 +575,12 @@ class Correlator:
         current = state.rollout
         if event.transition not in (Transition.AWAITING_APPROVAL, Transition.APPROVED):
             return None
-        if event.occurred_at is None or current.began is None or event.occurred_at >= current.began:
+        if event.occurred_at is None or current.began is None or event.occurred_at > current.began:
+            return None
+        if event.occurred_at == current.began and event.detail != CONFIRM_ROLLOUT:
+            # The second the rollout began (Flagger's times have one-second resolution) counts
+            # as before it only for the confirm-rollout gate, passed in the reconcile that
+            # detects the revision; a later gate of a fast rollout can fall in that second.
             return None
         for (seq, transition, detail, _), stored in state.seen.items():
             if seq < current.seq and transition is event.transition and detail == event.detail:
@@ -498,7 +654,12 @@ class Correlator:
             return False
         if not current.ended or current.ended_at is None:
             return False
-        return event.occurred_at < current.ended_at
+        if event.occurred_at < current.ended_at:
+            return True
+        # Flagger's times have one-second resolution: in the verdict's own second, a sighting
+        # that is also in the second this rollout began is its start (a rollout that short: a
+        # fast test), anything else the next revision.
+        return event.occurred_at == current.ended_at and event.occurred_at == current.began
 
     # -- identity and conditions ------------------------------------------------------------
 
@@ -776,6 +937,9 @@ def _state_to_json(ref: CanaryRef, state: _CanaryState) -> dict[str, JSONValue]:
         "occurrences": [[key, at] for key, at in state.occurrences.items()],
         "failed_before": [encode_event(ev) for ev in state.failed_before],
         "unannounced": sorted(state.unannounced),
+        "labels": list(state.labels),
+        "closed": [[c.value, seq, encode_event(ev)] for c, (seq, ev) in state.closed.items()],
+        "closed_at": [[c.value, exact_time(at)] for c, at in state.closed_at.items()],
     }
 
 
@@ -804,8 +968,24 @@ def _state_from_json(data: JSONValue) -> tuple[CanaryRef, _CanaryState]:
         occurrences=_occurrences_from_json(data.get("occurrences", [])),
         failed_before=[decode_event(ev) for ev in data.get("failed_before", [])],
         unannounced={str(k) for k in data.get("unannounced", [])},
+        labels=[str(label) for label in data.get("labels", [])],
+        closed={
+            Condition(c): (int(seq), decode_event(ev)) for c, seq, ev in data.get("closed", [])
+        },
+        closed_at={Condition(c): datetime.fromisoformat(at) for c, at in data.get("closed_at", [])},
     )
     return ref, state
+
+
+def _new_label(state: _CanaryState, spec: str, seq: int) -> str:
+    """The id of a new rollout: its spec, unless an earlier rollout of the canary has that id
+    (the same revision deployed again: its fingerprints would be taken for the earlier
+    rollout's, already sent), then ``<spec>-<seq>``; without a spec, ``seq``."""
+    label = spec or str(seq)
+    if label in state.labels:
+        label = f"{spec}-{seq}" if spec else label
+    state.labels = [*state.labels[-(LABEL_MEMORY - 1) :], label]
+    return label
 
 
 def _inside_the_rollout(rollout: _Rollout, event: CanaryEvent) -> bool:

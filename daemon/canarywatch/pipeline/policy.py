@@ -96,6 +96,15 @@ def build_inhibitor(config: Config | None) -> Inhibitor:
     )
 
 
+def spec_wait_clusters(config: Config | None) -> frozenset[str]:
+    """The clusters whose Canary status is watched: there a rollout start reported without its
+    spec waits for the status to reveal it (``correlate.SPEC_WAIT``), so the rollout's id does
+    not depend on which source reported the start first."""
+    if config is None:
+        return frozenset()
+    return frozenset(cluster.name for cluster in config.clusters if cluster.watch_canaries)
+
+
 def label_hints(config: Config | None) -> dict[str, str]:
     """Hint keys of the canaries source -> routing label names, from ``labels:``.
 
@@ -139,7 +148,10 @@ def build_pipeline(
         router=build_router(config),
         inhibitor=build_inhibitor(config),
         normaliser=normaliser,
-        correlator=correlator or Correlator(label_hints=label_hints(config)),
+        correlator=correlator
+        or Correlator(
+            label_hints=label_hints(config), spec_wait_clusters=spec_wait_clusters(config)
+        ),
         silencer=silencer,
         metrics=metrics,
         log=log,

@@ -182,11 +182,14 @@ class Runner:
                 if isinstance(item, StopIntake):
                     stop = item
                     break
-                new.extend(self._process(item, now))
                 # Each item's due groups flush as of that item, exactly as without batching
                 # (a later item of the batch must not change what an earlier one sends).
-                due.extend(self.pipeline.due(now))
+                made, flushed = self._process(item, now)
+                new.extend(made)
+                due.extend(flushed)
             if stop is not None:
+                # Nothing stays held for a spec: held, it would be neither sent nor saved.
+                new.extend(self.pipeline.release_held(now, everything=True))
                 due.extend(
                     self.pipeline.flush_all(now) if stop.flush_all else self.pipeline.due(now)
                 )
@@ -195,23 +198,42 @@ class Runner:
                 self._log.info("pipeline_stopped", flushed=len(due))
                 return
 
-    def _process(self, item: IntakeItem | None, now: datetime) -> list[CanaryEvent]:
+    def _process(
+        self, item: IntakeItem | None, now: datetime
+    ) -> tuple[list[CanaryEvent], list[Notification]]:
+        """The new transitions ``item`` made and the notifications due after it."""
         if isinstance(item, _Listed):
-            # From here on, this cluster's observations are processed in arrival order.
-            held = self._held.pop(item.cluster, [])
-            held.sort(key=occurred_at)  # stable: same-time items keep their arrival order
-            new: list[CanaryEvent] = []
-            for obs in held:
-                new.extend(self.pipeline.observe(obs, now))
-            return new
+            return self._release(item.cluster, now)
+        new: list[CanaryEvent] = []
         if isinstance(item, Observation):
             if self._holding(item):
-                return []
-            return self.pipeline.observe(item, now)
-        if isinstance(item, CanaryEvent):
-            event = self.pipeline.offer_event(item, now)
-            return [event] if event is not None else []
-        return []
+                return [], []
+            new = self.pipeline.observe(item, now)
+        elif isinstance(item, CanaryEvent):
+            new = self.pipeline.offer_events(item, now)
+        new.extend(self.pipeline.release_held(now))
+        return new, self.pipeline.due(now)
+
+    def _release(self, cluster: str, now: datetime) -> tuple[list[CanaryEvent], list[Notification]]:
+        """Replay what was held of ``cluster`` in the order it happened; from here on, its
+        observations are processed in arrival order.
+
+        Groups flush after each held observation, as they would have live: flushed once at
+        the end, a step that happened before its rollout's rollback (both in the backlog of a
+        restart) was re-checked at flush against the rollback firing by then, and the default
+        inhibit rule muted it (issue 12, the fault matrix's ``kill_9_slow_disk``: a ``halted``
+        lost).
+        """
+        held = self._held.pop(cluster, [])
+        held.sort(key=occurred_at)  # stable: same-time items keep their arrival order
+        new: list[CanaryEvent] = []
+        due: list[Notification] = []
+        for obs in held:
+            new.extend(self.pipeline.observe(obs, now))
+            due.extend(self.pipeline.due(now))
+        new.extend(self.pipeline.release_held(now))
+        due.extend(self.pipeline.due(now))
+        return new, due
 
     def _holding(self, obs: Observation) -> bool:
         held = self._held.get(obs.cluster or self.pipeline.cluster)
@@ -242,4 +264,6 @@ class Runner:
                     await sleeper
             if getter.done() and not getter.cancelled():
                 return getter.result()
-            await self._commit(self.pipeline.due(self._clock.now()), [])
+            now = self._clock.now()
+            released = self.pipeline.release_held(now)  # a start whose spec did not come
+            await self._commit(self.pipeline.due(now), released)
