@@ -15,6 +15,7 @@ from typing import Any
 from canarywatch.clock import SystemClock
 from canarywatch.config import parse_config
 from canarywatch.model import CanaryEvent, Notification, Observation, SourceName
+from canarywatch.pipeline.correlate import Correlator
 from canarywatch.pipeline.policy import build_pipeline
 from canarywatch.pipeline.runner import Runner
 
@@ -54,7 +55,7 @@ def event(uid: str, minute: float, reason: str, message: str, kind: str = "Norma
     )
 
 
-def canary(minute: float, phase: str, spec: str) -> Observation:
+def canary(minute: float, phase: str, spec: str, *, weight: int = 0) -> Observation:
     obj = {
         "apiVersion": "flagger.app/v1beta1",
         "kind": "Canary",
@@ -62,7 +63,7 @@ def canary(minute: float, phase: str, spec: str) -> Observation:
         "spec": {"targetRef": {"name": "podinfo"}, "analysis": {"stepWeight": 10}},
         "status": {
             "phase": phase,
-            "canaryWeight": 0,
+            "canaryWeight": weight,
             "failedChecks": 0,
             "iterations": 0,
             "lastAppliedSpec": spec,
@@ -87,13 +88,22 @@ async def run(
     before: list[Observation],
     observations: list[Observation],
     policy: Any = POLICY,
+    *,
+    restart: bool = False,
 ) -> list[tuple[str, str, str]]:
     """``before`` is what the daemon saw before it went down; ``observations`` the backlog the
-    sources list when it starts again, in the order they arrive. What the backlog announced."""
+    sources list when it starts again, in the order they arrive. What the backlog announced.
+
+    ``restart``: a new process continues from the correlator's saved state (its normalisers
+    start empty, as after a kill), not the same pipeline after a relist.
+    """
     pipeline = build_pipeline(policy, catch_up=False)
     for obs in before:
         pipeline.observe(obs, obs.at)
     pipeline.flush_all(datetime.now(UTC))
+    if restart:
+        saved = Correlator.restore(pipeline.correlator.snapshot())
+        pipeline = build_pipeline(policy, catch_up=False, correlator=saved)
     sent: list[Notification] = []
 
     async def commit(due: list[Notification], new: list[CanaryEvent]) -> None:
@@ -179,3 +189,51 @@ async def test_a_backlog_step_is_sent_before_its_rollback_mutes_it() -> None:
     ]
     got = await run(before, backlog, policy=DEFAULT_INHIBITION)
     assert [t for t, _, _ in got] == ["halted", "rolled-back"], got
+
+
+async def test_a_relisted_canary_recovers_a_missed_step_only_after_the_backlogs_events() -> None:
+    """The fault matrix's kill -9 case (its one remaining out-of-order): Flagger does not move
+    ``lastTransitionTime`` when only the weight changes, so the relisted Canary sorts before
+    the backlog's newer weight Events. Its missed-step recovery (``pipeline.recover``) ran at
+    that place and announced weight 40 before 20 and 30; it must wait for the backlog."""
+    before = [
+        canary(-60, "Initialized", "s0"),
+        event("e0", -60, "Synced", "Initialization done! podinfo.test"),
+        canary(-59, "Succeeded", "s0"),
+        event("e1", 0, "Synced", "New revision detected! Scaling up podinfo.test"),
+        canary(0, "Progressing", "s1"),
+        event("e2", 1, "Synced", "Starting canary analysis for podinfo.test"),
+        event("e3", 2, "Synced", "Advance podinfo.test canary weight 10"),
+    ]
+    backlog = [
+        canary(0, "Progressing", "s1", weight=40),  # Progressing since minute 0, now at 40
+        event("e4", 3, "Synced", "Advance podinfo.test canary weight 20"),
+        event("e5", 4, "Synced", "Advance podinfo.test canary weight 30"),
+        event("e6", 5, "Synced", "Advance podinfo.test canary weight 40"),
+    ]
+    got = await run(before, backlog, restart=True)
+    assert [(t, d) for t, d, _ in got] == [
+        ("weight-advanced", "20"),
+        ("weight-advanced", "30"),
+        ("weight-advanced", "40"),
+    ], got
+
+
+async def test_a_missed_step_is_still_recovered_after_the_backlog() -> None:
+    """Deferred, not dropped: a step only the relisted status shows (its Event folded away)
+    is still announced, once, after what the Events listed."""
+    before = [
+        canary(-60, "Initialized", "s0"),
+        event("e0", -60, "Synced", "Initialization done! podinfo.test"),
+        canary(-59, "Succeeded", "s0"),
+        event("e1", 0, "Synced", "New revision detected! Scaling up podinfo.test"),
+        canary(0, "Progressing", "s1"),
+        event("e2", 1, "Synced", "Starting canary analysis for podinfo.test"),
+        event("e3", 2, "Synced", "Advance podinfo.test canary weight 10"),
+    ]
+    backlog = [
+        canary(0, "Progressing", "s1", weight=40),
+        event("e4", 3, "Synced", "Advance podinfo.test canary weight 20"),
+    ]
+    got = await run(before, backlog, restart=True)
+    assert [(t, d) for t, d, _ in got] == [("weight-advanced", "20"), ("weight-advanced", "40")]

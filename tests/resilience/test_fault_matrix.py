@@ -38,7 +38,6 @@ left for the daemon itself to notice (``silent_stream_s``, 60 s).
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -114,24 +113,11 @@ FAULT_NAMES = (
     "disk_full",
     "leader_failover",
 )
-OPT_IN = SOAK or os.environ.get("CANARYWATCH_FAULT_MATRIX") == "1"
-"""Run the cases of ``OPT_IN_ONLY`` too (``make test`` runs the others)."""
-OPT_IN_ONLY = {
-    "kill_9_slow_disk": "still fails about one run in ten (OUT OF ORDER): a relisted Canary is "
-    "replayed at its lastTransitionTime, which Flagger does not move on weight changes, so "
-    "pipeline.recover announces its weight as missed before the older weight Events of the same "
-    "backlog (issue 12, open); CANARYWATCH_FAULT_MATRIX=1 runs it",
-}
-"""Cases left out of ``make test`` until their known cause is fixed, with the reason."""
-
-
-def _case(fault: str, seed: int) -> object:
-    reason = OPT_IN_ONLY.get(fault)
-    marks = [pytest.mark.skipif(not OPT_IN, reason=reason)] if reason else []
-    return pytest.param(fault, seed, marks=marks, id=f"{fault}-{seed}")
-
-
-CASES = [_case(fault, seed) for fault in FAULT_NAMES for seed in seeds(fault)]
+CASES = [
+    pytest.param(fault, seed, id=f"{fault}-{seed}")
+    for fault in FAULT_NAMES
+    for seed in seeds(fault)
+]
 
 
 # -- one run -----------------------------------------------------------------------------------

@@ -93,11 +93,16 @@ class Pipeline:
 
     # -- intake -----------------------------------------------------------------------------
 
-    def observe(self, obs: Observation, now: datetime) -> list[CanaryEvent]:
-        """Process one observation; returns the new transitions it produced."""
+    def observe(
+        self, obs: Observation, now: datetime, *, recover_missed: bool = True
+    ) -> list[CanaryEvent]:
+        """Process one observation; returns the new transitions it produced.
+
+        ``recover_missed=False``: a listed Canary's missed steps (``pipeline.recover``) are left
+        for ``recover_missed`` to offer later (the runner does, after a start-up backlog).
+        """
         self.stats.observations += 1
-        if not obs.cluster and self.cluster:
-            obs = dataclasses.replace(obs, cluster=self.cluster)
+        obs = self._with_cluster(obs)
         if self.metrics:
             self.metrics.count(self.metrics.observations, obs.source.value)
         try:
@@ -117,9 +122,31 @@ class Pipeline:
                 outcome=normalised.outcome.value,
                 note=normalised.note,
             )
+        missed = self._missed_steps(obs) if recover_missed else ()
+        return self._offer_all((*normalised.events, *missed), obs, now)
+
+    def recover_missed(self, obs: Observation, now: datetime) -> list[CanaryEvent]:
+        """Offer the steps a listed Canary shows that nothing reported (``pipeline.recover``).
+
+        After a start-up backlog, not at the Canary's place in it: a relisted Canary sorts at
+        its ``lastTransitionTime``, which Flagger does not move when only the weight changes,
+        so at its place the backlog's newer weight Events were still to come and the status's
+        weight was announced before them (issue 12, the fault matrix's kill -9 case).
+        """
+        obs = self._with_cluster(obs)
+        return self._offer_all(self._missed_steps(obs), obs, now)
+
+    def _with_cluster(self, obs: Observation) -> Observation:
+        if not obs.cluster and self.cluster:
+            return dataclasses.replace(obs, cluster=self.cluster)
+        return obs
+
+    def _offer_all(
+        self, candidates: Iterable[CanaryEvent], obs: Observation, now: datetime
+    ) -> list[CanaryEvent]:
         new: list[CanaryEvent] = []
         stale_before = self._stale_before(obs, now)
-        for candidate in (*normalised.events, *self._missed_steps(obs)):
+        for candidate in candidates:
             new.extend(self.offer_events(candidate, now, stale_before=stale_before))
         return new
 

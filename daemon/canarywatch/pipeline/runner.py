@@ -17,7 +17,7 @@ from typing import Final, NamedTuple
 import structlog
 
 from canarywatch.clock import Clock
-from canarywatch.model import CanaryEvent, Notification, Observation
+from canarywatch.model import CanaryEvent, Notification, Observation, SourceName
 from canarywatch.normalise.timing import occurred_at
 from canarywatch.pipeline.core import Pipeline
 
@@ -222,15 +222,20 @@ class Runner:
         the end, a step that happened before its rollout's rollback (both in the backlog of a
         restart) was re-checked at flush against the rollback firing by then, and the default
         inhibit rule muted it (issue 12, the fault matrix's ``kill_9_slow_disk``: a ``halted``
-        lost).
+        lost). Missed steps a listed Canary's status shows are recovered after the whole
+        backlog (``Pipeline.recover_missed``).
         """
         held = self._held.pop(cluster, [])
         held.sort(key=occurred_at)  # stable: same-time items keep their arrival order
         new: list[CanaryEvent] = []
         due: list[Notification] = []
         for obs in held:
-            new.extend(self.pipeline.observe(obs, now))
+            new.extend(self.pipeline.observe(obs, now, recover_missed=False))
             due.extend(self.pipeline.due(now))
+        for obs in held:  # what only a listed Canary's status shows, after what was listed
+            if obs.source is SourceName.CANARIES:
+                new.extend(self.pipeline.recover_missed(obs, now))
+                due.extend(self.pipeline.due(now))
         new.extend(self.pipeline.release_held(now))
         due.extend(self.pipeline.due(now))
         return new, due
