@@ -81,7 +81,13 @@ from tests.support.small_disk import small_disk
 from canarywatch.clock import SystemClock
 from canarywatch.simulator import FaultPlan, Store, StreamAction
 from canarywatch.simulator.flagger import PODINFO_ANALYSIS
-from canarywatch.simulator.scenarios import MINUTE, SCENARIOS, play_all, realtime_pace
+from canarywatch.simulator.scenarios import (
+    MINUTE,
+    SCENARIOS,
+    finish_promotion,
+    play_all,
+    realtime_pace,
+)
 
 SPEED = 600.0
 """One Flagger minute is 0.1 s of wall time."""
@@ -369,14 +375,7 @@ async def rollback_then_promotion(sim: TracedFlagger, gate: Gate) -> None:
     while c.routes[1] < c.max_weight:
         c.advance()
         await pace(MINUTE)
-    c.promote()
-    await pace(MINUTE)
-    c.not_ready("primary")
-    await pace(MINUTE)
-    c.finalise()
-    await pace(MINUTE)
-    c.succeed()
-    await pace(MINUTE)
+    await finish_promotion(c, pace)
     c.tick()
 
 

@@ -34,8 +34,12 @@ from tests.support.webhook_receiver import WebhookReceiver, run_webhook_receiver
 from canarywatch.app import App
 from canarywatch.config import parse_config
 from canarywatch.secrets import Secret
-from canarywatch.simulator.flagger import SimulatedCanary
-from canarywatch.simulator.scenarios import CHECKOUT_ANALYSIS, Pace, play_all, realtime_pace
+from canarywatch.simulator.scenarios import (
+    CHECKOUT_ANALYSIS,
+    play_all,
+    promoted_rollout,
+    realtime_pace,
+)
 
 SPEED = 600.0
 """Flagger time per wall second: a Flagger minute is 0.1 s."""
@@ -88,21 +92,6 @@ metrics_source:
     config = parse_config(text)
     server = config.server.model_copy(update={"token": Secret(TOKEN)})
     return dataclasses.replace(config, server=server)
-
-
-async def _promoted_rollout(c: SimulatedCanary, pace: Pace, revision: str) -> None:
-    c.new_revision(revision)
-    await pace(MINUTE)
-    c.start_analysis()
-    while c.routes[1] < c.max_weight:
-        await pace(MINUTE)
-        c.advance()
-    await pace(MINUTE)
-    c.promote()
-    await pace(MINUTE)
-    c.finalise()
-    await pace(MINUTE)
-    c.succeed()
 
 
 def _notified(out: Path, canary: str, transition: str) -> int:
@@ -198,7 +187,7 @@ async def test_the_status_page_in_a_browser(rig: Rig, tmp_path: Path) -> None:
             checkout = sim.create_canary(
                 "shop", "checkout", analysis=CHECKOUT_ANALYSIS, revision="865dbb8b64"
             )
-            await _promoted_rollout(checkout, pace, "5f7e2c10")
+            await promoted_rollout(checkout, pace, revision="5f7e2c10", not_ready=False)
             for canary in ("shop/checkout", "test/podinfo", "test/frontend"):
                 await page.wait_for_selector(f'tr[data-canary="{canary}"]')
             assert await page.evaluate("window.__notReloaded === true")

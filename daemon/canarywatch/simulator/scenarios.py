@@ -167,28 +167,39 @@ async def _rollout_from_initialisation(c: SimulatedCanary, pace: Pace) -> None:
         await pace(MINUTE)
         c.tick()
     await pace(MINUTE)
-    await _promoted_rollout(c, pace, revision="8c669c5f")
+    await promoted_rollout(c, pace, revision="8c669c5f")
 
 
-async def _promoted_rollout(c: SimulatedCanary, pace: Pace, *, revision: str) -> None:
+async def promoted_rollout(
+    c: SimulatedCanary, pace: Pace, *, revision: str, not_ready: bool = True
+) -> None:
+    """A new revision analysed weight step by weight step to its promotion, a minute apart;
+    with a not-ready canary before the analysis and a not-ready primary during the promotion
+    unless ``not_ready=False``. Shared with the tests that play a rollout of their own."""
     c.new_revision(revision)
     await pace(MINUTE)
-    c.not_ready("canary")
-    await pace(MINUTE)
+    if not_ready:
+        c.not_ready("canary")
+        await pace(MINUTE)
     c.start_analysis()
     while c.routes[1] < c.max_weight:
         await pace(MINUTE)
         c.advance()
     await pace(MINUTE)
+    await finish_promotion(c, pace, not_ready=not_ready)
+
+
+async def finish_promotion(c: SimulatedCanary, pace: Pace, *, not_ready: bool = True) -> None:
+    """From the last weight step: promote, (primary not ready,) finalise, succeed."""
     c.promote()
     await pace(MINUTE)
-    c.not_ready("primary")
-    await pace(MINUTE)
+    if not_ready:
+        c.not_ready("primary")
+        await pace(MINUTE)
     c.finalise()
     await pace(MINUTE)
     c.succeed()
     await pace(MINUTE)
-    c.tick()
 
 
 async def _failed_checks_rollback(c: SimulatedCanary, pace: Pace) -> None:
@@ -309,7 +320,7 @@ async def parallel_canaries(sim: FlaggerSimulator, pace: Pace) -> None:
 
     async def first(p: Pace) -> None:
         await p(MINUTE)
-        await _promoted_rollout(podinfo, p, revision="8c669c5f")
+        await promoted_rollout(podinfo, p, revision="8c669c5f")
 
     async def second(p: Pace) -> None:
         await p(MINUTE + 20)  # ticks 20 s after podinfo's: each canary has its own ticker
