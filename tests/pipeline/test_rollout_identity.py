@@ -162,3 +162,22 @@ def test_without_a_status_watch_nothing_waits(waiting: bool) -> None:
     now = datetime.now(UTC)
     made = pipeline.observe(START_EVENT, now)
     assert (made == []) is waiting
+
+
+def test_only_the_canaries_holding_a_start_are_released_and_waited_for() -> None:
+    """``release_due`` and ``next_release`` run after every observation: they look only at the
+    canaries that hold a start (issue 17: walking the fleet each time cost a fifth of the
+    throughput), and a canary stops counting once its start is released."""
+    correlator = waits()
+    now = datetime.now(UTC)
+    pipeline = build_pipeline(POLICY, correlator=correlator)
+    for obs in BEFORE:
+        pipeline.observe(obs, now)
+    assert correlator.next_release() is None
+    pipeline.observe(START_EVENT, now)
+    assert correlator.next_release() == now + SPEC_WAIT
+    assert correlator.release_due(now + SPEC_WAIT - timedelta(milliseconds=1)) == []
+    released = correlator.release_due(now + SPEC_WAIT)
+    assert [e.transition.value for e, _ in released] == ["revision-detected"]
+    assert correlator.next_release() is None
+    assert correlator.release_due(now + 2 * SPEC_WAIT) == []

@@ -226,6 +226,9 @@ class Correlator:
         self._label_hints = dict(label_hints or {})
         self._spec_wait_clusters = frozenset(spec_wait_clusters)
         """Clusters whose Canary status is watched: a start without its spec waits for it."""
+        self._holding: dict[CanaryRef, None] = {}
+        """The canaries holding a start, in the order they began to: ``release_due`` runs after
+        every observation and must not walk the whole fleet (issue 17)."""
 
     # -- public -----------------------------------------------------------------------------
 
@@ -243,6 +246,7 @@ class Correlator:
         if self._waits_for_its_spec(state, event):
             state.held = [event]
             state.held_until = now + SPEC_WAIT
+            self._holding[event.canary] = None
             return Correlation(held=True)
         return self._correlate(state, event, now)
 
@@ -250,21 +254,23 @@ class Correlator:
         """What was held for a spec that did not come within ``SPEC_WAIT``, taken now without
         it, in order: each held candidate with what it made."""
         out: list[tuple[CanaryEvent, Correlation]] = []
-        for state in self._canaries.values():
-            if state.held and state.held_until is not None and state.held_until <= now:
-                out.extend(self._release(state, now))
+        for ref in list(self._holding):
+            state = self._canaries[ref]
+            if state.held_until is not None and state.held_until <= now:
+                out.extend(self._release(ref, state, now))
         return out
 
     def release_all(self, now: datetime) -> list[tuple[CanaryEvent, Correlation]]:
         """Everything held, taken now without a spec (at shutdown: nothing stays behind)."""
         out: list[tuple[CanaryEvent, Correlation]] = []
-        for state in self._canaries.values():
-            out.extend(self._release(state, now))
+        for ref in list(self._holding):
+            out.extend(self._release(ref, self._canaries[ref], now))
         return out
 
     def next_release(self) -> datetime | None:
         """When ``release_due`` has something to release next (``None``: nothing held)."""
-        times = [s.held_until for s in self._canaries.values() if s.held and s.held_until]
+        held = (self._canaries[ref] for ref in self._holding)
+        times = [s.held_until for s in held if s.held_until is not None]
         return min(times, default=None)
 
     def _waits_for_its_spec(self, state: _CanaryState, event: CanaryEvent) -> bool:
@@ -290,7 +296,9 @@ class Correlator:
         if state is None or not state.held:
             return []
         releases = self._releases(state, event)
-        return self._release(state, now, spec=releases) if releases is not None else []
+        if releases is None:
+            return []
+        return self._release(event.canary, state, now, spec=releases)
 
     @staticmethod
     def _releases(state: _CanaryState, event: CanaryEvent) -> str | None:
@@ -317,14 +325,16 @@ class Correlator:
         if releases is None:
             state.held.append(event)
             return Correlation(held=True)
-        released = self._release(state, now, spec=releases)
+        released = self._release(event.canary, state, now, spec=releases)
         result = self._correlate(state, event, now)
         return dataclasses.replace(result, released=tuple(released))
 
     def _release(
-        self, state: _CanaryState, now: datetime, *, spec: str = ""
+        self, ref: CanaryRef, state: _CanaryState, now: datetime, *, spec: str = ""
     ) -> list[tuple[CanaryEvent, Correlation]]:
-        """Take what ``state`` holds, in order; the start gets ``spec`` as its id if given."""
+        """Take what ``state`` (``ref``'s) holds, in order; the start gets ``spec`` as its id
+        if given."""
+        self._holding.pop(ref, None)
         held, state.held, state.held_until = state.held, [], None
         out = []
         for n, event in enumerate(held):
