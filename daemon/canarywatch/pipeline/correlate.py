@@ -252,12 +252,19 @@ class Correlator:
 
     def release_due(self, now: datetime) -> list[tuple[CanaryEvent, Correlation]]:
         """What was held for a spec that did not come within ``SPEC_WAIT``, taken now without
-        it, in order: each held candidate with what it made."""
+        it, in order: each held candidate with what it made.
+
+        Starts are held in time order, each for ``SPEC_WAIT``, so the due ones are at the front
+        of ``_holding``: this stops at the first that is not due (it runs after every
+        observation; at start-up thousands of canaries may hold at once, issue 17).
+        """
         out: list[tuple[CanaryEvent, Correlation]] = []
-        for ref in list(self._holding):
+        while self._holding:
+            ref = next(iter(self._holding))
             state = self._canaries[ref]
-            if state.held_until is not None and state.held_until <= now:
-                out.extend(self._release(ref, state, now))
+            if state.held_until is not None and state.held_until > now:
+                break
+            out.extend(self._release(ref, state, now))  # takes ``ref`` out of ``_holding``
         return out
 
     def release_all(self, now: datetime) -> list[tuple[CanaryEvent, Correlation]]:
@@ -268,10 +275,10 @@ class Correlator:
         return out
 
     def next_release(self) -> datetime | None:
-        """When ``release_due`` has something to release next (``None``: nothing held)."""
-        held = (self._canaries[ref] for ref in self._holding)
-        times = [s.held_until for s in held if s.held_until is not None]
-        return min(times, default=None)
+        """When ``release_due`` has something to release next (``None``: nothing held): the
+        first holding canary's deadline (see ``release_due``)."""
+        first = next(iter(self._holding), None)
+        return None if first is None else self._canaries[first].held_until
 
     def _waits_for_its_spec(self, state: _CanaryState, event: CanaryEvent) -> bool:
         """A sighting that would start a new rollout without saying its spec, where the status
