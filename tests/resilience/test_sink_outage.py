@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -98,6 +99,20 @@ def build(
     return dispatcher, delivery, registry
 
 
+def outbox_drained(store: SqliteStateStore, receiver: str, *, within_s: float = 5.0) -> bool:
+    """Whether ``receiver``'s outbox empties within ``within_s`` (wall clock).
+
+    A delivery marks its row done through the store's writer thread, after the sink answered
+    and the dispatcher moved on: on a loaded machine the last mark can still be queued when
+    the run ends (one run in four failed so with a CPU hog beside it, before this session's
+    changes too). The row must go, soon; it need not be gone at that instant.
+    """
+    deadline = time.monotonic() + within_s
+    while store.outbox_depth(receiver) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return store.outbox_depth(receiver) == 0
+
+
 def rollout_notifications(receiver: str, rounds: int = 1) -> list[Notification]:
     """Each canary's rollback, interleaved across canaries, one event per notification."""
     out = []
@@ -161,7 +176,7 @@ async def test_ten_minute_outage_delivers_everything_in_order(tmp_path: Path) ->
         assert healthy.attempts == len(to_healthy)
         assert max(healthy.attempted_at) < T0 + timedelta(minutes=1)
         # Record after success: the outbox is empty and the notification log knows each one.
-        assert store.outbox_depth("dead") == 0
+        assert outbox_drained(store, "dead")
         assert store.outbox_depth("healthy") == 0
         assert store.outbox_dead_letters() == []
         for n in to_dead:
