@@ -74,8 +74,13 @@ def start_daemon(
 
 
 async def lease_holder(rest: KubeRest) -> str:
+    """The replica holding the Lease: its ``holderIdentity`` without the per-process suffix
+    (``replica-a_1f2e3d4c`` -> ``replica-a``); "" when nobody holds it."""
     lease = await rest.get(f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NS}/leases/canarywatch")
-    return str(lease["spec"].get("holderIdentity") or "")
+    holder = str(lease["spec"].get("holderIdentity") or "")
+    replica, _, suffix = holder.rpartition("_")
+    assert not holder or (replica and len(suffix) == 8), f"holderIdentity {holder!r}"
+    return replica
 
 
 async def test_kill_9_the_leader_no_gap_no_repeat(

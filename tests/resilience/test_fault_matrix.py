@@ -61,7 +61,6 @@ from tests.resilience.matrix import (
     TracedFlagger,
     TransitionKey,
     Truth,
-    Verdict,
     Window,
     dump_arrivals,
     dump_truth,
@@ -488,7 +487,8 @@ async def disk_full(run: Run) -> None:
 async def leader_failover(run: Run) -> None:
     """Two replicas elect a leader through a Lease in the simulator; the leader gets SIGKILL
     mid-rollout and is started again with the same identity (a container restarted in the same
-    pod): the standby takes over, or the restarted replica reclaims its own unexpired lease."""
+    pod): the standby, which saw what happened meanwhile, takes over (the restarted process is a
+    new Lease holder and waits out its predecessor's lease)."""
     names = run.plays(
         [run.rng.choice(["manual_approval_gate", "successful_rollout", "parallel_canaries"])]
     )
@@ -501,16 +501,21 @@ async def leader_failover(run: Run) -> None:
     await listed(b)
     play = asyncio.create_task(play_all(run.sim, realtime_pace(SLOW_SPEED), names=names))
     killed = []
+
+    def leaders() -> list[DaemonProcess]:
+        return [d for d in (a, b) if (s := run.probe.latest(d.name)) and s.value(LEADER)]
+
     for _ in range(FAILOVERS):
         await asyncio.sleep(run.rng.uniform(1.0, 3.0))
-        leaders = [d for d in (a, b) if (s := run.probe.latest(d.name)) and s.value(LEADER)]
-        if len(leaders) != 1:
-            run.harness.append(f"expected one leader before the kill, saw {len(leaders)}")
+        # After a kill the standby leads only once the old lease expired (3 s).
+        await wait_until(lambda: len(leaders()) == 1, 15.0)
+        if len(current := leaders()) != 1:
+            run.harness.append(f"expected one leader before the kill, saw {len(current)}")
             continue
-        leaders[0].kill()
-        killed.append(leaders[0].name)
+        current[0].kill()
+        killed.append(current[0].name)
         await asyncio.sleep(run.rng.uniform(0.5, 2.0))
-        leaders[0].start()
+        current[0].start()
     await play
     await listed(a, b)
     await run.settle()
@@ -530,20 +535,6 @@ FOLDABLE_STEPS = frozenset(
 """One-shot steps a folded-and-overwritten Event can take with it (README, "Limits"): a step
 whose Event is gone and which the Canary status no longer shows cannot be recovered after
 downtime. Verdicts and conditions are always recovered from the status."""
-
-
-def _only_a_folded_step_moved(verdict: Verdict) -> bool:
-    """Only OUT OF ORDER findings, and each canary's announcements are what Flagger made once
-    the foldable steps are set aside: nothing lost, repeated or invented, a folded step (sent
-    by the standby at its takeover) came late."""
-    if not verdict.findings or any(f.kind != "OUT OF ORDER" for f in verdict.findings):
-        return False
-
-    def steps(sequence: str) -> list[str]:
-        names = [item.split("/r", 1)[0] for item in sequence.split(", ") if item]
-        return [n for n in names if n.split("[", 1)[0] not in FOLDABLE_STEPS]
-
-    return all(steps(made) == steps(said) for made, said in verdict.sequences.values())
 
 
 FAULTS: dict[str, Callable[[Run], Awaitable[None]]] = {
@@ -606,7 +597,7 @@ async def test_fault_matrix(fault: str, seed: int, tmp_path: Path) -> None:
     problems = [*unready, *exits]
     folded = [f for f in verdict.findings if f.kind == "LOST" and f.transition in FOLDABLE_STEPS]
     if (
-        fault in ("kill_9_slow_disk", "leader_failover")
+        fault == "kill_9_slow_disk"
         and folded
         and len(folded) == len(verdict.findings)
         and not problems
@@ -614,16 +605,8 @@ async def test_fault_matrix(fault: str, seed: int, tmp_path: Path) -> None:
         pytest.xfail(
             f"documented limit (issue 12 item 10, seed {seed}): {len(folded)} step(s) whose Event "
             "client-go folded into a '(combined from similar events)' Event that the next message "
-            "overwrote while the daemon was down (leader_failover: the killed leader, restarted "
-            "within its own lease; the standby that saw it sends it only if it takes over), and "
-            "that the Canary status no longer shows: " + "; ".join(str(f) for f in folded)
-        )
-    if fault == "leader_failover" and _only_a_folded_step_moved(verdict) and not problems:
-        pytest.xfail(
-            f"documented limit (seed {seed}): a step whose Event was folded and overwritten while "
-            "the killed leader was down, which the restarted leader (its own lease, unexpired) "
-            "cannot see; the standby saw it and holds it, and sends it when it takes over, late "
-            "(a standby never sends while another replica leads: open in issue 12)"
+            "overwrote while the daemon was down, and that the Canary status no longer shows: "
+            + "; ".join(str(f) for f in folded)
         )
     swapped = [k for k in verdict.known if "announced late" not in k]  # late: documented, fine
     if verdict.clean and not problems and swapped:

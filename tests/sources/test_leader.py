@@ -76,7 +76,7 @@ async def test_exactly_one_leads_and_the_other_takes_over(
         assert leader.became_leader.is_set()
         assert not follower.became_leader.is_set()
         lease = api.store.get("leases", "flagger", "canarywatch")
-        assert lease["spec"]["holderIdentity"] == leader.identity
+        assert lease["spec"]["holderIdentity"] == leader.holder_identity
         # The leader's process goes away.
         stopped_at = time.monotonic()
         tasks[leader.identity].cancel()
@@ -85,7 +85,7 @@ async def test_exactly_one_leads_and_the_other_takes_over(
         await until(lambda: follower.is_leader, within=LEASE + RETRY + 1)
         took = time.monotonic() - stopped_at
         lease = api.store.get("leases", "flagger", "canarywatch")
-        assert lease["spec"]["holderIdentity"] == follower.identity
+        assert lease["spec"]["holderIdentity"] == follower.holder_identity
         if follower is b:  # its callback runs as a task of its own, just after
             await until(lambda: calls == ["b-started"], within=1)
     if release:
@@ -96,6 +96,34 @@ async def test_exactly_one_leads_and_the_other_takes_over(
         assert "holderIdentity" not in api.store.get("leases", "flagger", "canarywatch")["spec"]
     if follower is b:
         assert calls == ["b-started"]
+
+
+async def test_a_restarted_leader_waits_out_its_predecessors_lease(
+    api: SimulatedApiServer,
+) -> None:
+    """A leader killed and restarted under the same replica name (a container restarted in its
+    pod) must not take its predecessor's unexpired Lease for its own: the standby, which watched
+    while it was down, takes over first (issue 12, the fault matrix's ``leader_failover``)."""
+    a = elector(api, "a", release_on_cancel=False)  # no release: as after SIGKILL
+    b = elector(api, "b")
+    async with started(a, b) as tasks:
+        await until(lambda: a.is_leader, within=RETRY * 3)
+        assert not b.is_leader
+        tasks["a"].cancel()
+        await asyncio.wait({tasks["a"]})
+        await asyncio.sleep(RETRY * 1.5)  # a process takes a moment to start again
+        restarted = elector(api, "a", release_on_cancel=False)
+        assert restarted.holder_identity != a.holder_identity
+        assert restarted.holder_identity.startswith("a_")
+        async with started(restarted):
+            await until(lambda: b.is_leader or restarted.is_leader, within=LEASE + 2 * RETRY)
+            assert b.is_leader
+            assert not restarted.is_leader
+            lease = api.store.get("leases", "flagger", "canarywatch")
+            assert lease["spec"]["holderIdentity"] == b.holder_identity
+            await asyncio.sleep(RETRY * 1.5)  # and it stays so: the restarted one is a standby
+            assert b.is_leader
+            assert not restarted.is_leader
 
 
 async def test_losing_the_api_steps_down_within_the_lease_and_re_enters(

@@ -18,6 +18,16 @@ notifications (``dispatch`` reads :attr:`LeaderElector.is_leader`). This wraps
 - There is no release on shutdown upstream: on cancellation a leader gives the Lease up
   (holder cleared, duration 1 s) so a successor takes over at its next retry instead of
   waiting out the lease.
+- The Lease names the *process*, not only the replica: ``holderIdentity`` is
+  ``<identity>_<random>``, new in every process (as kube-controller-manager and kube-scheduler
+  do, ``hostname_<uuid>``). With the bare replica name, a leader killed and restarted in the
+  same pod (same name) found its own unexpired Lease and led again at once, without what
+  happened while it was down: an Event folded and overwritten meanwhile is gone from the API
+  server, and only the standby, which watched throughout, had seen it (the fault matrix's
+  ``leader_failover``). Now the restarted process waits out the lease like any other
+  candidate, and the standby, which saw the last renewal a restart earlier, wins it first and
+  sends what it held. The cost: a single replica restarted after a crash waits
+  ``lease_duration`` before it delivers (a graceful stop hands the Lease back, no wait).
 
 Quirk: the library writes ``acquireTime``/``renewTime`` as *naive local time* suffixed ``Z``;
 run the pod in UTC (``TZ=UTC``, the default of distroless/python images) or other tools reading
@@ -33,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -120,7 +131,8 @@ def _status_exception(code: int, message: str) -> ApiException:
 
 
 class LeaderElector:
-    """Compete for Lease ``namespace/name`` as ``identity`` forever.
+    """Compete for Lease ``namespace/name`` as ``identity`` forever (in the Lease:
+    :attr:`holder_identity`, the identity and a per-process suffix; see the module docstring).
 
         elector = LeaderElector(configuration, name="canarywatch", namespace="flagger",
                                 identity=pod_name)
@@ -157,6 +169,10 @@ class LeaderElector:
         self.lease_name = name
         self.namespace = namespace
         self.identity = identity
+        """This replica's configured name (the pod's)."""
+        self.holder_identity = f"{identity}_{secrets.token_hex(4)}"
+        """What this process writes into the Lease: ``identity`` and a suffix new in every
+        process, so a restarted replica does not take its predecessor's lease for its own."""
         self.lease_duration_s = lease_duration_s
         self.renew_deadline_s = renew_deadline_s
         self.retry_period_s = retry_period_s
@@ -165,7 +181,7 @@ class LeaderElector:
         self._release_on_cancel = release_on_cancel
         self._clock: Clock = clock or SystemClock()
         self._log: FilteringBoundLogger = (log or structlog.get_logger(component="leader")).bind(
-            lease=f"{namespace}/{name}", identity=identity
+            lease=f"{namespace}/{name}", identity=self.holder_identity
         )
         self.became_leader = asyncio.Event()
         """Set while this replica leads; cleared when it stops."""
@@ -202,7 +218,7 @@ class LeaderElector:
                 lock = _BoundedLeaseLock(
                     self.lease_name,
                     self.namespace,
-                    self.identity,
+                    self.holder_identity,
                     api_client,
                     timeout_s=max(1.0, self.retry_period_s),
                     on_written=self._written,
@@ -285,7 +301,7 @@ class LeaderElector:
         try:
             async with asyncio.timeout(max(1.0, self.retry_period_s)):
                 lease = await api.read_namespaced_lease(self.lease_name, self.namespace)
-                if lease.spec is None or lease.spec.holder_identity != self.identity:
+                if lease.spec is None or lease.spec.holder_identity != self.holder_identity:
                     return
                 lease.spec.holder_identity = None
                 lease.spec.lease_duration_seconds = 1
