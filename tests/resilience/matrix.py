@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
+import math
 import os
 import re
 import signal
@@ -58,8 +60,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from canarywatch.model import SELF_NAMESPACE
 from canarywatch.simulator import FaultPlan, SimulatedApiServer, Store
+from canarywatch.simulator.event_recorder import COMBINED_PREFIX
 from canarywatch.simulator.flagger import FINALISING, FlaggerSimulator, SimulatedCanary
 from canarywatch.simulator.scenarios import SCENARIOS, Pace
+from canarywatch.simulator.store import ApiError, Change
 
 IDEMPOTENCY_HEADER = "X-Canarywatch-Idempotency-Key"
 _LABEL = re.compile(r'(\w+)=\\?"([^"\\]*)\\?"')
@@ -83,6 +87,8 @@ class Made:
     rollout: int
     """Per canary: 1 for the first ``revision-detected`` of the run, 2 for the next, ..."""
     step: str
+    revisions: tuple[int, int] = (0, 0)
+    """The store's revision before and after the tick: its writes are in ``(before, after]``."""
 
     @property
     def key(self) -> TransitionKey:
@@ -118,7 +124,12 @@ class Truth:
         self._flows: dict[str, _Flow] = {}
 
     def record(
-        self, canary: SimulatedCanary, step: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        canary: SimulatedCanary,
+        step: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        revisions: tuple[int, int] = (0, 0),
     ) -> None:
         now = time.monotonic()
         key = canary.key
@@ -195,7 +206,7 @@ class Truth:
         elif step not in ("tick", "deploy", "delete"):
             self.unmapped.append(f"{key}: {step}")
         for transition, detail in made:
-            self.made.append(Made(key, transition, detail, now, flow.rollout, step))
+            self.made.append(Made(key, transition, detail, now, flow.rollout, step, revisions))
 
     def per_canary(self) -> dict[str, list[Made]]:
         out: dict[str, list[Made]] = {}
@@ -252,8 +263,11 @@ class TracedCanary:
             return value
 
         def step(*args: Any, **kwargs: Any) -> Any:
+            store = self._canary.sim.store
+            before = store.resource_version
             result = value(*args, **kwargs)  # a tick Flagger could not take raises: not made
-            self._truth.record(self._canary, name, args, kwargs)
+            revisions = (before, store.resource_version)
+            self._truth.record(self._canary, name, args, kwargs, revisions)
             return result
 
         return step
@@ -626,6 +640,138 @@ def judge(truth: Truth, arrivals: Iterable[Arrival]) -> Verdict:
     return Verdict(len(truth.made), got, findings, known, max_delay, max_delay_of, sequences)
 
 
+FOLDABLE_STEPS = frozenset(
+    {
+        "analysis-started",
+        "weight-advanced",
+        "iteration-advanced",
+        "promoting",
+        "finalising",
+        "halted",
+    }
+)
+"""One-shot steps a folded-and-overwritten Event can take with it (README, "Folded Events"):
+verdicts and conditions are always recovered from the Canary status."""
+
+
+def _status_shows(made: Made, status: Mapping[str, Any]) -> bool:
+    """Whether the Canary ``status`` still shows ``made`` (a relist could recover it from it)."""
+    match made.transition:
+        case "weight-advanced":
+            return str(status.get("canaryWeight")) == made.detail
+        case "iteration-advanced":
+            return str(status.get("iterations")) == made.detail
+        case "promoting":
+            return status.get("phase") == "Promoting"
+        case "finalising":
+            return status.get("phase") == FINALISING
+        case "halted":
+            return int(status.get("failedChecks") or 0) > 0
+        case "analysis-started":
+            return False  # the status has no field for it (EVENTS_ONLY)
+        case _:
+            return True  # not a foldable step: never excused
+
+
+def _same_object(change: Change, other: Change) -> bool:
+    meta, theirs = change.object["metadata"], other.object["metadata"]
+    return bool(meta["namespace"] == theirs["namespace"] and meta["name"] == theirs["name"])
+
+
+def unseen_fold(made: Made, store: Store, sights: Sequence[tuple[int, float]]) -> tuple[bool, str]:
+    """Whether no daemon process could ever have seen ``made`` (README, "Folded Events"), with
+    the proof, or why that is not proven. All of it must hold, judged on the simulated store's
+    own history:
+
+    - no process was watching when Flagger made it (no ``sights`` span covers the tick);
+    - every Event the tick wrote was folded by client-go into a "(combined from similar
+      events)" Event, and the next message overwrote it before any process listed again;
+    - the Canary status at that next list no longer shows the step.
+
+    A compacted history proves nothing."""
+    before, after = made.revisions
+    if (before, after) == (0, 0) or made.transition not in FOLDABLE_STEPS:
+        return False, "not a foldable step"
+    watching = [(listed, until) for listed, until in sights if listed <= after <= until]
+    if watching:
+        return False, f"made at revision {after} while a process watched {watching[0]}"
+    later = [listed for listed, _ in sights if listed > after]
+    if not later:
+        return False, f"made at revision {after}, and no process listed after it"
+    looked = min(later)
+    namespace, name = made.canary.split("/", 1)
+    try:
+        history = store.changes_since("events", before)
+        canaries = store.snapshot("canaries", looked, namespace)
+    except ApiError:
+        return False, "the store's history was compacted"
+    written = [
+        c
+        for c in history
+        if c.rv <= after
+        and c.object.get("involvedObject", {}).get("name") == name
+        and c.object["metadata"]["namespace"] == namespace
+    ]
+    for write in written:
+        message = str(write.object.get("message", ""))
+        if not message.startswith(COMBINED_PREFIX):
+            return False, f"its Event {message!r} (revision {write.rv}) was not folded"
+        over = next((c for c in history if c.rv > write.rv and _same_object(c, write)), None)
+        if over is None or over.rv > looked:
+            return False, (
+                f"its folded Event (revision {write.rv}) was still there when a process listed "
+                f"at revision {looked}"
+            )
+    canary = next((c for c in canaries if c["metadata"]["name"] == name), None)
+    status = (canary or {}).get("status") or {}  # deleted meanwhile: it shows nothing
+    if _status_shows(made, status):
+        shown = {k: status.get(k) for k in ("phase", "canaryWeight", "iterations", "failedChecks")}
+        return False, f"the Canary status still showed it at revision {looked}: {shown}"
+    killed = max([until for _, until in sights if until < after], default=0)
+    return True, (
+        f"{made.canary} {made.transition}{_detail(made.detail)} of rollout #{made.rollout} "
+        f"(revision {after}): no process watched between revision {killed:.0f} and the next "
+        f"list at {looked}; its {len(written)} folded Event write(s) were overwritten before "
+        "that list, and the status then no longer showed it"
+        + ("" if canary is not None else " (the Canary was deleted)")
+    )
+
+
+def excuse_unseen_folds(
+    verdict: Verdict, truth: Truth, store: Store, daemons: Iterable[DaemonProcess]
+) -> list[str]:
+    """Move each LOST step that ``unseen_fold`` proves nobody could have seen from the findings
+    to ``known`` (the documented limit of issue 12, item 10); returns the proofs. A LOST step
+    it cannot excuse keeps its finding, with why in its note."""
+    sights = [span for daemon in daemons for span in daemon.sights()]
+    proofs: list[str] = []
+    used: set[int] = set()
+    for finding in [f for f in verdict.findings if f.kind == "LOST"]:
+        why: list[str] = []
+        for index, made in enumerate(truth.made):
+            if index in used or (
+                made.canary,
+                made.transition,
+                made.detail,
+                f"#{made.rollout}",
+            ) != (finding.canary, finding.transition, finding.detail, finding.rollout):
+                continue
+            proven, text = unseen_fold(made, store, sights)
+            if proven:
+                used.add(index)
+                verdict.findings.remove(finding)
+                verdict.known.append(f"unrecoverable (folded while nobody watched): {text}")
+                proofs.append(text)
+                break
+            why.append(text)
+        else:
+            if why and finding.transition in FOLDABLE_STEPS:
+                place = verdict.findings.index(finding)
+                note = f"{finding.note}; not excused: {'; '.join(why)}".lstrip("; ")
+                verdict.findings[place] = dataclasses.replace(finding, note=note)
+    return proofs
+
+
 def _detail(detail: str) -> str:
     return f"[{detail}]" if detail else ""
 
@@ -684,6 +830,10 @@ class DaemonProcess:
         self.log_path = workdir / f"{name}-0.log"
         self.exits: list[tuple[int, int | None, str]] = []
         """``(run, exit code, how)``: ``killed`` (by us), ``stopped`` (SIGTERM), ``exited``."""
+        self.revision: Callable[[], int] | None = None
+        """The simulated store's current revision (``Run.daemon`` sets it)."""
+        self.killed_at: dict[int, int] = {}
+        """Run -> the store's revision when it got SIGKILL (what it could have seen, at most)."""
 
     @property
     def running(self) -> bool:
@@ -714,6 +864,8 @@ class DaemonProcess:
         assert self.process is not None
         self.check_alive()
         if self.process.poll() is None:
+            if self.revision is not None:
+                self.killed_at[self.runs] = self.revision()
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
             self.exits.append((self.runs, self.process.returncode, "killed"))
@@ -739,6 +891,21 @@ class DaemonProcess:
             for run, code, how in self.exits
             if how == "exited" or (how == "stopped" and code != 0)
         ]
+
+    def sights(self) -> list[tuple[int, float]]:
+        """Per run, the store revisions its Events watch could see: from its first list (its
+        ``watch_listed`` log line) to its SIGKILL (``inf``: not killed). A run killed before it
+        listed saw nothing. Generous on purpose (a watch that lagged counts as seeing), since
+        ``unseen_fold`` excuses only what no run could have seen."""
+        out: list[tuple[int, float]] = []
+        for run in range(1, self.runs + 1):
+            for line in self.log_text(run).splitlines():
+                if '"watch_listed"' not in line or '"resource": "events"' not in line:
+                    continue
+                listed = int(json.loads(line)["resource_version"])
+                out.append((listed, float(self.killed_at.get(run, math.inf))))
+                break
+        return out
 
     def log_text(self, run: int | None = None) -> str:
         path = self.log_path if run is None else self.workdir / f"{self.name}-{run}.log"

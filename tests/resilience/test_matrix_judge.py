@@ -7,23 +7,30 @@ delivery must land in its column (and a right one in none).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from datetime import UTC, datetime
 
 import pytest
 from tests.resilience.matrix import (
     IDEMPOTENCY_HEADER,
     Arrival,
+    Finding,
     Made,
     TracedFlagger,
     Truth,
+    Verdict,
+    excuse_unseen_folds,
     expected_of,
     judge,
+    unseen_fold,
 )
 
 from canarywatch.clock import VirtualClock
 from canarywatch.simulator import Store
-from canarywatch.simulator.scenarios import SCENARIOS, play_all, virtual_pace
+from canarywatch.simulator.flagger import PODINFO_ANALYSIS
+from canarywatch.simulator.scenarios import SCENARIOS, play_all, promoted_rollout, virtual_pace
 
 CANARY = "test/podinfo"
 
@@ -160,3 +167,94 @@ def test_a_no_traffic_announced_as_halted_is_the_known_discrepancy() -> None:
     assert verdict.clean
     assert len(verdict.known) == 1
     assert "no-traffic" in verdict.known[0]
+
+
+# -- unseen_fold: the proof behind "unrecoverable (folded while nobody watched)" ---------------
+
+
+async def folded_history() -> tuple[Store, Truth]:
+    """Two promoted rollouts of test/podinfo a minute per step: by the second, client-go folds
+    most Normal messages into one "(combined from similar events)" Event, each overwriting the
+    one before (the simulator's arbitrary choice is seeded, so which ones is the same every run:
+    the second ``promoting`` is folded and the ``finalising`` tick overwrites it)."""
+    clock = VirtualClock(datetime(2025, 1, 2, 9, 0, tzinfo=UTC))
+    store, truth = Store(clock=clock), Truth()
+    sim = TracedFlagger(store, truth, cluster_name="sim")
+    c = sim.create_canary("test", "podinfo", analysis=PODINFO_ANALYSIS)
+    pace = virtual_pace(clock)
+    await promoted_rollout(c, pace, revision="aaa111", not_ready=False)
+    await promoted_rollout(c, pace, revision="bbb222", not_ready=False)
+    return store, truth
+
+
+def second(truth: Truth, transition: str, detail: str = "") -> Made:
+    """The second rollout's ``transition[detail]``."""
+    return next(m for m in truth.made if m.rollout == 2 and m.key == (transition, detail))
+
+
+async def test_a_folded_step_overwritten_while_nobody_watched_is_proven_unseen() -> None:
+    store, truth = await folded_history()
+    step, overwriting = second(truth, "promoting"), second(truth, "finalising")
+    start = truth.made[0].revisions[0]
+    # Killed just before the step; the next process listed after the overwrite.
+    sights = [(start, float(step.revisions[0])), (overwriting.revisions[1], math.inf)]
+    proven, proof = unseen_fold(step, store, sights)
+    assert proven, proof
+    assert "promoting of rollout #2" in proof
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["watched when made", "listed before the overwrite", "status still shows it", "not folded"],
+)
+async def test_a_step_somebody_could_have_seen_is_not_excused(case: str) -> None:
+    store, truth = await folded_history()
+    made, overwriting = second(truth, "promoting"), second(truth, "finalising")
+    start = truth.made[0].revisions[0]
+    killed, relisted = float(made.revisions[0]), overwriting.revisions[1]
+    if case == "watched when made":
+        killed = float(made.revisions[1])
+    elif case == "listed before the overwrite":
+        relisted = made.revisions[1] + 1  # the list shows the combined Event (and the phase)
+    elif case == "status still shows it":
+        # The same folded, overwritten Event, for a step the status at the list does show.
+        made = dataclasses.replace(made, transition="finalising")
+    elif case == "not folded":
+        # The second rollout's 20 % step: client-go counted it on the first one's own Event
+        # (same message), which nothing overwrote.
+        made = second(truth, "weight-advanced", "20")
+        killed = float(made.revisions[0])
+    proven, why = unseen_fold(made, store, [(start, killed), (relisted, math.inf)])
+    assert not proven
+    assert why.startswith(
+        {
+            "watched when made": "made at revision",
+            "listed before the overwrite": "its folded Event",
+            "status still shows it": "the Canary status still showed it",
+            "not folded": "its Event 'Advance podinfo.test canary weight 20'",
+        }[case]
+    ), why
+
+
+async def test_excuse_moves_only_proven_losses_to_known() -> None:
+    store, truth = await folded_history()
+    step, overwriting = second(truth, "promoting"), second(truth, "finalising")
+    watched = second(truth, "weight-advanced", "20")  # made while the first process watched
+    lost = [
+        Finding("LOST", CANARY, m.transition, m.detail, f"#{m.rollout}", "")
+        for m in (watched, step)
+    ]
+    verdict = Verdict(len(truth.made), judge(truth, []).announced, list(lost), [], 0.0, "")
+
+    class Killed:
+        """A daemon killed just before ``step``, listed again after ``overwriting``."""
+
+        def sights(self) -> list[tuple[int, float]]:
+            start = truth.made[0].revisions[0]
+            return [(start, float(step.revisions[0])), (overwriting.revisions[1], math.inf)]
+
+    proofs = excuse_unseen_folds(verdict, truth, store, [Killed()])  # type: ignore[list-item]
+    assert len(proofs) == 1
+    assert [(f.kind, f.transition) for f in verdict.findings] == [("LOST", "weight-advanced")]
+    assert "not excused: made at revision" in verdict.findings[0].note
+    assert any("promoting of rollout #2" in k for k in verdict.known)

@@ -22,6 +22,7 @@ Caches are LRUs of 4096 entries, like client-go's. Time comes only from the inje
 from __future__ import annotations
 
 import enum
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -121,8 +122,10 @@ class FlaggerEventRecorder:
         host: str = "",
         reporting_component: str | None = "flagger",
         expire_ttl: bool = True,
+        seed: int = 0,
     ) -> None:
         self.store = store
+        self._rng = random.Random(seed)  # noqa: S311 - reproducible runs, not security
         self.clock = clock
         self.component = component
         self.host = host
@@ -199,7 +202,10 @@ class FlaggerEventRecorder:
         self._aggregates.put(aggregate_key, record)
         if len(record.local_keys) < AGGREGATE_MAX_EVENTS:
             return event, self._event_key(event)
-        record.local_keys.pop()  # do not grow the set past the threshold (client-go PopAny)
+        # Do not grow the set past the threshold. client-go's PopAny drops an arbitrary key (Go's
+        # map order); a seeded choice keeps that arbitrary but the same in every run (a Python
+        # ``set.pop`` followed the per-process string hash: which steps folded changed per run).
+        record.local_keys.discard(self._rng.choice(sorted(record.local_keys)))
         stamp = format_time(now)
         combined: Obj = {
             "metadata": {"name": self._event_name(ref["name"], now), "namespace": ref["namespace"]},
