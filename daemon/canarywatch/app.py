@@ -313,14 +313,17 @@ class App:
     def _restore_correlator(self, state: StateStore) -> Correlator:
         hints = policy.label_hints(self.config)
         waits = policy.spec_wait_clusters(self.config)
+        names = policy.name_wait_clusters(self.config)
         saved = state.load_canary_states()
         try:
-            return Correlator.restore(saved, label_hints=hints, spec_wait_clusters=waits)
+            return Correlator.restore(
+                saved, label_hints=hints, spec_wait_clusters=waits, name_wait_clusters=names
+            )
         except ValueError as exc:
             # A state file from an incompatible version: start fresh rather than not at all;
             # the notification log still prevents repeats.
             self._log.error("state_restore_failed", error=str(exc))
-            return Correlator(label_hints=hints, spec_wait_clusters=waits)
+            return Correlator(label_hints=hints, spec_wait_clusters=waits, name_wait_clusters=names)
 
     async def _build_sinks(
         self,

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import Counter
 from pathlib import Path
 
 import pytest
 from tests.resilience import (
     SOAK,
-    Key,
     ScaledClock,
     announced,
     daemon_config,
@@ -116,14 +114,6 @@ async def chaos(cluster: Cluster, rng: random.Random, log: list[str]) -> None:
         log.append("restart")
 
 
-def _is_status_first_halt(got: Counter[Key], want: Counter[Key]) -> bool:
-    """The one known discrepancy: each missing ``no-traffic`` was announced as ``halted``."""
-    lost, extra = want - got, got - want
-    if not lost or any(t != "no-traffic" for _, t, _ in lost):
-        return False
-    return extra == Counter({(c, "halted", d): n for (c, _, d), n in lost.items()})
-
-
 @pytest.mark.parametrize("seed", seeds())
 async def test_faults_lose_and_repeat_nothing(seed: int, tmp_path: Path) -> None:
     rng = random.Random(seed)
@@ -152,13 +142,6 @@ async def test_faults_lose_and_repeat_nothing(seed: int, tmp_path: Path) -> None
             await cluster.stop()
         got = announced(r.json() for r in receiver.requests)
 
-    swapped = dict(want - got)
-    if got != want and _is_status_first_halt(got, want):
-        pytest.xfail(
-            f"known issue (seed {seed}): the Canary status (failedChecks rising) arrived before "
-            "the 'no values found' Event, so the analysis condition was announced as 'halted' "
-            f"instead of 'no-traffic' (announced once, neither lost nor repeated): {swapped}"
-        )
     assert got == want, f"seed {seed}, scenarios {names}, faults {injected}: {diff(got, want)}"
     assert fired > 0, f"no programmed fault was ever hit: {injected}"
     observed = registry.get_sample_value(

@@ -201,7 +201,9 @@ class Pipeline:
         self, candidate: CanaryEvent, now: datetime, *, stale_before: datetime | None = None
     ) -> list[CanaryEvent]:
         """Correlate, inhibit, route and group one candidate event, after the candidates it
-        released (held behind a rollout start waiting for its spec, ``correlate.SPEC_WAIT``).
+        released (held behind a rollout start waiting for its spec, ``correlate.SPEC_WAIT``, or
+        a status halt waiting for its name, ``correlate.NAME_WAIT``); a candidate that names a
+        held halt takes its place, and the halt and what waited behind it follow.
 
         ``stale_before`` (start-up catch-up policy): a new transition that happened before it
         is recorded (it is state the correlator needs) but not notified.
@@ -213,13 +215,14 @@ class Pipeline:
             # the default inhibit rule mutes the held steps at the flush.
             self._flushed.extend(self._emit(self.grouper.due(now)))
         result = self.correlator(candidate, now)
-        taken = [*result.released, (candidate, result)]
+        taken = [*result.released, (candidate, result), *result.then]
         new += [e for c, r in taken if (e := self._take(c, r, now, stale_before)) is not None]
         return new
 
     def release_held(self, now: datetime, *, everything: bool = False) -> list[CanaryEvent]:
-        """Take the rollout starts whose spec did not come in time (``everything``: all held,
-        at shutdown), with what waited behind them; the new transitions they made."""
+        """Take the holds that were not released in time (a rollout start without its spec, a
+        status halt without its name; ``everything``: all held, at shutdown), with what waited
+        behind them; the new transitions they made."""
         released = (
             self.correlator.release_all(now) if everything else self.correlator.release_due(now)
         )
@@ -400,7 +403,7 @@ class Pipeline:
     # -- output -----------------------------------------------------------------------------
 
     def due(self, now: datetime) -> list[Notification]:
-        """What is due at ``now``, after the held rollout starts due then (``release_held``;
+        """What is due at ``now``, after the holds due then (``release_held``;
         the runner calls that first, for the new transitions it makes)."""
         self.release_held(now)
         early, self._flushed = self._flushed, []
@@ -452,7 +455,7 @@ class Pipeline:
         return n if len(kept) == len(n.events) else dataclasses.replace(n, events=tuple(kept))
 
     def next_deadline(self) -> datetime | None:
-        """The next group timer or held rollout start's release, whichever is first."""
+        """The next group timer or hold's release, whichever is first."""
         times = [t for t in (self.grouper.next_deadline(), self.correlator.next_release()) if t]
         return min(times, default=None)
 

@@ -13,6 +13,11 @@ and refresh its detail. To decide "the same", the correlator tracks per canary:
   else of its canary follows, until the status reveals the spec (``SPEC_WAIT`` at most, or a
   verdict): so the id does not depend on which source was first, in this process, in a
   standby, or after a relist;
+- the **name** of an analysis episode: the Canary status says only "a check failed"
+  (``halted``), the Event says why ("no values found": ``no-traffic``). Where the Events are
+  watched (``name_wait_clusters``), a status-derived ``halted`` that would open the analysis
+  condition is held the same way (``NAME_WAIT`` at most, or a verdict) for the Event to name
+  the episode. One hold mechanism serves both (``HoldReason``);
 - the **conditions** a transition opens (``gate``, ``readiness``, ``analysis``,
   ``rollout-failed``, ``source``) and their **episodes**: reopening a closed condition in the same
   rollout is a new episode (a new notification), repeating an open one is not.
@@ -30,11 +35,13 @@ from a slower source must not close a condition that was opened after the origin
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import math
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import MappingProxyType
 
 from canarywatch.identity import canary_key, fingerprint
 from canarywatch.model import (
@@ -69,9 +76,24 @@ SPEC_WAIT = timedelta(seconds=3)
 it. Flagger writes the status in the reconcile that records the Event, so the watch delivers it
 within milliseconds; this bounds the wait when the status watch is down or slow."""
 
+NAME_WAIT = timedelta(seconds=2)
+"""How long a ``halted`` first reported by the Canary status (``failedChecks`` rose) is held
+for the Kubernetes Event that says why, so that the episode is named by it (``no-traffic`` for
+"no values found", a ``halted`` with its metric otherwise) rather than by whichever came first.
+
+Flagger records the warning Event and then writes ``failedChecks`` in the same reconcile
+(``pkg/controller/scheduler.go``, ``runAnalysis`` then ``SetStatusFailedChecks``), but
+client-go's recorder writes the Event from a background goroutine, so the status can reach the
+watch first by the length of one API write: milliseconds, a few hundred under load. When that
+write fails, client-go retries only after 10 s (``tools/record``, ``defaultSleepDuration``), and
+its spam filter drops Events outright: waiting longer than a second or two buys nothing and
+delays a warning. 2 s is well past the ordinary gap and below both that retry and Flagger's
+shortest analysis interval (10 s), so a wait never spans two checks. Past it the episode is
+announced as ``halted``, as without the wait."""
+
 MAX_HELD = 256
-"""Events of one canary held behind such a start at most (a backlog replayed at start-up can
-hold a whole rollout until the status in it); past this they are released without the spec."""
+"""Events of one canary held behind such a start (or halt) at most (a backlog replayed at
+start-up can hold a whole rollout until the status in it); past this they are released."""
 
 LABEL_MEMORY = 32
 """Rollout ids remembered per canary, to tell a revision deployed again from its first rollout."""
@@ -82,6 +104,16 @@ Below Flagger's minimum analysis interval (10 s), the time before anything new c
 
 CONFIRM_ROLLOUT = "rollout"
 """The gate (``detail``) of ``confirm-rollout`` webhooks: passed before the revision starts."""
+
+
+class HoldReason(enum.Enum):
+    """Why a canary's events are held (``Correlator``): each reason has its own wait."""
+
+    SPEC = "spec"
+    """A rollout start reported without its spec waits for the Canary status (``SPEC_WAIT``)."""
+    NAME = "name"
+    """A status-derived ``halted`` waits for the Event that names the episode (``NAME_WAIT``)."""
+
 
 _CLOSES_ANALYSIS = frozenset(
     {Transition.WEIGHT_ADVANCED, Transition.ITERATION_ADVANCED, Transition.PROMOTING}
@@ -116,10 +148,15 @@ class Correlation:
     duplicate_of: CanaryEvent | None = None
     resolved: tuple[CanaryEvent, ...] = ()
     held: bool = False
-    """The candidate waits behind a rollout start held for its spec: nothing to do yet."""
+    """The candidate is held (a start waiting for its spec, a status halt waiting for its
+    name) or waits behind one: nothing to do yet."""
     released: tuple[tuple[CanaryEvent, Correlation], ...] = ()
     """Held candidates this one released, each with what it made, in order: to be taken
     before this correlation."""
+    then: tuple[tuple[CanaryEvent, Correlation], ...] = ()
+    """Held candidates to be taken *after* this correlation, in order: this one named a held
+    status halt and took its place (``NAME_WAIT``); the halt (now a repeat) and what waited
+    behind it follow."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,9 +241,17 @@ class _CanaryState:
     """The ids of the canary's latest rollouts (``LABEL_MEMORY``), oldest first: a revision
     deployed again (A, B, A) gets another id than its first rollout had."""
     held: list[CanaryEvent] = field(default_factory=list)
-    """A rollout start reported without its spec, then what followed it, waiting for the
-    status to reveal the spec (not persisted: a restart lists them again)."""
+    """A rollout start reported without its spec, or a status halt waiting for its name
+    (``held_for``), then what followed it.
+
+    Not persisted: holds last seconds, and the runner releases every one before the shutdown
+    snapshot (``release_held(everything=True)`` at ``StopIntake``). After a crash, a held
+    start's Event is listed again; a held halt's Canary is first seen again (state, not news),
+    but the Event that would have named it is listed again and announces the episode: the same
+    as for a halt still waiting in its group (``group_wait``), whose canary's state is not
+    written yet either."""
     held_until: datetime | None = None
+    held_for: HoldReason | None = None
 
 
 class Correlator:
@@ -221,14 +266,19 @@ class Correlator:
         *,
         label_hints: Mapping[str, str] | None = None,
         spec_wait_clusters: Collection[str] = (),
+        name_wait_clusters: Collection[str] = (),
     ) -> None:
         self._canaries: dict[CanaryRef, _CanaryState] = {}
         self._label_hints = dict(label_hints or {})
         self._spec_wait_clusters = frozenset(spec_wait_clusters)
         """Clusters whose Canary status is watched: a start without its spec waits for it."""
-        self._holding: dict[CanaryRef, None] = {}
-        """The canaries holding a start, in the order they began to: ``release_due`` runs after
-        every observation and must not walk the whole fleet (issue 17)."""
+        self._name_wait_clusters = frozenset(name_wait_clusters)
+        """Clusters whose Events are watched: a status halt waits for the Event naming it."""
+        self._holding: dict[HoldReason, dict[CanaryRef, None]] = {r: {} for r in HoldReason}
+        """Per reason, the canaries holding, in the order they began to: every hold of one
+        reason lasts that reason's wait, so each queue is in deadline order and its due
+        canaries are at its front. ``release_due`` runs after every observation and must not
+        walk the whole fleet (issue 17)."""
 
     # -- public -----------------------------------------------------------------------------
 
@@ -242,43 +292,58 @@ class Correlator:
             # The very same Event occurrence again (re-listed after a restart).
             return Correlation()
         if state.held:
-            return self._behind_a_held_start(state, event, now)
+            return self._behind_a_hold(state, event, now)
+        return self._offer(state, event, now)
+
+    def _offer(self, state: _CanaryState, event: CanaryEvent, now: datetime) -> Correlation:
+        """``event`` of a canary holding nothing: held if it must wait (``HoldReason``),
+        correlated otherwise."""
         if self._waits_for_its_spec(state, event):
-            state.held = [event]
-            state.held_until = now + SPEC_WAIT
-            self._holding[event.canary] = None
-            return Correlation(held=True)
-        return self._correlate(state, event, now)
+            reason, wait = HoldReason.SPEC, SPEC_WAIT
+        elif self._waits_for_its_name(state, event):
+            reason, wait = HoldReason.NAME, NAME_WAIT
+        else:
+            return self._correlate(state, event, now)
+        state.held, state.held_for, state.held_until = [event], reason, now + wait
+        self._holding[reason][event.canary] = None
+        return Correlation(held=True)
 
     def release_due(self, now: datetime) -> list[tuple[CanaryEvent, Correlation]]:
-        """What was held for a spec that did not come within ``SPEC_WAIT``, taken now without
-        it, in order: each held candidate with what it made.
+        """What was held and not released within its wait (a spec or a name that did not
+        come), taken now without it, in order: each held candidate with what it made.
 
-        Starts are held in time order, each for ``SPEC_WAIT``, so the due ones are at the front
-        of ``_holding``: this stops at the first that is not due (it runs after every
-        observation; at start-up thousands of canaries may hold at once, issue 17).
+        Each reason's queue is in deadline order (``_holding``), so this stops at the first
+        canary of each that is not due (it runs after every observation; at start-up
+        thousands of canaries may hold at once, issue 17).
         """
         out: list[tuple[CanaryEvent, Correlation]] = []
-        while self._holding:
-            ref = next(iter(self._holding))
-            state = self._canaries[ref]
-            if state.held_until is not None and state.held_until > now:
-                break
-            out.extend(self._release(ref, state, now))  # takes ``ref`` out of ``_holding``
+        for queue in self._holding.values():
+            while queue:
+                ref = next(iter(queue))
+                state = self._canaries[ref]
+                if state.held_until is not None and state.held_until > now:
+                    break
+                out.extend(self._release(ref, state, now))  # takes ``ref`` out of ``queue``
         return out
 
     def release_all(self, now: datetime) -> list[tuple[CanaryEvent, Correlation]]:
-        """Everything held, taken now without a spec (at shutdown: nothing stays behind)."""
+        """Everything held, taken now as it is (at shutdown: nothing stays behind)."""
         out: list[tuple[CanaryEvent, Correlation]] = []
-        for ref in list(self._holding):
-            out.extend(self._release(ref, self._canaries[ref], now))
+        for queue in self._holding.values():
+            for ref in list(queue):
+                out.extend(self._release(ref, self._canaries[ref], now))
         return out
 
     def next_release(self) -> datetime | None:
         """When ``release_due`` has something to release next (``None``: nothing held): the
-        first holding canary's deadline (see ``release_due``)."""
-        first = next(iter(self._holding), None)
-        return None if first is None else self._canaries[first].held_until
+        earliest deadline at the front of a reason's queue (see ``release_due``)."""
+        first: datetime | None = None
+        for queue in self._holding.values():
+            if queue:
+                until = self._canaries[next(iter(queue))].held_until
+                if until is not None and (first is None or until < first):
+                    first = until
+        return first
 
     def _waits_for_its_spec(self, state: _CanaryState, event: CanaryEvent) -> bool:
         """A sighting that would start a new rollout without saying its spec, where the status
@@ -291,17 +356,38 @@ class Correlator:
             return False
         return not self._same_rollout(state, event)
 
+    def _waits_for_its_name(self, state: _CanaryState, event: CanaryEvent) -> bool:
+        """A ``halted`` from the Canary status that would open the analysis condition, where
+        the Events are watched: the Event saying why (metric, or no values) is on its way
+        (``NAME_WAIT``). A halt joining an open episode, or of an ended rollout, does not."""
+        if not _from_status(event) or Condition.ANALYSIS in state.open:
+            return False
+        if event.canary.cluster not in self._name_wait_clusters:
+            return False
+        return not state.rollout.ended
+
+    @staticmethod
+    def _names(state: _CanaryState, event: CanaryEvent) -> bool:
+        """Whether ``event`` names the status halt ``state`` holds: an analysis opener from a
+        source that says why (an Event, the webhook), of the current rollout."""
+        if state.held_for is not HoldReason.NAME or event.spec.opens is not Condition.ANALYSIS:
+            return False
+        if not event.sources or event.sources[0] is SourceName.CANARIES:
+            return False
+        began = state.rollout.began
+        return event.occurred_at is None or began is None or event.occurred_at >= began
+
     def release_before(
         self, event: CanaryEvent, now: datetime
     ) -> list[tuple[CanaryEvent, Correlation]]:
-        """What ``event`` releases of its canary's held start (see ``_releases``), taken now,
+        """What ``event`` releases of its canary's hold (see ``_releases``), taken now,
         in order; empty when it releases nothing. Call it before offering ``event``, and
         inhibit and route what it returns first: correlated in one call with ``event``, a held
         step was checked against the verdict that released it, firing already (the default
         inhibit rule muted it)."""
         state = self._canaries.get(event.canary)
-        if state is None or not state.held:
-            return []
+        if state is None or not state.held or self._names(state, event):
+            return []  # a name is taken in the halt's place (``_named``), not before it
         releases = self._releases(state, event)
         if releases is None:
             return []
@@ -309,11 +395,12 @@ class Correlator:
 
     @staticmethod
     def _releases(state: _CanaryState, event: CanaryEvent) -> str | None:
-        """Whether ``event`` releases the held start: a new spec reveals it (returned: the held
-        start takes it as its id); a verdict, another start or too long a queue release it
-        without one (``""``: a page is not held); ``None``: it waits behind them."""
+        """Whether ``event`` releases what is held: a new spec reveals a held start's
+        (returned: the start takes it as its id); a verdict, another start or too long a queue
+        release either hold without it (``""``: a page is not held); ``None``: it waits behind
+        them. (An Event naming a held halt is ``_names``.)"""
         spec = event.hints.get("spec", "")
-        if spec and spec != state.rollout.spec:
+        if state.held_for is HoldReason.SPEC and spec and spec != state.rollout.spec:
             return spec
         if (
             event.spec.ends_rollout
@@ -323,26 +410,44 @@ class Correlator:
             return ""
         return None
 
-    def _behind_a_held_start(
-        self, state: _CanaryState, event: CanaryEvent, now: datetime
-    ) -> Correlation:
-        """``event`` arrives while a start waits for its spec: it releases it (``_releases``)
-        or waits behind it."""
+    def _behind_a_hold(self, state: _CanaryState, event: CanaryEvent, now: datetime) -> Correlation:
+        """``event`` arrives while its canary holds: it names a held halt (``_names``),
+        releases what is held (``_releases``), or waits behind it."""
+        if self._names(state, event):
+            return self._named(event.canary, state, event, now)
         releases = self._releases(state, event)
         if releases is None:
             state.held.append(event)
             return Correlation(held=True)
         released = self._release(event.canary, state, now, spec=releases)
-        result = self._correlate(state, event, now)
+        result = self._offer(state, event, now)
         return dataclasses.replace(result, released=tuple(released))
+
+    def _named(
+        self, ref: CanaryRef, state: _CanaryState, event: CanaryEvent, now: datetime
+    ) -> Correlation:
+        """``event`` (an Event, the webhook) names the held status halt: it opens the episode
+        in the halt's place, with both sources (``_named_by``); the halt, now a repeat, and
+        what waited behind it follow (``Correlation.then``), exactly as when the Event comes
+        first."""
+        held = self._unhold(ref, state)
+        result = self._correlate(state, _named_by(event, held[0]), now)
+        then = tuple((e, self._correlate(state, e, now)) for e in held)
+        return dataclasses.replace(result, then=then)
+
+    def _unhold(self, ref: CanaryRef, state: _CanaryState) -> list[CanaryEvent]:
+        """Take ``state``'s (``ref``'s) hold off its queue; what it held, in order."""
+        if state.held_for is not None:
+            self._holding[state.held_for].pop(ref, None)
+        held, state.held, state.held_until, state.held_for = state.held, [], None, None
+        return held
 
     def _release(
         self, ref: CanaryRef, state: _CanaryState, now: datetime, *, spec: str = ""
     ) -> list[tuple[CanaryEvent, Correlation]]:
-        """Take what ``state`` (``ref``'s) holds, in order; the start gets ``spec`` as its id
-        if given."""
-        self._holding.pop(ref, None)
-        held, state.held, state.held_until = state.held, [], None
+        """Take what ``state`` (``ref``'s) holds, in order; a held start gets ``spec`` as its
+        id if given, a held halt is announced as what the status said (``halted``)."""
+        held = self._unhold(ref, state)
         out = []
         for n, event in enumerate(held):
             out.append((event, self._correlate(state, event, now, revealed=spec if n == 0 else "")))
@@ -487,9 +592,16 @@ class Correlator:
         *,
         label_hints: Mapping[str, str] | None = None,
         spec_wait_clusters: Collection[str] = (),
+        name_wait_clusters: Collection[str] = (),
     ) -> Correlator:
-        """A correlator continuing from ``snapshot()`` output; ``ValueError`` names a bad key."""
-        correlator = cls(label_hints=label_hints, spec_wait_clusters=spec_wait_clusters)
+        """A correlator continuing from ``snapshot()`` output; ``ValueError`` names a bad key.
+
+        Nothing held is in a snapshot (``_CanaryState.held``): the restored one holds nothing."""
+        correlator = cls(
+            label_hints=label_hints,
+            spec_wait_clusters=spec_wait_clusters,
+            name_wait_clusters=name_wait_clusters,
+        )
         for key, value in data.items():
             try:
                 ref, state = _state_from_json(value)
@@ -753,7 +865,9 @@ class Correlator:
             if cond is Condition.ANALYSIS and (_from_status(event) or _from_status(opened)):
                 # The Canary status says only "a check failed": it cannot tell a halt on a
                 # metric from no traffic, so it is the same episode as whatever the Events
-                # said (whichever arrived first names it).
+                # said. Where the Events are watched, a status halt first waits for the Event
+                # to name the episode (``NAME_WAIT``); one that did not come in time named it
+                # ``halted``, and the late Event joins that episode.
                 return (seq, opened.transition, opened.detail, episode)
             return (seq, event.transition, event.detail, episode)
         if event.transition is Transition.APPROVED:
@@ -1084,6 +1198,25 @@ def _from_status(event: CanaryEvent) -> bool:
         event.transition is Transition.HALTED
         and bool(event.sources)
         and event.sources[0] is SourceName.CANARIES
+    )
+
+
+def _named_by(event: CanaryEvent, halt: CanaryEvent) -> CanaryEvent:
+    """The episode opener when ``event`` (Flagger's words) names the status ``halt`` held for
+    it: transition, detail, message and reason from ``event``; the sources of both; what only
+    the status knows (failed checks, its hints: spec, Canary labels for routing) from ``halt``;
+    seen when the halt was."""
+    checks = [n for n in (event.failed_checks, halt.failed_checks) if n is not None]
+    return dataclasses.replace(
+        event,
+        observed_at=min(event.observed_at, halt.observed_at),
+        sources=_union(event.sources, halt.sources),
+        failed_checks=max(checks) if checks else None,
+        reason=event.reason or halt.reason,
+        phase=event.phase or halt.phase,
+        weight=event.weight if event.weight is not None else halt.weight,
+        target=event.target or halt.target,
+        hints=MappingProxyType({**halt.hints, **event.hints}),
     )
 
 

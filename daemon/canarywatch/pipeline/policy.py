@@ -105,6 +105,16 @@ def spec_wait_clusters(config: Config | None) -> frozenset[str]:
     return frozenset(cluster.name for cluster in config.clusters if cluster.watch_canaries)
 
 
+def name_wait_clusters(config: Config | None) -> frozenset[str]:
+    """The clusters whose Kubernetes Events are watched: there a ``halted`` first reported by
+    the Canary status waits for the Event that says why (``correlate.NAME_WAIT``), so the
+    analysis episode is named ``no-traffic`` when Flagger found no values, whichever source
+    came first. Without the Events nothing could name it: the status halt is sent at once."""
+    if config is None:
+        return frozenset()
+    return frozenset(cluster.name for cluster in config.clusters if cluster.watch_events)
+
+
 def label_hints(config: Config | None) -> dict[str, str]:
     """Hint keys of the canaries source -> routing label names, from ``labels:``.
 
@@ -150,7 +160,9 @@ def build_pipeline(
         normaliser=normaliser,
         correlator=correlator
         or Correlator(
-            label_hints=label_hints(config), spec_wait_clusters=spec_wait_clusters(config)
+            label_hints=label_hints(config),
+            spec_wait_clusters=spec_wait_clusters(config),
+            name_wait_clusters=name_wait_clusters(config),
         ),
         silencer=silencer,
         metrics=metrics,

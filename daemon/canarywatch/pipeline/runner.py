@@ -188,7 +188,8 @@ class Runner:
                 new.extend(made)
                 due.extend(flushed)
             if stop is not None:
-                # Nothing stays held for a spec: held, it would be neither sent nor saved.
+                # Nothing stays held (for a spec, for a name): it would be neither sent nor
+                # saved (``Correlator`` holds are not snapshotted).
                 new.extend(self.pipeline.release_held(now, everything=True))
                 due.extend(
                     self.pipeline.flush_all(now) if stop.flush_all else self.pipeline.due(now)
@@ -270,5 +271,5 @@ class Runner:
             if getter.done() and not getter.cancelled():
                 return getter.result()
             now = self._clock.now()
-            released = self.pipeline.release_held(now)  # a start whose spec did not come
+            released = self.pipeline.release_held(now)  # a spec or a name that did not come
             await self._commit(self.pipeline.due(now), released)
