@@ -23,7 +23,9 @@ Reported per case: LOST, DUPLICATED (after dropping exact resends, which carry t
 the simulator made the transition; reported, not asserted); see ``matrix.judge`` for the rules.
 A LOST step is excused (counted as known) only by ``matrix.unseen_fold``'s proof from the
 store's history that no daemon process could have seen it (folded and overwritten while
-nobody watched, and gone from the Canary status); otherwise it fails, with why.
+nobody watched, and gone from the Canary status); otherwise it fails, with why. Under the
+faults that keep the Events watch from delivering (``EVENTS_IMPAIRED``), a no-traffic episode
+named ``halted`` by the Canary status is known too (README, *Run the event webhook too*).
 Asserted: the first four are 0; where the fault prevents truth (API outage, silent watch, disk
 full) ``/readyz`` answered 503 and ``canarywatch_source_up`` (disk: ``..._state_store_writable``)
 read 0 at some point during the fault. A silent stream is only detectable once its replacement
@@ -106,6 +108,9 @@ SETTLE_TIMEOUT_S = 60.0 if SOAK else 30.0
 TWO_ROLLOUTS = "rollback_then_promotion"
 """This module's own script (not in ``SCENARIOS``): one canary, a verdict, the next revision."""
 SUMMARY: list[Row] = []
+EVENTS_IMPAIRED = frozenset({"silent_watch", "api_outage"})
+"""Faults that keep the Events watch from delivering for seconds: there the Canary status may
+name an analysis episode (``halted`` for Flagger's no-traffic) before the Event can."""
 
 
 def seeds(fault: str) -> list[int]:
@@ -586,14 +591,13 @@ async def test_fault_matrix(fault: str, seed: int, tmp_path: Path) -> None:
 
     assert not run.harness, "harness: " + "\n".join(run.harness) + f"\n\n{report}"
     problems = [*unready, *exits]
-    # Known and fine: "announced late" (Events-only steps) and "unrecoverable" (folded while
-    # nobody watched, proven by ``excuse_unseen_folds``); not yet: a no-traffic named halted.
-    swapped = [k for k in verdict.known if "announced as halted" in k]
-    if verdict.clean and not problems and swapped:
-        pytest.xfail(
-            f"known issue ({fault}, seed {seed}): the Canary status (failedChecks rising) arrived "
-            f"before the 'no values found' Event: {swapped}"
-        )
+    # Known and fine: "announced late" (Events-only steps), "unrecoverable" (folded while nobody
+    # watched, proven by ``excuse_unseen_folds``) and, where the fault keeps the Events watch
+    # from delivering for longer than ``NAME_WAIT`` (README, *Run the event webhook too*), a
+    # no-traffic episode named by the Canary status ("announced as halted": once, same episode).
+    named = [k for k in verdict.known if "announced as halted" in k]
+    if named and fault not in EVENTS_IMPAIRED:
+        problems.append(f"named by the status although the Events watch was fine: {named}")
     assert verdict.clean, f"{fault} seed {seed}:\n{report}\n" + "\n".join(problems)
     assert not problems, f"{fault} seed {seed}: " + "\n".join(problems) + f"\n\n{report}"
     assert verdict.made > 0
