@@ -6,8 +6,9 @@
   ``revision-detected`` starts a rollout) and the wall time it was made. ``check()`` compares
   the recorded sequence with the scenarios' declared ``expected`` transitions, so the truth
   model itself is tested on every run.
-- ``TimedReceiver``: the webhook endpoint, with arrival times, the status it answered, and an
-  outage switch (500 while ``failing``).
+- The webhook endpoint is ``tests.support.webhook_receiver`` (``path="/"``): arrival times,
+  the status it answered, and an outage switch (500 while ``failing``); ``Arrival`` is its
+  ``Captured``.
 - ``Cluster``: ``SimulatedApiServer`` restartable on the same port with the same store and plan.
 - ``DaemonProcess``: ``python -m canarywatch run --config FILE`` as a child process on a fixed
   port, one JSON log per run; ``kill()`` is SIGKILL (by pid), ``stop()`` SIGTERM.
@@ -48,15 +49,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
+from tests.support.webhook_receiver import Captured, WebhookReceiver
 
 from canarywatch.model import SELF_NAMESPACE
 from canarywatch.simulator import FaultPlan, SimulatedApiServer, Store
@@ -330,51 +330,8 @@ class Gate:
 # -- what the receivers got ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Arrival:
-    at: float
-    status: int
-    """What the receiver answered (only 2xx counts as received)."""
-    headers: Mapping[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class TimedReceiver:
-    """A webhook endpoint recording ``(arrival time, answer, request)``; 500 while ``failing``."""
-
-    url: str = ""
-    failing: bool = False
-    arrivals: list[Arrival] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        status = 500 if self.failing else 200
-        self.arrivals.append(Arrival(time.monotonic(), status, dict(request.headers), body))
-        return web.Response(status=status, text="down" if self.failing else "ok")
-
-    def accepted(self) -> list[Arrival]:
-        return [a for a in self.arrivals if 200 <= a.status < 300]
-
-
-@asynccontextmanager
-async def run_timed_receiver() -> AsyncIterator[TimedReceiver]:
-    receiver = TimedReceiver()
-    app = web.Application()
-    app.router.add_route("POST", "/", receiver.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        receiver.url = f"http://{host}:{port}/"
-        yield receiver
-    finally:
-        await runner.cleanup()
+Arrival = Captured
+"""One request the webhook receiver got: when, what it answered, the headers and the body."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1255,7 +1212,7 @@ async def wait_until(predicate: Callable[[], bool], timeout_s: float, poll_s: fl
 
 
 async def settle(
-    receiver: TimedReceiver,
+    receiver: WebhookReceiver,
     want: int,
     *,
     timeout_s: float,
@@ -1269,7 +1226,7 @@ async def settle(
 
     def done() -> bool:
         now = time.monotonic()
-        last = max([started, *(a.at for a in receiver.arrivals[-1:])])
+        last = max([started, *(a.at for a in receiver.requests[-1:])])
         idle = now - last > idle_s
         return (
             idle
@@ -1278,11 +1235,11 @@ async def settle(
         )
 
     await wait_until(done, timeout_s + 1.0, poll_s=0.1)
-    last = len(receiver.arrivals)
+    last = len(receiver.requests)
     quiet_since = time.monotonic()
     deadline = time.monotonic() + max(timeout_s, 10.0)
     while time.monotonic() - quiet_since < quiet_s and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-        if len(receiver.arrivals) != last:
-            last = len(receiver.arrivals)
+        if len(receiver.requests) != last:
+            last = len(receiver.requests)
             quiet_since = time.monotonic()

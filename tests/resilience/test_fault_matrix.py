@@ -62,7 +62,6 @@ from tests.resilience.matrix import (
     Probe,
     Row,
     Series,
-    TimedReceiver,
     TracedFlagger,
     TransitionKey,
     Truth,
@@ -75,13 +74,13 @@ from tests.resilience.matrix import (
     format_table,
     judge,
     not_ready_and_down,
-    run_timed_receiver,
     settle,
     wait_until,
 )
 from tests.support.ports import free_port
 from tests.support.slow_disk import SlowDisk
 from tests.support.small_disk import small_disk
+from tests.support.webhook_receiver import WebhookReceiver, run_webhook_receiver
 
 from canarywatch.clock import SystemClock
 from canarywatch.simulator import FaultPlan, Store, StreamAction
@@ -145,7 +144,7 @@ class Run:
     store: Store
     plan: FaultPlan
     cluster: Cluster
-    receiver: TimedReceiver
+    receiver: WebhookReceiver
     truth: Truth
     sim: TracedFlagger
     probe: Probe
@@ -220,7 +219,7 @@ async def matrix_run(fault: str, seed: int, tmp: Path) -> AsyncIterator[Run]:
     truth = Truth()
     await cluster.start()
     try:
-        async with run_timed_receiver() as receiver, Probe([]) as probe:
+        async with run_webhook_receiver(path="/") as receiver, Probe([]) as probe:
             run = Run(
                 fault=fault,
                 seed=seed,
@@ -312,7 +311,7 @@ async def sink_outage_small_queue(run: Run) -> None:
     await listed(daemon)
     await asyncio.sleep(SINK_OUTAGE_EXTRA_S)
     run.receiver.failing = False
-    failed = sum(1 for a in run.receiver.arrivals if a.status >= 500)
+    failed = sum(1 for a in run.receiver.requests if a.status >= 500)
     run.notes.append(
         f"{names}: webhook 500 for {time.monotonic() - started:.1f} s ({failed} requests "
         "refused), graceful restart in the middle"
@@ -452,13 +451,13 @@ async def restart_after_long_history(run: Run) -> None:
     await listed(daemon)
     await play_all(run.sim, realtime_pace(SPEED), names=names)
     await run.settle()
-    before = len(run.receiver.arrivals)
+    before = len(run.receiver.requests)
     await daemon.stop()
     daemon.start()
     await listed(daemon)
     await asyncio.sleep(3.0)
     await run.settle()
-    after = len(run.receiver.arrivals) - before
+    after = len(run.receiver.requests) - before
     run.notes.append(f"all six scenarios x{rounds}; {after} requests after the idle restart")
 
 
@@ -481,14 +480,14 @@ async def disk_full(run: Run) -> None:
             disk.free()
             window.end = time.monotonic()
             await run.settle()
-            before = len(run.receiver.arrivals)
+            before = len(run.receiver.requests)
             await daemon.stop()
             daemon.start()
             await listed(daemon)
             await asyncio.sleep(2.0)
             run.notes.append(
                 f"{names}: disk full for {window.end - window.start:.1f} s; "
-                f"{len(run.receiver.arrivals) - before} requests after the restart"
+                f"{len(run.receiver.requests) - before} requests after the restart"
             )
         finally:
             await daemon.stop()  # before the tmpfs is unmounted
@@ -565,9 +564,9 @@ async def test_fault_matrix(fault: str, seed: int, tmp_path: Path) -> None:
         await FAULTS[fault](run)
         for daemon in run.daemons:
             await daemon.stop()
-    verdict = judge(run.truth, run.receiver.arrivals)
+    verdict = judge(run.truth, run.receiver.requests)
     excuse_unseen_folds(verdict, run.truth, run.store, run.daemons)
-    dump_arrivals(run.receiver.arrivals, tmp_path / "received.jsonl")
+    dump_arrivals(run.receiver.requests, tmp_path / "received.jsonl")
     dump_truth(run.truth, tmp_path / "made.jsonl")
     if problem := run.truth.check(run.expected):
         run.harness.append(problem)

@@ -70,7 +70,8 @@ def arrival(
     }
     body = {"notification": {"at": "", "status": "firing", "events": [event]}}
     key = key or f"{transition}-{detail}-{rollout}-{at}"
-    return Arrival(at, 200, {IDEMPOTENCY_HEADER: key}, json.dumps(body).encode())
+    headers = {IDEMPOTENCY_HEADER: key}
+    return Arrival("POST", "/", headers, json.dumps(body).encode(), None, at=at, status=200)
 
 
 ROLLBACK = (
@@ -102,7 +103,7 @@ def test_exactly_what_was_made_is_clean_and_its_delay_measured() -> None:
 def test_an_exact_resend_is_allowed_and_counted() -> None:
     arrivals = exact()
     again = arrivals[2]
-    arrivals.insert(3, Arrival(2.9, 200, again.headers, again.body))
+    arrivals.insert(3, dataclasses.replace(again, at=2.9))
     verdict = judge(truth_of(*ROLLBACK), arrivals)
     assert verdict.clean
     assert verdict.announced.resends == 1
@@ -110,7 +111,7 @@ def test_an_exact_resend_is_allowed_and_counted() -> None:
 
 def test_a_refused_request_was_not_received() -> None:
     arrivals = exact()
-    arrivals[1] = Arrival(1.5, 500, arrivals[1].headers, arrivals[1].body)
+    arrivals[1] = dataclasses.replace(arrivals[1], at=1.5, status=500)
     assert kinds(arrivals) == {"LOST": 1}
 
 

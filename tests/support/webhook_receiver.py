@@ -2,7 +2,9 @@
 
 With an HMAC secret it verifies ``X-Canarywatch-Signature`` the way a receiver should (over
 ``timestamp + "." + raw body``, constant-time compare) and answers 401 on a mismatch. Canned
-answers (``script``) come first, so tests can provoke 429/5xx/4xx.
+answers (``script``) come first, so tests can provoke 429/5xx/4xx; while ``failing`` is set it
+answers 500 (an outage of any length). Each capture keeps when it arrived (``time.monotonic()``)
+and what it was answered, for tests that measure delays or count only what was accepted.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -28,15 +31,25 @@ class Captured:
     body: bytes
     verified: bool | None
     """Signature check result; ``None`` when the receiver has no secret."""
+    at: float = 0.0
+    """``time.monotonic()`` when it arrived."""
+    status: int = 200
+    """What the receiver answered (only a 2xx was accepted)."""
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
 
 
 @dataclass
 class WebhookReceiver:
     secret: bytes | None = None
     url: str = ""
+    failing: bool = False
+    """Answer every request 500 while set (after ``script``'s canned answers)."""
     requests: list[Captured] = field(default_factory=list)
     _script: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
     _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -51,19 +64,30 @@ class WebhookReceiver:
         mac = hmac.new(self.secret, timestamp.encode() + b"." + body, hashlib.sha256)
         return hmac.compare_digest(given, "sha256=" + mac.hexdigest())
 
+    def accepted(self) -> list[Captured]:
+        """The requests it answered with a 2xx, in arrival order."""
+        return [c for c in self.requests if c.ok]
+
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        at = time.monotonic()
         headers = dict(request.headers)
         verified = self.verify(request.headers, body) if self.secret is not None else None
-        self.requests.append(Captured(request.method, request.path_qs, headers, body, verified))
-        async with self._arrived:
-            self._arrived.notify_all()
         if self._script:
             status, extra = self._script.popleft()
-            return web.Response(status=status, headers=extra)
-        if verified is False:
-            return web.Response(status=401, text="bad signature")
-        return web.Response(status=200, text="ok")
+            answer = web.Response(status=status, headers=extra)
+        elif self.failing:
+            answer = web.Response(status=500, text="down")
+        elif verified is False:
+            answer = web.Response(status=401, text="bad signature")
+        else:
+            answer = web.Response(status=200, text="ok")
+        self.requests.append(
+            Captured(request.method, request.path_qs, headers, body, verified, at, answer.status)
+        )
+        async with self._arrived:
+            self._arrived.notify_all()
+        return answer
 
     async def wait_for(self, count: int, *, timeout_s: float = 10.0) -> list[Captured]:
         async with asyncio.timeout(timeout_s), self._arrived:
