@@ -20,6 +20,7 @@ from tests.pipeline.test_runner_backlog import DEFAULT_INHIBITION, POLICY, canar
 from canarywatch.clock import SystemClock
 from canarywatch.identity import fingerprint
 from canarywatch.model import CanaryEvent, Notification, Observation
+from canarywatch.pipeline.core import Pipeline
 from canarywatch.pipeline.correlate import SPEC_WAIT, Correlator
 from canarywatch.pipeline.policy import DEFAULT_CLUSTER, build_pipeline
 from canarywatch.pipeline.runner import Runner
@@ -109,28 +110,36 @@ async def test_a_relist_by_a_fresh_process_gives_the_ids_the_live_process_gave()
     assert {e.rollout for e in relist if e.transition.value == "rolled-back"} == {"s1"}
 
 
-def test_a_start_whose_spec_does_not_come_is_released_after_the_wait() -> None:
-    """The Canary watch is down: the start goes out ``SPEC_WAIT`` late, numbered as before."""
+def holding_a_start() -> tuple[Pipeline, datetime]:
+    """A pipeline past ``BEFORE`` that holds ``START_EVENT`` for its spec, and the time."""
     pipeline = build_pipeline(POLICY, correlator=waits())
     now = datetime.now(UTC)
     for obs in BEFORE:
         pipeline.observe(obs, now)
     pipeline.flush_all(now)
     assert pipeline.observe(START_EVENT, now) == []
-    assert pipeline.next_deadline() == now + SPEC_WAIT
-    assert pipeline.release_held(now + SPEC_WAIT - timedelta(milliseconds=1)) == []
-    released = pipeline.release_held(now + SPEC_WAIT)
-    assert [(e.transition.value, e.rollout) for e in released] == [("revision-detected", "1")]
+    return pipeline, now
+
+
+def test_a_start_whose_spec_does_not_come_is_released_after_the_wait() -> None:
+    """The Canary watch is down: the start goes out ``SPEC_WAIT`` late, named by its Event
+    occurrence, so another process that waited in vain names it the same."""
+
+    def released_by_a_process() -> list[tuple[str, str]]:
+        pipeline, now = holding_a_start()
+        assert pipeline.next_deadline() == now + SPEC_WAIT
+        assert pipeline.release_held(now + SPEC_WAIT - timedelta(milliseconds=1)) == []
+        return [(e.transition.value, e.rollout) for e in pipeline.release_held(now + SPEC_WAIT)]
+
+    first = released_by_a_process()
+    assert [t for t, _ in first] == ["revision-detected"]
+    assert first[0][1].startswith("e-")
+    assert released_by_a_process() == first
 
 
 def test_a_verdict_is_not_held_behind_a_start_waiting_for_its_spec() -> None:
     """A page goes out at once: a rollback arriving while the start waits releases it."""
-    pipeline = build_pipeline(POLICY, correlator=waits())
-    now = datetime.now(UTC)
-    for obs in BEFORE:
-        pipeline.observe(obs, now)
-    pipeline.flush_all(now)
-    assert pipeline.observe(START_EVENT, now) == []
+    pipeline, now = holding_a_start()
     assert pipeline.observe(STEPS[0], now) == []  # a step waits behind the start
     made = pipeline.observe(STEPS[2], now)
     assert [e.transition.value for e in made] == [
@@ -181,3 +190,32 @@ def test_only_the_canaries_holding_a_start_are_released_and_waited_for() -> None
     assert [e.transition.value for e, _ in released] == ["revision-detected"]
     assert correlator.next_release() is None
     assert correlator.release_due(now + 2 * SPEC_WAIT) == []
+
+
+def test_without_the_status_a_start_event_gives_every_process_the_same_id() -> None:
+    """Only the Events are watched (no spec to wait for): the rollout id is derived from the
+    start Event's occurrence, so a replica that saw an earlier rollout and a fresh process that
+    sees only this one agree (a sequence number said "2" in one and "1" in the other)."""
+
+    def announced(observations: list[Observation]) -> dict[str, str]:
+        pipeline = build_pipeline(POLICY, correlator=Correlator())
+        now = datetime.now(UTC)
+        sent: list[Notification] = []
+        for obs in observations:
+            now += timedelta(milliseconds=5)
+            pipeline.observe(obs, now)
+            sent.extend(pipeline.due(now))
+        sent.extend(pipeline.flush_all(now))
+        return {e.message: e.rollout for n in sent for e in n.events}
+
+    events_before = [o for o in BEFORE if o.source is START_EVENT.source]
+    second_start = event("e6", 10, "Synced", "New revision detected! Scaling up podinfo.test")
+    second_step = event("e7", 11, "Synced", "Starting canary analysis for podinfo.test")
+    steps = [o for o in STEPS if o.source is START_EVENT.source]
+    replica = announced([*events_before, START_EVENT, *steps, second_start, second_step])
+    fresh = announced([*events_before, second_start, second_step])
+    message = "New revision detected! Scaling up podinfo.test"
+    ids = {replica[message], fresh[message]}
+    assert len(ids) == 1, ids
+    assert ids.pop().startswith("e-")
+    assert replica["Starting canary analysis for podinfo.test"] == fresh[message]

@@ -9,12 +9,21 @@ Event can look like news about a newer rollout. What each source says of the tim
 - a Canary: ``status.lastTransitionTime``, which Flagger sets on every status write;
 - a webhook payload: Flagger's ``metadata.timestamp``;
 - anything else (a metrics scrape), or a time that cannot be read: when it was observed.
+
+Flagger's Event times have a resolution of one second, so several Events of one second tie.
+A list returns them by name, which for Flagger's Events is creation order; but an Event written
+again (a count bump, client-go's "combined from similar events" rewritten in place) keeps its
+old name, and came later. ``backlog_order`` therefore puts tied Events in the order of their
+``metadata.resourceVersion`` (the API server's write order: etcd's revision), compared only
+among Events and only when every one of them is a number; ties across sources keep their
+arrival order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
+from itertools import groupby
 
 from canarywatch.model import Observation, SourceName
 from canarywatch.normalise.kube_events import last_seen_of, parse_time
@@ -40,3 +49,29 @@ def occurred_at(obs: Observation) -> datetime:
     if found is None or found.tzinfo is None or obs.at.tzinfo is None:
         return obs.at
     return found
+
+
+def backlog_order(observations: Iterable[Observation]) -> list[Observation]:
+    """``observations`` in the order they happened (``occurred_at``; see the module docstring
+    for tied Events). Stable: other ties keep their arrival order."""
+    ordered = sorted(observations, key=occurred_at)
+    out: list[Observation] = []
+    for _, tied in groupby(ordered, key=occurred_at):
+        run = list(tied)
+        slots = [i for i, obs in enumerate(run) if obs.source is SourceName.KUBERNETES_EVENTS]
+        versions = [_resource_version(run[i]) for i in slots]
+        if len(slots) > 1 and all(v is not None for v in versions):
+            events = [run[i] for i in slots]
+            by_write = sorted(range(len(events)), key=lambda n: versions[n] or 0)
+            for slot, n in zip(slots, by_write, strict=True):
+                run[slot] = events[n]
+        out.extend(run)
+    return out
+
+
+def _resource_version(obs: Observation) -> int | None:
+    data = obs.data
+    obj = data.get("object") if isinstance(data, Mapping) else None
+    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+    version = meta.get("resourceVersion") if isinstance(meta, Mapping) else None
+    return int(version) if isinstance(version, str) and version.isdigit() else None

@@ -649,7 +649,7 @@ class Correlator:
             spec=spec,
             began=_start_time(event),
             revision_sources={source},
-            label=_new_label(state, spec, current.seq + 1),
+            label=_new_label(state, spec, current.seq + 1, occurrence=_start_occurrence(event)),
         )
         # Identities of rollouts before the previous one can never match again.
         keep = {current.seq, state.rollout.seq}
@@ -1108,15 +1108,31 @@ def _state_from_json(data: JSONValue) -> tuple[CanaryRef, _CanaryState]:
     return ref, state
 
 
-def _new_label(state: _CanaryState, spec: str, seq: int) -> str:
+def _new_label(state: _CanaryState, spec: str, seq: int, *, occurrence: str = "") -> str:
     """The id of a new rollout: its spec, unless an earlier rollout of the canary has that id
     (the same revision deployed again: its fingerprints would be taken for the earlier
-    rollout's, already sent), then ``<spec>-<seq>``; without a spec, ``seq``."""
-    label = spec or str(seq)
-    if label in state.labels:
-        label = f"{spec}-{seq}" if spec else label
+    rollout's, already sent), then ``<spec>-<seq>``.
+
+    Without a spec (the Canary status is not watched, or it did not come within
+    ``SPEC_WAIT``): when the start is a Kubernetes Event, ``e-`` and a hash of that Event
+    occurrence (its uid, count and message): every process that lists or watches the same
+    occurrence derives the same id (a replica, a restart), where a sequence number counted
+    what each process happened to see. Else (a start seen first by the webhook or the metrics,
+    or only implied by a later step) ``seq``."""
+    label = spec or occurrence or str(seq)
+    if label in state.labels and spec:
+        label = f"{spec}-{seq}"
     state.labels = [*state.labels[-(LABEL_MEMORY - 1) :], label]
     return label
+
+
+def _start_occurrence(event: CanaryEvent) -> str:
+    """``e-<hash>`` of the Kubernetes Event occurrence that reported a rollout start (see
+    ``_new_label``); empty when another source reported it."""
+    occurrence = event.hints.get("occurrence", "")
+    if not occurrence:
+        return ""
+    return "e-" + hashlib.sha256(occurrence.encode()).hexdigest()[:8]
 
 
 def _inside_the_rollout(rollout: _Rollout, event: CanaryEvent) -> bool:

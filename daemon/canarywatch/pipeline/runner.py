@@ -18,7 +18,7 @@ import structlog
 
 from canarywatch.clock import Clock
 from canarywatch.model import CanaryEvent, Notification, Observation, SourceName
-from canarywatch.normalise.timing import occurred_at
+from canarywatch.normalise.timing import backlog_order
 from canarywatch.pipeline.core import Pipeline
 
 
@@ -226,8 +226,7 @@ class Runner:
         lost). Missed steps a listed Canary's status shows are recovered after the whole
         backlog (``Pipeline.recover_missed``).
         """
-        held = self._held.pop(cluster, [])
-        held.sort(key=occurred_at)  # stable: same-time items keep their arrival order
+        held = backlog_order(self._held.pop(cluster, []))
         new: list[CanaryEvent] = []
         due: list[Notification] = []
         for obs in held:
