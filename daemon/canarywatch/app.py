@@ -220,8 +220,10 @@ class App:
                 clock=self.clock,
                 http=http,
                 emit_event=runner.emit_event,
+                on_catch_up=runner.catching_up,
             )
             runner.hold_until_listed(sources.listed_by_cluster())
+            runner.regroup_after_gaps(sources.currency_by_cluster())  # the same after an outage
             await self._build_leader(delivery)
             self._add_readiness(sources, dispatcher, state)
             routes = control_routes(

@@ -53,3 +53,24 @@ def test_ties_across_sources_and_unreadable_versions_keep_their_arrival_order() 
     assert messages(backlog_order([status, first, second])) == ["status", "second", "first"]
     opaque = flagger_event("b2", 7, "opaque-v2", "second")
     assert messages(backlog_order([first, opaque])) == ["first", "second"]
+
+
+def test_a_tie_across_sources_goes_in_write_order_when_every_version_is_known() -> None:
+    """After an outage (issue 12, ``api_outage`` soak): the relisted Canary, ``Promoting``,
+    tied at the second with the weight Events written before it; arrival order (the Canary
+    list first) announced the promotion before the steps."""
+    promoting = Observation(
+        at=NOW,
+        source=SourceName.CANARIES,
+        data={
+            "object": {
+                "metadata": {"resourceVersion": "1090"},
+                "status": {"lastTransitionTime": "2026-12-06T09:00:07Z"},
+            }
+        },
+    )
+    step = flagger_event("a1", 7, "1080", "Advance podinfo.test canary weight 50")
+    assert messages(backlog_order([promoting, step])) == [
+        "Advance podinfo.test canary weight 50",
+        "status",
+    ]

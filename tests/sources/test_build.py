@@ -125,3 +125,23 @@ def test_the_replica_is_named_after_its_pod_else_its_host(
 
     monkeypatch.setenv("POD_NAME", pod_name)
     assert default_identity() == (pod_name or socket.gethostname())
+
+
+async def test_a_clusters_watches_wake_each_other_and_report_their_currency() -> None:
+    """After an outage the runner regroups a cluster (``currency_by_cluster``) and a source
+    that gets an answer wakes its own cluster's other sources, never another cluster's."""
+    sources, _ = await build(TWO_CLUSTERS)
+    currency = sources.currency_by_cluster()
+    assert {c: [name for name, _, _ in entries] for c, entries in currency.items()} == {
+        "prod": ["kube_events", "canaries"],
+        "lab": ["canaries"],
+    }
+    events, prod_canaries = (source for cluster, source in sources.kube if cluster == "prod")
+    lab_canaries = sources.canaries[1]
+    assert currency["prod"][0][1] is events.current
+    assert currency["prod"][0][2]() is False  # never listed: the start-up hold covers it
+    events.listed.set()
+    assert currency["prod"][0][2]() is True  # listed, not current: behind
+    prod_canaries._recovered()
+    assert events.wake.is_set()
+    assert not lab_canaries.wake.is_set()

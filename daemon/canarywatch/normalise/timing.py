@@ -15,7 +15,14 @@ A list returns them by name, which for Flagger's Events is creation order; but a
 again (a count bump, client-go's "combined from similar events" rewritten in place) keeps its
 old name, and came later. ``backlog_order`` therefore puts tied Events in the order of their
 ``metadata.resourceVersion`` (the API server's write order: etcd's revision), compared only
-among Events and only when every one of them is a number; ties across sources keep their
+among Events and only when every one of them is a number. When every observation of a tie
+carries a numeric resourceVersion (Events and Canaries of one cluster, as listed or watched),
+the whole tie goes in that order: a Canary status written in the same second as Events came
+after them if its version is higher (after an outage, a relisted ``Promoting`` status tied
+with the weight Events before it, and arrival order announced it first; issue 12, the fault
+matrix's ``api_outage`` soak). This assumes one etcd revision for both resources, which is
+Kubernetes' default; with Events in a separate etcd (``--etcd-servers-overrides``) the order
+within such a tie is arbitrary, as arrival order is. Other ties across sources keep their
 arrival order.
 """
 
@@ -58,6 +65,12 @@ def backlog_order(observations: Iterable[Observation]) -> list[Observation]:
     out: list[Observation] = []
     for _, tied in groupby(ordered, key=occurred_at):
         run = list(tied)
+        if len(run) > 1 and len({obs.cluster for obs in run}) == 1:
+            written = [_resource_version(obs) for obs in run]
+            if all(v is not None for v in written):
+                order = sorted(range(len(run)), key=lambda n: written[n] or 0)
+                out.extend(run[n] for n in order)
+                continue
         slots = [i for i, obs in enumerate(run) if obs.source is SourceName.KUBERNETES_EVENTS]
         versions = [_resource_version(run[i]) for i in slots]
         if len(slots) > 1 and all(v is not None for v in versions):

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, TypeAlias
 
 import structlog
 
@@ -30,23 +30,43 @@ class StopIntake:
     """Also flush groups still waiting (``group_wait``) instead of leaving them unsent."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Listed:
-    """Put on the intake when a cluster's sources have listed: release what is held of it."""
-
-    cluster: str
-
-
 class _Hold(NamedTuple):
-    """One cluster held at start-up (``Runner.hold_until_listed``)."""
+    """One cluster held: at start-up (``Runner.hold_until_listed``) or after a gap
+    (``Runner.catching_up``)."""
 
     cluster: str
     listed: Sequence[asyncio.Event]
+    """What releases it once all set: the sources' ``listed`` (start-up) or ``current``."""
     deadline: datetime
     max_wait_s: float
+    names: tuple[str, ...] = ()
+    """A regroup's sources, in the order of ``listed`` (the one catching up first)."""
+    started: datetime | None = None
+    """When a regroup began; ``None`` for the start-up hold."""
 
 
-IntakeItem = Observation | CanaryEvent | StopIntake | _Listed
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    """Put on the intake when a held cluster's sources are listed (or current again): release
+    what is held of it."""
+
+    cluster: str
+    hold: _Hold | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Regroup:
+    """Put on the intake by a source about to pass on a backlog while a peer is behind: hold
+    the cluster from here (ahead of the backlog) until ``hold`` is released."""
+
+    hold: _Hold
+
+
+IntakeItem = Observation | CanaryEvent | StopIntake | _Listed | _Regroup
+SourceCurrency: TypeAlias = tuple[str, asyncio.Event, Callable[[], bool]]
+"""One Kubernetes source of a cluster as the runner sees it: its name, its ``current`` marker
+(set while it is up to date) and whether it is ``behind`` (listed once, failed since). Handed
+over by the app (``pipeline`` never imports ``sources``)."""
 Commit = Callable[[list[Notification], list[CanaryEvent]], Awaitable[None]]
 """Hands a batch's due notifications and its new transitions on, together (the daemon writes
 the notifications to the outbox and the correlation state in one transaction)."""
@@ -58,6 +78,13 @@ this they are processed in arrival order."""
 START_HOLD_MAX_S: Final = 30.0
 """How long start-up holds observations for a source that has not listed yet (a cluster that
 is unreachable at start must not delay every other cluster's news)."""
+REGROUP_MAX_S: Final = 10.0
+"""How long a regroup after a gap (``Runner.catching_up``) holds a cluster for a source still
+behind. The laggard is woken as soon as its peer gets an answer (``WatchedSource``), so it
+normally takes one request and one list (well under a second); 10 s also covers a woken watch
+attempt that hangs until ``watch_start_timeout_s`` (10 s). A source that stays behind longer
+(still refused, RBAC revoked) is not worth delaying the cluster's live news any further: its
+backlog then goes through as it arrives, as without a regroup."""
 BATCH: Final = 500
 """Intake items processed before their notifications are sent and their state written."""
 
@@ -77,6 +104,12 @@ class Runner:
         """Per cluster still holding (until its sources have listed), what arrived of it."""
         self._holds: list[_Hold] = []
         """Per held cluster, what releases it (``hold_until_listed``): waited for in ``run``."""
+        self._pending: dict[str, int] = {}
+        """Per held cluster, the holds not released yet (a regroup can overlap another)."""
+        self._currency: dict[str, Sequence[SourceCurrency]] = {}
+        self._regroup_max_s = REGROUP_MAX_S
+        self._releases: asyncio.TaskGroup | None = None
+        self._release_tasks: list[asyncio.Task[None]] = []
         self.intake: asyncio.Queue[IntakeItem] = intake or asyncio.Queue(maxsize=INTAKE_SIZE)
         self._clock = clock
         self._commit = commit
@@ -104,12 +137,62 @@ class Runner:
         deadline = self._clock.now() + timedelta(seconds=max_wait_s)
         for cluster, events in listed.items():
             self._held[cluster] = []
+            self._pending[cluster] = self._pending.get(cluster, 0) + 1
             self._holds.append(_Hold(cluster, events, deadline, max_wait_s))
+
+    def regroup_after_gaps(
+        self,
+        currency: Mapping[str, Sequence[SourceCurrency]],
+        *,
+        max_wait_s: float = REGROUP_MAX_S,
+    ) -> None:
+        """After an outage, regroup a cluster as at start-up: see :meth:`catching_up`.
+
+        ``currency`` is each cluster's Kubernetes sources as ``(name, current, behind)``."""
+        self._currency = dict(currency)
+        self._regroup_max_s = max_wait_s
+
+    async def catching_up(self, cluster: str, source: str) -> None:
+        """What a Kubernetes source awaits before passing on a backlog (a relist, or what its
+        watch replays when it resumes after a failure): if another source of ``cluster`` is
+        behind, hold the cluster's observations from here
+        until they are all current again (or ``regroup_after_gaps``' ``max_wait_s``), then
+        replay them in the order they happened, exactly as :meth:`hold_until_listed` does.
+
+        Why: after an outage the sources come back one by one (each sleeps out its own
+        backoff). The first to catch up shows the present (a new rollout from the Canary status,
+        its weight steps live), the laggard's backlog comes later and is older (the previous
+        rollout's rollback, the new one's first steps); processed in arrival order, that older
+        news would be announced after newer news, and taken for part of a later episode. The
+        marker goes on the intake before the backlog, so the hold starts ahead of it.
+        Nothing is held when no other source is behind: a routine 410 relist of one watch on a
+        healthy cluster must not delay news.
+        """
+        sources = self._currency.get(cluster, ())
+        behind = [(n, c) for n, c, is_behind in sources if n != source and is_behind()]
+        if not behind:
+            return
+        waited = [(n, c) for n, c, _ in sources if n == source] + behind
+        now = self._clock.now()
+        hold = _Hold(
+            cluster,
+            [c for _, c in waited],
+            now + timedelta(seconds=self._regroup_max_s),
+            self._regroup_max_s,
+            tuple(n for n, _ in waited),
+            now,
+        )
+        await self.intake.put(_Regroup(hold))
 
     async def _release_when_listed(self, hold: _Hold) -> None:
         """Once ``hold.listed`` are all set (or at its deadline), queue the release of its
         cluster."""
-        cluster, events, deadline, max_wait_s = hold
+        cluster, events, deadline, max_wait_s = (
+            hold.cluster,
+            hold.listed,
+            hold.deadline,
+            hold.max_wait_s,
+        )
 
         async def all_listed() -> None:
             for event in events:
@@ -124,14 +207,23 @@ class Runner:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if not all(e.is_set() for e in events):
+        late = [n for n, e in zip(hold.names, events, strict=False) if not e.is_set()]
+        if hold.started is not None and late:
+            self._log.warning(
+                "sources_not_current",
+                cluster=cluster,
+                sources=late,
+                waited_s=max_wait_s,
+                detail="replaying what arrived; the rest as it arrives",
+            )
+        elif not all(e.is_set() for e in events):
             self._log.warning(
                 "sources_not_listed",
                 cluster=cluster,
                 waited_s=max_wait_s,
                 detail="processing what was listed; the rest as it arrives",
             )
-        await self.intake.put(_Listed(cluster))
+        await self.intake.put(_Listed(cluster, hold))
 
     async def emit(self, obs: Observation) -> None:
         """What sources call: waits when the intake is full (backpressure)."""
@@ -157,15 +249,19 @@ class Runner:
         cancels them, and one that fails ends ``run`` with its error.
         """
         async with asyncio.TaskGroup() as releases:
-            waiting = [
+            self._releases = releases
+            self._release_tasks = [
                 releases.create_task(
                     self._release_when_listed(hold), name=f"pipeline:hold:{hold.cluster}"
                 )
                 for hold in self._holds
             ]
             self._holds = []
-            await self._process_until_stopped()
-            for release in waiting:
+            try:
+                await self._process_until_stopped()
+            finally:
+                self._releases = None
+            for release in self._release_tasks:
                 release.cancel()  # a cluster still not listed: nothing more to release
 
     async def _process_until_stopped(self) -> None:
@@ -203,8 +299,16 @@ class Runner:
         self, item: IntakeItem | None, now: datetime
     ) -> tuple[list[CanaryEvent], list[Notification]]:
         """The new transitions ``item`` made and the notifications due after it."""
+        if isinstance(item, _Regroup):
+            self._regroup(item.hold)
+            return [], []
         if isinstance(item, _Listed):
-            return self._release(item.cluster, now)
+            pending = self._pending.get(item.cluster, 1) - 1
+            if pending > 0:  # another hold of the cluster is still waiting
+                self._pending[item.cluster] = pending
+                return [], []
+            self._pending.pop(item.cluster, None)
+            return self._release(item.cluster, now, item.hold)
         new: list[CanaryEvent] = []
         if isinstance(item, Observation):
             if self._holding(item):
@@ -215,7 +319,22 @@ class Runner:
         new.extend(self.pipeline.release_held(now))
         return new, self.pipeline.due(now)
 
-    def _release(self, cluster: str, now: datetime) -> tuple[list[CanaryEvent], list[Notification]]:
+    def _regroup(self, hold: _Hold) -> None:
+        """Start holding ``hold.cluster`` (or hold it longer) until ``hold`` is released."""
+        if self._releases is None:  # pragma: no cover - markers are only taken by ``run``
+            return
+        self._held.setdefault(hold.cluster, [])
+        self._pending[hold.cluster] = self._pending.get(hold.cluster, 0) + 1
+        self._release_tasks = [t for t in self._release_tasks if not t.done()]
+        self._release_tasks.append(
+            self._releases.create_task(
+                self._release_when_listed(hold), name=f"pipeline:regroup:{hold.cluster}"
+            )
+        )
+
+    def _release(
+        self, cluster: str, now: datetime, hold: _Hold | None = None
+    ) -> tuple[list[CanaryEvent], list[Notification]]:
         """Replay what was held of ``cluster`` in the order it happened; from here on, its
         observations are processed in arrival order.
 
@@ -227,6 +346,15 @@ class Runner:
         backlog (``Pipeline.recover_missed``).
         """
         held = backlog_order(self._held.pop(cluster, []))
+        if hold is not None and hold.started is not None:
+            self._log.info(
+                "sources_regrouped",
+                cluster=cluster,
+                caught_up=hold.names[0],
+                waited_for=list(hold.names[1:]),
+                duration_s=round((self._clock.now() - hold.started).total_seconds(), 3),
+                held=len(held),
+            )
         new: list[CanaryEvent] = []
         due: list[Notification] = []
         for obs in held:

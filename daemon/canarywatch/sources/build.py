@@ -38,9 +38,12 @@ from canarywatch.sources.kube_events import KubeEventsSource
 from canarywatch.sources.kubeconfig import ClusterAccess, build_configuration
 from canarywatch.sources.leader import LeaderElector
 from canarywatch.sources.prometheus import TLSOptions, http_auth
-from canarywatch.sources.watch import OnReachability, WatchSettings
+from canarywatch.sources.watch import OnCatchUp, OnReachability, WatchSettings, link_peers
 
 KubeSource = KubeEventsSource | CanariesSource
+CatchUpMarker = Callable[[str, str], Awaitable[None]]
+"""``(cluster, source name)``: awaited by a watch source before it passes on a backlog
+(the daemon's is ``Runner.catching_up``)."""
 
 
 @dataclass(slots=True)
@@ -61,6 +64,15 @@ class Sources:
                 return name
         return None
 
+    def currency_by_cluster(self) -> dict[str, list[tuple[str, asyncio.Event, Callable[[], bool]]]]:
+        """Each cluster's Kubernetes sources as ``(name, current, behind)``: after an outage,
+        a relist (or a resumed watch) by one while another is behind holds the cluster until
+        they are all current again (``Runner.regroup_after_gaps``; see ``WatchedSource``)."""
+        currency: dict[str, list[tuple[str, asyncio.Event, Callable[[], bool]]]] = {}
+        for cluster, source in self.kube:
+            currency.setdefault(cluster, []).append((source.name, source.current, source.is_behind))
+        return currency
+
     def listed_by_cluster(self) -> dict[str, list[asyncio.Event]]:
         """Each cluster's Kubernetes sources' "listed" markers: the start-up backlog of a
         cluster is replayed once they are all set (``Runner.hold_until_listed``)."""
@@ -77,13 +89,18 @@ async def build_sources(
     clock: Clock,
     http: aiohttp.ClientSession,
     emit_event: EmitEvent,
+    on_catch_up: CatchUpMarker | None = None,
 ) -> None:
     """Every configured source, unstarted, into ``sources``; self-events to ``emit_event``.
 
     ``sources`` is filled in place so that what the caller wired to it before (the
-    normaliser's ``canary_for_workload``) sees the sources once they exist."""
+    normaliser's ``canary_for_workload``) sees the sources once they exist. The Kubernetes
+    sources of one cluster are linked as peers (an answer to one ends the others' backoff), and
+    each awaits ``on_catch_up(cluster, source name)`` before passing on a backlog (a relist,
+    or what a watch resumed after a failure replays)."""
     reachability = ClusterReachability()
     for cluster in config.clusters:
+        first = len(sources.kube)
         configuration = await build_configuration(cluster_access(cluster))
         namespaces = await _namespaces(cluster, configuration)
         if namespaces == []:
@@ -107,6 +124,9 @@ async def build_sources(
                         settings=watch_settings(cluster),
                         log=get_logger("source.kube_events").bind(cluster=cluster.name),
                         on_reachability=_reporter(reachability, cluster.name, clock, emit_event),
+                        on_catch_up=_catch_up_marker(
+                            on_catch_up, cluster.name, KubeEventsSource.name
+                        ),
                     ),
                 )
             )
@@ -120,9 +140,11 @@ async def build_sources(
                 settings=watch_settings(cluster),
                 log=get_logger("source.canaries").bind(cluster=cluster.name),
                 on_reachability=_reporter(reachability, cluster.name, clock, emit_event),
+                on_catch_up=_catch_up_marker(on_catch_up, cluster.name, CanariesSource.name),
             )
             sources.kube.append((cluster.name, canaries))
             sources.canaries.append(canaries)
+        link_peers([source for _, source in sources.kube[first:]])
     sources.metrics = await _metrics_source(config, clock=clock, http=http, emit_event=emit_event)
 
 
@@ -174,6 +196,17 @@ async def _metrics_source(
         log=get_logger("source.flagger_metrics"),
         emit_event=emit_event,
     )
+
+
+def _catch_up_marker(marker: CatchUpMarker | None, cluster: str, source: str) -> OnCatchUp | None:
+    """The ``on_catch_up`` of one watch source: ``marker`` with its cluster and name bound."""
+    if marker is None:
+        return None
+
+    async def catching_up() -> None:
+        await marker(cluster, source)
+
+    return catching_up
 
 
 def _reporter(

@@ -33,6 +33,7 @@ from canarywatch.model import Observation, SourceName
 from canarywatch.sources.base import Emit
 from canarywatch.sources.watch import (
     Listed,
+    OnCatchUp,
     OnReachability,
     WatchedSource,
     WatchEvent,
@@ -86,6 +87,7 @@ class CanariesSource(WatchedSource):
         settings: WatchSettings | None = None,
         log: FilteringBoundLogger | None = None,
         on_reachability: OnReachability | None = None,
+        on_catch_up: OnCatchUp | None = None,
     ) -> None:
         super().__init__(
             cluster=cluster,
@@ -95,6 +97,7 @@ class CanariesSource(WatchedSource):
             settings=settings,
             log=log,
             on_reachability=on_reachability,
+            on_catch_up=on_catch_up,
         )
         self._configuration = configuration
         self._known: dict[Key, dict[str, Any]] = {}

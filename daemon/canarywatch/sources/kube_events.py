@@ -37,6 +37,7 @@ from canarywatch.model import Observation, SourceName
 from canarywatch.sources.base import Emit
 from canarywatch.sources.watch import (
     ListCall,
+    OnCatchUp,
     OnReachability,
     WatchedSource,
     WatchEvent,
@@ -111,6 +112,7 @@ class KubeEventsSource(WatchedSource):
         settings: WatchSettings | None = None,
         log: FilteringBoundLogger | None = None,
         on_reachability: OnReachability | None = None,
+        on_catch_up: OnCatchUp | None = None,
         memory: int = DEFAULT_MEMORY,
     ) -> None:
         if api not in _FIELD_SELECTORS:
@@ -123,6 +125,7 @@ class KubeEventsSource(WatchedSource):
             settings=settings,
             log=log,
             on_reachability=on_reachability,
+            on_catch_up=on_catch_up,
         )
         self._configuration = configuration
         self.api: EventsApi = api

@@ -7,7 +7,8 @@ Layered as in kopf (``kopf/_cogs/clients/watching.py``) and client-go's Reflecto
    sleeps (through the injected :class:`~canarywatch.clock.Clock`) before the next attempt, so it
    never spins: jittered backoff 0.8 s doubling to 30 s, reset after 2 min without failures;
    ``429`` honours ``Retry-After``; ``401``/``403`` log an error naming RBAC and ``404`` (CRD not
-   installed) a warning, both retried slowly.
+   installed) a warning, both retried slowly. A backoff sleep ends early when ``wake`` is set:
+   another source of the same cluster got an answer, the API server is back (``WatchedSource``).
 2. **list + watch**: a paged LIST (``limit`` + ``continue``, buffered until complete so a
    failed page never half-delivers a snapshot) whose items are passed on as synthetic ``ADDED``
    events flagged ``initial`` (the first list of the scope) or ``relisted`` (a later one, after
@@ -57,6 +58,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import random
 import time
@@ -110,6 +112,11 @@ class Listed:
 
 OnEvent: TypeAlias = Callable[[WatchEvent], Awaitable[None]]
 OnListed: TypeAlias = Callable[[Listed], Awaitable[None]]
+OnCatchUp: TypeAlias = Callable[[], Awaitable[None]]
+"""Awaited when a scope that was behind starts delivering its backlog, before any of it is
+passed on: a relist (a LIST after the first one of a scope) has been received, or a watch was
+re-established after a failure (it replays what it missed). The runner puts its regroup marker
+on the intake there, so that the hold starts ahead of the backlog (``Runner.catching_up``)."""
 OnFailure: TypeAlias = Callable[[str], None]
 """Called with a plain-words description of every failed list or watch request
 (``forbidden (HTTP 403): check RBAC``), and with ``""`` when a request succeeds again."""
@@ -150,8 +157,23 @@ class SourceHealth:
 
 class WatchedSource:
     """What the two Kubernetes sources (Events, Canaries) share around their :class:`ListWatch`:
-    scope and settings, the ``listed`` marker, and the reachability ``/readyz`` shows (through a
-    :class:`SourceHealth` that forwards to ``on_reachability``).
+    scope and settings, the ``listed`` and ``current`` markers, and the reachability ``/readyz``
+    shows (through a :class:`SourceHealth` that forwards to ``on_reachability``).
+
+    **Current or behind.** ``current`` is set while everything that happened to the watched
+    objects has been passed on (a list of every scope completed, or a watch re-established and
+    past the replay of what it missed) and cleared by the first failure of a streak (or a 410,
+    which means a relist is coming). A source that has listed once and is not current is
+    ``behind``: what it passes on next is a backlog, older than what its peers are reporting.
+    The runner uses this after an outage exactly as at start-up: when one source of a cluster
+    catches up (relists, or resumes its watch after a failure, which replays what it missed)
+    while another is behind, it holds the cluster's observations until the laggard is
+    current again and replays them in the order they happened (``Runner.catching_up``).
+
+    **Peers.** The sources of one cluster are linked (:func:`link_peers`): the first answer one
+    of them gets after failing proves the API server is back, so it wakes the peers that are
+    still sleeping out a backoff (up to ``backoff_max_s``) to retry at once, which keeps that
+    hold short.
 
     A subclass names itself (``name``, also its logger's ``component="source.<name>"``) and
     builds its watch with :meth:`_list_watch`.
@@ -169,6 +191,7 @@ class WatchedSource:
         settings: WatchSettings | None,
         log: FilteringBoundLogger | None,
         on_reachability: OnReachability | None,
+        on_catch_up: OnCatchUp | None = None,
     ) -> None:
         self.cluster = cluster
         self._namespaces = None if namespaces is None else tuple(namespaces)
@@ -179,7 +202,27 @@ class WatchedSource:
             component=f"source.{self.name}"
         )
         self._health = SourceHealth(on_reachability)
+        self._on_catch_up = on_catch_up
         self.listed = asyncio.Event()
+        self.current = asyncio.Event()
+        """Set while the source is up to date (see the class docstring); cleared on failure."""
+        self.wake = asyncio.Event()
+        """Set by a peer that got an answer: ends this source's backoff sleep at once."""
+        self._peers: tuple[WatchedSource, ...] = ()
+
+    def is_behind(self) -> bool:
+        """Listed once, and failed (or got 410) since it was last current: what it delivers
+        next is older than what a current peer delivers. A source that never listed is not
+        behind (the start-up hold covers it)."""
+        return self.listed.is_set() and not self.current.is_set()
+
+    def _recovered(self) -> None:
+        """A request of this source was answered after a failure: wake the peers that are
+        behind (sleeping out a backoff, or about to)."""
+        for peer in self._peers:
+            if not peer.current.is_set() and not peer.wake.is_set():
+                peer.wake.set()
+                self._log.debug("watch_peer_woken", peer=peer.name)
 
     @property
     def reachable(self) -> bool:
@@ -214,9 +257,20 @@ class WatchedSource:
             clock=self._clock,
             log=self._log,
             listed=self.listed,
+            current=self.current,
+            wake=self.wake,
             on_reachability=self._health.changed,
             on_failure=self._health.failed,
+            on_catch_up=self._on_catch_up,
+            on_recovered=self._recovered,
         )
+
+
+def link_peers(sources: Sequence[WatchedSource]) -> None:
+    """Make the Kubernetes sources of one cluster each other's peers (see
+    :class:`WatchedSource`): an answer to one ends the others' backoff."""
+    for source in sources:
+        source._peers = tuple(p for p in sources if p is not source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +306,11 @@ class WatchSettings:
     """Delay after 401/403 (RBAC) and 404 (resource not served)."""
     max_retry_after_s: float = 300.0
     unreachable_after: int = 3
+    caught_up_quiet_s: float = 0.25
+    """A watch re-established after a failure (or a 410) counts as current again at its first
+    pause this long: a watch from an older resourceVersion first replays what it missed, in
+    one burst, and a compacted one answers 200 and then a 410 ``ERROR`` at once; neither is
+    current yet (see ``WatchedSource``)."""
     expected_end_fraction: float = 0.9
     """A stream ending cleanly before this fraction of ``timeoutSeconds`` counts as a failure
     (a server that accepts and closes at once must not be hammered)."""
@@ -271,6 +330,8 @@ class WatchSettings:
             raise ValueError("watch_start_timeout_s must be positive")
         if self.unreachable_after < 1:
             raise ValueError("unreachable_after must be at least 1")
+        if self.caught_up_quiet_s <= 0:
+            raise ValueError("caught_up_quiet_s must be positive")
 
 
 class Backoff:
@@ -377,7 +438,12 @@ class ListWatch:
     """List-then-watch one resource in one or more namespaces, forever.
 
     ``call_for(namespace)`` returns the list call of a scope; ``resource`` names the resource in
-    logs (``events``, ``canaries``). ``listed`` is set once every scope finished its first LIST.
+    logs (``events``, ``canaries``). ``listed`` is set once every scope finished its first LIST;
+    ``current`` while every scope is up to date (cleared by a failure or a 410, set again when
+    the scope's relist completed or its re-established watch caught up); ``wake`` ends a backoff
+    sleep early (a peer got an answer: the API server is back). ``on_catch_up`` is awaited before
+    a backlog is passed on (a relist's items, or what a watch resumed after a failure replays);
+    ``on_recovered`` is called on the first answer to a scope that was not current.
 
         lw = ListWatch(lambda ns: partial(core.list_namespaced_event, ns), namespaces=["test"],
                        field_selector="involvedObject.kind=Canary", resource="events")
@@ -396,8 +462,12 @@ class ListWatch:
         clock: Clock | None = None,
         log: FilteringBoundLogger | None = None,
         listed: asyncio.Event | None = None,
+        current: asyncio.Event | None = None,
+        wake: asyncio.Event | None = None,
         on_reachability: OnReachability | None = None,
         on_failure: OnFailure | None = None,
+        on_catch_up: OnCatchUp | None = None,
+        on_recovered: Callable[[], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         if namespaces is not None and not namespaces:
@@ -419,6 +489,12 @@ class ListWatch:
         )
         self.listed = listed if listed is not None else asyncio.Event()
         self._listed_scopes: set[str | None] = set()
+        self.current = current if current is not None else asyncio.Event()
+        self.wake = wake if wake is not None else asyncio.Event()
+        self._behind: set[str | None] = set(self._namespaces)
+        """Scopes not current (see ``WatchedSource``): ``current`` is set while this is empty."""
+        self._on_catch_up = on_catch_up
+        self._on_recovered = on_recovered
         self._health = _Health(self.settings.unreachable_after, on_reachability)
         self._on_failure = on_failure
         self._failing = False
@@ -461,11 +537,23 @@ class ListWatch:
             except _Gone as gone:
                 state.rv = None
                 state.gone_without_progress += 1
+                self._fell_behind(scope)
                 log.debug("watch_relisted", reason=str(gone))
                 if state.gone_without_progress > 1:
-                    await self._sleep(state.backoff.next(time.monotonic())[0])
+                    await self._backoff_sleep(state.backoff.next(time.monotonic())[0])
             except _Failure as failure:
+                self._fell_behind(scope)
                 await self._handle_failure(state, failure, log)
+
+    def _fell_behind(self, scope: str | None) -> None:
+        self._behind.add(scope)
+        self.current.clear()
+
+    def _caught_up(self, scope: str | None) -> None:
+        self._behind.discard(scope)
+        if not self._behind:
+            self.current.set()
+            self.wake.clear()  # a wake that came while this scope was not sleeping: moot now
 
     async def _handle_failure(
         self, state: _ScopeState, failure: _Failure, log: FilteringBoundLogger
@@ -513,12 +601,33 @@ class ListWatch:
             self._on_failure(_describe(failure, self.resource))
         if failure.connectivity:
             await self._health.failed(state.scope, failure.reason)
-        await self._sleep(delay)
+        await self._backoff_sleep(delay, log)
 
-    async def _sleep(self, delay: float) -> None:
-        await self._clock.sleep_until(self._clock.now() + timedelta(seconds=delay))
+    async def _backoff_sleep(self, delay: float, log: FilteringBoundLogger | None = None) -> None:
+        """Sleep ``delay`` on the clock, or until ``wake`` is set (a peer of the same cluster
+        got an answer: the API server is evidently back, waiting out up to ``backoff_max_s``
+        would only leave this source behind). The backoff itself goes on doubling: a woken
+        retry that fails sleeps longer next time."""
+        timer = asyncio.ensure_future(
+            self._clock.sleep_until(self._clock.now() + timedelta(seconds=delay))
+        )
+        woken = asyncio.ensure_future(self.wake.wait())
+        try:
+            await asyncio.wait({timer, woken}, return_when=asyncio.FIRST_COMPLETED)
+            early = not timer.done()
+        finally:
+            for task in (timer, woken):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self.wake.is_set():
+            self.wake.clear()
+            if early and log is not None:
+                log.debug("watch_backoff_woken", delay_s=round(delay, 3))
 
     async def _succeeded(self, state: _ScopeState, log: FilteringBoundLogger) -> None:
+        if state.scope in self._behind and self._on_recovered is not None:
+            self._on_recovered()
         if state.warned and state.backoff.attempt:
             log.info("watch_recovered", attempts=state.backoff.attempt)
             state.backoff.attempt = 0
@@ -568,6 +677,8 @@ class ListWatch:
         await self._succeeded(state, log)
         initial = state.lists == 0
         state.lists += 1
+        if not initial and self._on_catch_up is not None:
+            await self._on_catch_up()
         for item in items:
             await on_event(
                 WatchEvent("ADDED", item, initial=initial, relisted=not initial, scope=state.scope)
@@ -581,6 +692,7 @@ class ListWatch:
             self._listed_scopes.add(state.scope)
             if len(self._listed_scopes) == len(self._namespaces):
                 self.listed.set()
+        self._caught_up(state.scope)
 
     async def _request_json(self, call: ListCall, kwargs: dict[str, Any]) -> dict[str, Any]:
         s = self.settings
@@ -636,9 +748,17 @@ class ListWatch:
                         raise await _http_failure(resp)
                 await self._succeeded(state, log)
                 log.debug("watch_started", resource_version=state.rv, timeout_s=timeout_s)
+                on_quiet = None
+                if state.scope in self._behind:
+                    # Resumed after a failure: what it replays first is a backlog, as a relist.
+                    on_quiet = functools.partial(self._caught_up, state.scope)
+                    if self._on_catch_up is not None:
+                        await self._on_catch_up()
                 async with (
                     asyncio.timeout(timeout_s + 2 * s.read_slack_s),
-                    contextlib.aclosing(_lines(resp.content, s.silent_stream_s)) as lines,
+                    contextlib.aclosing(
+                        _lines(resp.content, s.silent_stream_s, on_quiet, s.caught_up_quiet_s)
+                    ) as lines,
                 ):
                     async for line in lines:
                         await self._line(state, line, on_event)
@@ -693,21 +813,35 @@ class ListWatch:
 
 
 async def _lines(
-    content: aiohttp.StreamReader, silent_s: float | None = None
+    content: aiohttp.StreamReader,
+    silent_s: float | None = None,
+    on_quiet: Callable[[], None] | None = None,
+    quiet_s: float = 0.0,
 ) -> AsyncGenerator[bytes, None]:
     """Newline-framed chunks of the body; a trailing partial line is a truncated stream, and
     ``silent_s`` (``None``: no bound) without a single byte raises :class:`_Silent`.
+    ``on_quiet`` is called once, at the first pause of ``quiet_s`` between whole lines (the
+    watch has caught up); the silence clock starts again after it.
 
     Not ``readline()``: aiohttp caps a line at 128 KiB and big objects exist. The silence clock
     runs only while waiting for bytes, never while the consumer holds a line (backpressure from
     a full intake queue is not a silent stream)."""
     buffer = bytearray()
     while True:
-        try:
-            async with asyncio.timeout(silent_s):
-                chunk = await content.readany()
-        except TimeoutError:
-            raise _Silent from None
+        if on_quiet is not None and not buffer:
+            try:
+                async with asyncio.timeout(quiet_s):
+                    chunk = await content.readany()
+            except TimeoutError:
+                on_quiet()
+                on_quiet = None
+                continue
+        else:
+            try:
+                async with asyncio.timeout(silent_s):
+                    chunk = await content.readany()
+            except TimeoutError:
+                raise _Silent from None
         if not chunk:
             break
         buffer += chunk
