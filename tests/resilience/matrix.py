@@ -850,18 +850,28 @@ class DaemonProcess:
         ]
 
     def sights(self) -> list[tuple[int, float]]:
-        """Per run, the store revisions its Events watch could see: from its first list (its
-        ``watch_listed`` log line) to its SIGKILL (``inf``: not killed). A run killed before it
-        listed saw nothing. Generous on purpose (a watch that lagged counts as seeing), since
-        ``unseen_fold`` excuses only what no run could have seen."""
+        """The store revisions this process's Events watch could see, as spans: per run, from
+        its first list (its ``watch_listed`` log line) to its SIGKILL (``inf``: not killed),
+        cut where the watch was told its history is gone (``watch_relisted``, with the last
+        version it had passed on) until its relist (the next ``watch_listed``). A run killed
+        before it listed saw nothing. Generous on purpose (a watch that lagged counts as
+        seeing), since ``unseen_fold`` excuses only what no run could have seen."""
         out: list[tuple[int, float]] = []
         for run in range(1, self.runs + 1):
+            start: int | None = None
             for line in self.log_text(run).splitlines():
-                if '"watch_listed"' not in line or '"resource": "events"' not in line:
+                if '"resource": "events"' not in line:
                     continue
-                listed = int(json.loads(line)["resource_version"])
-                out.append((listed, float(self.killed_at.get(run, math.inf))))
-                break
+                if '"watch_listed"' in line and start is None:
+                    start = int(json.loads(line)["resource_version"])
+                elif '"watch_relisted"' in line and start is not None:
+                    seen = json.loads(line).get("resource_version")
+                    if seen is None:  # gone before it passed anything on: nothing seen since
+                        seen = start
+                    out.append((start, float(seen)))
+                    start = None
+            if start is not None:
+                out.append((start, float(self.killed_at.get(run, math.inf))))
         return out
 
     def log_text(self, run: int | None = None) -> str:

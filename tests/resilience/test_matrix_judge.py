@@ -11,11 +11,13 @@ import dataclasses
 import json
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from tests.resilience.matrix import (
     IDEMPOTENCY_HEADER,
     Arrival,
+    DaemonProcess,
     Finding,
     Made,
     TracedFlagger,
@@ -259,3 +261,29 @@ async def test_excuse_moves_only_proven_losses_to_known() -> None:
     assert [(f.kind, f.transition) for f in verdict.findings] == [("LOST", "weight-advanced")]
     assert "not excused: made at revision" in verdict.findings[0].note
     assert any("promoting of rollout #2" in k for k in verdict.known)
+
+
+def test_a_process_sees_from_its_list_to_its_kill_except_while_it_relisted(tmp_path: Path) -> None:
+    """``DaemonProcess.sights``: a run's Events watch sees from its first list to its SIGKILL,
+    minus the gap between the last version it passed on before a 410 and its relist."""
+    daemon = DaemonProcess("cw", tmp_path / "cw.yaml", tmp_path, 0)
+
+    def line(event: str, **fields: object) -> str:
+        return json.dumps({"resource": "events", "event": event, **fields})
+
+    (tmp_path / "cw-1.log").write_text(
+        "\n".join(
+            [
+                line("watch_listed", resource_version="1000", initial=True),
+                json.dumps({"resource": "canaries.flagger.app", "event": "watch_relisted"}),
+                line("watch_relisted", resource_version="1040", reason="410"),
+                line("watch_listed", resource_version="1090", initial=False),
+            ]
+        ),
+        encoding="utf-8",
+    )
+    (tmp_path / "cw-2.log").write_text("", encoding="utf-8")  # killed before it listed
+    (tmp_path / "cw-3.log").write_text(line("watch_listed", resource_version="1200"), "utf-8")
+    daemon.runs = 3
+    daemon.killed_at = {1: 1100, 2: 1150}
+    assert daemon.sights() == [(1000, 1040.0), (1090, 1100.0), (1200, math.inf)]

@@ -535,10 +535,13 @@ class ListWatch:
                     await self._list(state, on_event, on_listed, log)
                 await self._stream(state, on_event, log)
             except _Gone as gone:
+                # The last version this scope passed on: what was written after it and is
+                # overwritten before the relist was never seen (logged for the fault matrix).
+                seen = state.rv
                 state.rv = None
                 state.gone_without_progress += 1
                 self._fell_behind(scope)
-                log.debug("watch_relisted", reason=str(gone))
+                log.debug("watch_relisted", reason=str(gone), resource_version=seen)
                 if state.gone_without_progress > 1:
                     await self._backoff_sleep(state.backoff.next(time.monotonic())[0])
             except _Failure as failure:
