@@ -191,27 +191,30 @@ async def test_a_backlog_step_is_sent_before_its_rollback_mutes_it() -> None:
     assert [t for t, _, _ in got] == ["halted", "rolled-back"], got
 
 
+AT_WEIGHT_10 = [
+    canary(-60, "Initialized", "s0"),
+    event("e0", -60, "Synced", "Initialization done! podinfo.test"),
+    canary(-59, "Succeeded", "s0"),
+    event("e1", 0, "Synced", "New revision detected! Scaling up podinfo.test"),
+    canary(0, "Progressing", "s1"),
+    event("e2", 1, "Synced", "Starting canary analysis for podinfo.test"),
+    event("e3", 2, "Synced", "Advance podinfo.test canary weight 10"),
+]
+"""What the daemon saw before a restart or an outage: rollout s1 at weight 10."""
+
+
 async def test_a_relisted_canary_recovers_a_missed_step_only_after_the_backlogs_events() -> None:
     """The fault matrix's kill -9 case (its one remaining out-of-order): Flagger does not move
     ``lastTransitionTime`` when only the weight changes, so the relisted Canary sorts before
     the backlog's newer weight Events. Its missed-step recovery (``pipeline.recover``) ran at
     that place and announced weight 40 before 20 and 30; it must wait for the backlog."""
-    before = [
-        canary(-60, "Initialized", "s0"),
-        event("e0", -60, "Synced", "Initialization done! podinfo.test"),
-        canary(-59, "Succeeded", "s0"),
-        event("e1", 0, "Synced", "New revision detected! Scaling up podinfo.test"),
-        canary(0, "Progressing", "s1"),
-        event("e2", 1, "Synced", "Starting canary analysis for podinfo.test"),
-        event("e3", 2, "Synced", "Advance podinfo.test canary weight 10"),
-    ]
     backlog = [
         canary(0, "Progressing", "s1", weight=40),  # Progressing since minute 0, now at 40
         event("e4", 3, "Synced", "Advance podinfo.test canary weight 20"),
         event("e5", 4, "Synced", "Advance podinfo.test canary weight 30"),
         event("e6", 5, "Synced", "Advance podinfo.test canary weight 40"),
     ]
-    got = await run(before, backlog, restart=True)
+    got = await run(AT_WEIGHT_10, backlog, restart=True)
     assert [(t, d) for t, d, _ in got] == [
         ("weight-advanced", "20"),
         ("weight-advanced", "30"),
@@ -222,18 +225,9 @@ async def test_a_relisted_canary_recovers_a_missed_step_only_after_the_backlogs_
 async def test_a_missed_step_is_still_recovered_after_the_backlog() -> None:
     """Deferred, not dropped: a step only the relisted status shows (its Event folded away)
     is still announced, once, after what the Events listed."""
-    before = [
-        canary(-60, "Initialized", "s0"),
-        event("e0", -60, "Synced", "Initialization done! podinfo.test"),
-        canary(-59, "Succeeded", "s0"),
-        event("e1", 0, "Synced", "New revision detected! Scaling up podinfo.test"),
-        canary(0, "Progressing", "s1"),
-        event("e2", 1, "Synced", "Starting canary analysis for podinfo.test"),
-        event("e3", 2, "Synced", "Advance podinfo.test canary weight 10"),
-    ]
     backlog = [
         canary(0, "Progressing", "s1", weight=40),
         event("e4", 3, "Synced", "Advance podinfo.test canary weight 20"),
     ]
-    got = await run(before, backlog, restart=True)
+    got = await run(AT_WEIGHT_10, backlog, restart=True)
     assert [(t, d) for t, d, _ in got] == [("weight-advanced", "20"), ("weight-advanced", "40")]

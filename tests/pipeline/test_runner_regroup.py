@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from structlog.testing import capture_logs
-from tests.pipeline.test_runner_backlog import POLICY, canary, event
+from tests.pipeline.test_runner_backlog import AT_WEIGHT_10, POLICY, canary, event
 
 from canarywatch.clock import SystemClock
 from canarywatch.model import CanaryEvent, Notification, Observation
@@ -33,15 +33,7 @@ def live(obs: Observation) -> Observation:
     return Observation(at=obs.at, source=obs.source, data=data, cluster="prod")
 
 
-BEFORE = [
-    canary(-60, "Initialized", "s0"),
-    event("e0", -60, "Synced", "Initialization done! podinfo.test"),
-    canary(-59, "Succeeded", "s0"),
-    event("e1", 0, "Synced", "New revision detected! Scaling up podinfo.test"),
-    canary(0, "Progressing", "s1"),
-    event("e2", 1, "Synced", "Starting canary analysis for podinfo.test"),
-    event("e3", 2, "Synced", "Advance podinfo.test canary weight 10"),
-]
+BEFORE = AT_WEIGHT_10
 """What the daemon saw before the outage: rollout s1 at weight 10."""
 
 CANARY_RELIST = [live(canary(11, "Progressing", "s2"))]
